@@ -1,0 +1,53 @@
+# plasticity-bench: the front door. `make help` lists targets and variables.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+AGENT ?= dqn
+INTERVENTION ?= none
+SEED ?= 0
+STEPS ?=
+RUN_DIR ?= runs
+ARGS ?=
+
+RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
+	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
+
+.PHONY: help atari minatar test test-slow clean-venv
+
+help: ## this list
+	@echo "targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
+	@echo "variables (for atari / minatar):"
+	@echo "  AGENT=dqn|random          agent (registry: agents/)"
+	@echo "  INTERVENTION=none         intervention name or a_b composition"
+	@echo "  GAME=...                  Atari game (default Breakout) or MinAtar game (default breakout)"
+	@echo "  SEED=0  STEPS=N           seed; agent steps summed over envs (default: the suite's budget)"
+	@echo "  RUN_DIR=runs              root of the run directories"
+	@echo "  ARGS=\"k=v ...\"            raw Hydra overrides, e.g. ARGS=\"agent.lr=1e-4 env.num_envs=4\""
+
+$(STAMP): pyproject.toml
+	@echo "creating $(VENV) (first use only)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+atari: $(STAMP) ## one Atari run via EnvPool: make atari AGENT=dqn INTERVENTION=none GAME=Breakout
+	$(PY) -m runner env=atari $(RUN_ARGS)
+
+minatar: $(STAMP) ## one MinAtar run: make minatar AGENT=dqn GAME=breakout
+	$(PY) -m runner env=minatar $(RUN_ARGS)
+
+test: $(STAMP) ## the fast test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## the long checks too (learning, large memory)
+	$(PY) -m pytest -q -m slow
+
+clean-venv: ## remove the virtual environment
+	rm -rf $(VENV)

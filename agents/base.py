@@ -1,0 +1,30 @@
+"""What the runner expects of an agent. Agents implement it; they do not inherit."""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Agent(Protocol):
+    name: str
+    network: nn.Module | None
+    """The network probes measure and interventions change (None for agents without one)."""
+
+    def __init__(self, cfg: Any, obs_shape: tuple, obs_dtype: np.dtype, num_actions: int,
+                 num_envs: int, device: torch.device, seed: int, interventions: Any) -> None: ...
+
+    def act(self, obs: np.ndarray, step: int) -> np.ndarray:
+        """One action per env for a batch of observations."""
+
+    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
+                terminated: np.ndarray, truncated: np.ndarray, step: int) -> dict[str, torch.Tensor]:
+        """Take one batched transition (true ``next_obs`` also at episode ends), learn if it is
+        time, and return training metrics as detached scalars (empty when nothing happened)."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly: networks, optimizer, replay, RNG, counters."""
+
+    def load_state_dict(self, state: dict) -> None: ...

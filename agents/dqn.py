@@ -1,0 +1,175 @@
+"""DQN (Mnih et al. 2015), vectorized over a batch of envs.
+
+Defaults are the Atari reference (CleanRL-style, see ../shared/paper.md); the MinAtar preset
+(Young & Tian 2019) is ``configs/preset/dqn_minatar.yaml``. Read top to bottom: config ->
+networks and optimizer -> acting -> storing and learning -> checkpoint state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents import register
+from agents.networks import build_network
+from agents.replay import ReplayBuffer
+
+
+@dataclass
+class DQNConfig:
+    name: str = "dqn"
+    """Registry name."""
+    lr: float = 1e-4
+    """Learning rate."""
+    optimizer: str = "adam"
+    """adam | rmsprop (centred, as in the MinAtar paper)."""
+    optimizer_eps: float = 1e-8
+    """Adam/RMSProp epsilon (MinAtar: 0.01, the paper's minimum squared gradient)."""
+    rmsprop_alpha: float = 0.95
+    """RMSProp squared-gradient momentum."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions (frames are stored once)."""
+    batch_size: int = 32
+    """Transitions per update."""
+    gamma: float = 0.99
+    """Discount."""
+    n_step: int = 1
+    """n-step returns (1 = plain DQN)."""
+    learning_starts: int = 80_000
+    """Agent steps before the first update."""
+    updates_per_step: float = 0.25
+    """Updates per agent step (0.25 = one update every 4 steps, whatever the number of envs)."""
+    target_update_interval: int = 1000
+    """Updates between target network syncs."""
+    tau: float = 1.0
+    """Target update: 1.0 = hard copy, < 1 = Polyak averaging at every sync."""
+    double_dqn: bool = False
+    """Double DQN targets. Off by default to match the reference DQN the presets reproduce."""
+    loss: str = "mse"
+    """mse (CleanRL Atari) | huber (MinAtar paper)."""
+    max_grad_norm: float = 0.0
+    """Clip the gradient norm to this; 0 = no clipping."""
+    epsilon_start: float = 1.0
+    """Initial exploration rate."""
+    epsilon_end: float = 0.01
+    """Final exploration rate."""
+    exploration_start: int = 0
+    """Agent step at which epsilon starts to decay."""
+    exploration_steps: int = 1_000_000
+    """Agent steps over which epsilon decays linearly."""
+    reward_clip: bool = True
+    """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
+    arch: str = "auto"
+    """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
+
+
+@register("dqn")
+class DQN:
+    Config = DQNConfig
+
+    def __init__(self, cfg: DQNConfig, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
+        self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
+        self.interventions = interventions
+        self.rng = np.random.default_rng(seed)
+
+        obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
+        factory = lambda **kw: build_network(obs_shape, num_actions, cfg.arch, obs_scale, **kw)  # noqa: E731
+        self.network = interventions.build(factory).to(device)
+        self.target = interventions.build(factory).to(device)
+        self.target.load_state_dict(self.network.state_dict())
+        self.target.requires_grad_(False)
+        self.optimizer = self.make_optimizer()
+
+        stack = obs_shape[0] if np.dtype(obs_dtype) == np.uint8 else 1  # pixels: dedupe frames
+        self.replay = ReplayBuffer(cfg.buffer_size, num_envs, obs_shape, obs_dtype, stack, cfg.gamma, cfg.n_step)
+        self.update_credit = 0.0  # fractional updates owed (updates_per_step x agent steps)
+        self.updates = 0
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Built from the live parameters; interventions that replace parameters call it again."""
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.optimizer_eps, fused=self.device.type in ("cpu", "cuda"))
+        if self.cfg.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=self.cfg.lr, alpha=self.cfg.rmsprop_alpha,
+                                       eps=self.cfg.optimizer_eps, centered=True)
+        raise ValueError(f"unknown optimizer '{self.cfg.optimizer}'; valid: adam, rmsprop")
+
+    # ---- acting -------------------------------------------------------------------------
+    def epsilon(self, step: int) -> float:
+        c = self.cfg
+        frac = min(max(step - c.exploration_start, 0) / max(c.exploration_steps, 1), 1.0)
+        return c.epsilon_start + frac * (c.epsilon_end - c.epsilon_start)
+
+    def act(self, obs: np.ndarray, step: int) -> np.ndarray:
+        explore = self.rng.random(self.num_envs) < self.epsilon(step)
+        actions = self.rng.integers(self.num_actions, size=self.num_envs)
+        if not explore.all():
+            with torch.inference_mode():
+                q = self.network(torch.as_tensor(obs, device=self.device))
+            actions = np.where(explore, actions, q.argmax(1).cpu().numpy())
+        return actions
+
+    # ---- storing and learning -----------------------------------------------------------
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
+        if self.cfg.reward_clip:
+            rewards = np.sign(rewards)
+        self.replay.add(obs, actions, rewards, next_obs, terminated, truncated)
+        if step < self.cfg.learning_starts:
+            return {}
+        self.update_credit += self.num_envs * self.cfg.updates_per_step
+        metrics = {}
+        while self.update_credit >= 1.0:
+            self.update_credit -= 1.0
+            metrics = self.update()
+            metrics.update(self.interventions.after_update(self, step))
+        return metrics
+
+    def update(self) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        batch = {k: torch.as_tensor(v, device=self.device) for k, v in self.replay.sample(c.batch_size, self.rng).items()}
+        with torch.no_grad():
+            next_q = self.target(batch["next_obs"])
+            if c.double_dqn:
+                best = self.network(batch["next_obs"]).argmax(1, keepdim=True)
+            else:
+                best = next_q.argmax(1, keepdim=True)
+            target = batch["rewards"] + batch["discounts"] * next_q.gather(1, best).squeeze(1)
+        q = self.network(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
+        loss = F.mse_loss(q, target) if c.loss == "mse" else F.smooth_l1_loss(q, target)
+        total = self.interventions.loss(self.network, loss)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if c.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % c.target_update_interval == 0:
+            self.sync_target()
+        return {"loss": loss.detach(), "q_mean": q.detach().mean()}
+
+    @torch.no_grad()
+    def sync_target(self) -> None:
+        for t, p in zip(self.target.state_dict().values(), self.network.state_dict().values()):
+            t.copy_(p) if self.cfg.tau >= 1.0 else t.lerp_(p, self.cfg.tau)
+
+    # ---- checkpoint state ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"network": self.network.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
+                "rng": self.rng.bit_generator.state, "update_credit": self.update_credit,
+                "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer = self.make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"])
+        self.rng.bit_generator.state = state["rng"]
+        self.update_credit, self.updates = state["update_credit"], state["updates"]
+
+

@@ -1,0 +1,77 @@
+"""Agent networks: a ``body`` (obs -> features) of standard layers and a ``head``.
+
+Bodies are built from a spec of named layers so that interventions and probes can walk them
+(``conv1``, ``act1``, ...); ``layer_norm=True`` puts a LayerNorm before every nonlinearity.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+# (kind, out_channels_or_features, kernel, stride)
+NATURE_CNN = [("conv", 32, 8, 4), ("conv", 64, 4, 2), ("conv", 64, 3, 1), ("flatten",), ("linear", 512)]
+MINATAR_CNN = [("conv", 16, 3, 1), ("flatten",), ("linear", 128)]
+MLP = [("flatten",), ("linear", 256), ("linear", 256), ("linear", 256)]
+ARCHS = {"nature_cnn": NATURE_CNN, "minatar_cnn": MINATAR_CNN, "mlp": MLP}
+
+
+class ToFloat(nn.Module):
+    """uint8 pixels -> [0, 1] floats (bool MinAtar grids -> 0/1)."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().mul_(self.scale) if self.scale != 1.0 else x.float()
+
+
+class Network(nn.Module):
+    def __init__(self, body: nn.Sequential, head: nn.Module):
+        super().__init__()
+        self.body, self.head = body, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def default_arch(obs_shape: tuple) -> str:
+    if len(obs_shape) == 3 and obs_shape[1] >= 32:
+        return "nature_cnn"
+    return "minatar_cnn" if len(obs_shape) == 3 else "mlp"
+
+
+def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool = False) -> nn.Sequential:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown network arch '{arch}'; valid: {', '.join(ARCHS)}")
+    layers: OrderedDict[str, nn.Module] = OrderedDict(scale=ToFloat(obs_scale))
+    shape = tuple(obs_shape)
+    n = 0
+    for spec in ARCHS[arch]:
+        if spec[0] == "flatten":
+            layers["flatten"] = nn.Flatten()
+            shape = (int(torch.tensor(shape).prod()),)
+            continue
+        n += 1
+        if spec[0] == "conv":
+            _, out, kernel, stride = spec
+            layers[f"conv{n}"] = nn.Conv2d(shape[0], out, kernel, stride)
+            shape = (out, (shape[1] - kernel) // stride + 1, (shape[2] - kernel) // stride + 1)
+        else:
+            layers[f"fc{n}"] = nn.Linear(shape[0], spec[1])
+            shape = (spec[1],)
+        if layer_norm:
+            layers[f"norm{n}"] = nn.LayerNorm(shape)
+        layers[f"act{n}"] = nn.ReLU()
+    return nn.Sequential(layers)
+
+
+def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_scale: float = 1.0,
+                  layer_norm: bool = False) -> Network:
+    arch = default_arch(obs_shape) if arch == "auto" else arch
+    body = build_body(obs_shape, arch, obs_scale, layer_norm)
+    with torch.no_grad():
+        features = body(torch.zeros(1, *obs_shape)).shape[-1]
+    return Network(body, nn.Linear(features, num_outputs))

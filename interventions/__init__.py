@@ -1,0 +1,78 @@
+"""Intervention registry and composition.
+
+An intervention is a small object with any of these optional hooks, called in order:
+``build(factory) -> factory`` (change the architecture), ``loss(network, loss) -> loss``,
+``after_update(agent, step) -> dict`` (act at intervals; returns metrics to log).
+Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseline.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable
+
+INTERVENTIONS: dict[str, type] = {}
+
+
+def register(name: str):
+    def add(cls):
+        cls.name = name
+        INTERVENTIONS[name] = cls
+        return cls
+
+    return add
+
+
+def split_name(name: str) -> list[str]:
+    """``"ln_l2"`` -> ``["ln", "l2"]``; family names may contain ``_`` (longest match wins)."""
+    if name == "none":
+        return []
+    parts, rest = [], name
+    while rest:
+        match = max((f for f in INTERVENTIONS if rest == f or rest.startswith(f + "_")), key=len, default=None)
+        if match is None:
+            valid = ", ".join(["none", *sorted(INTERVENTIONS)])
+            raise ValueError(f"unknown intervention '{name}'; valid: {valid} (or an a_b composition)")
+        parts.append(match)
+        rest = rest[len(match) + 1:]
+    return parts
+
+
+class Composition:
+    """An ordered list of interventions acting as one."""
+
+    def __init__(self, name: str, params: Any = None):
+        self.name = name
+        params = params or {}
+        self.parts = [INTERVENTIONS[f](**dict(params.get(f, {}))) for f in split_name(name)]
+
+    def build(self, factory: Callable):
+        for part in self.parts:
+            if hasattr(part, "build"):
+                factory = part.build(factory)
+        return factory()
+
+    def loss(self, network, loss):
+        for part in self.parts:
+            if hasattr(part, "loss"):
+                loss = part.loss(network, loss)
+        return loss
+
+    def after_update(self, agent, step: int) -> dict:
+        metrics = {}
+        for part in self.parts:
+            if hasattr(part, "after_update"):
+                metrics.update(part.after_update(agent, step) or {})
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {p.name: p.state_dict() for p in self.parts if hasattr(p, "state_dict")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for p in self.parts:
+            if hasattr(p, "load_state_dict"):
+                p.load_state_dict(state[p.name])
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

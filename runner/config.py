@@ -1,0 +1,97 @@
+"""Compose the run config with Hydra and turn every bad input into a one-line ConfigError."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import agents
+import interventions
+from envs import SUITES, UnknownChoice, check_game
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# Keys that may change between a run and its resumption without changing the run itself.
+RESUMABLE_CHANGES = ("total_steps", "device", "threads", "log.progress", "checkpoint.interval", "run_dir")
+
+
+class ConfigError(ValueError):
+    """A bad command line or config; the message is one line naming the valid choices."""
+
+
+def register_schemas() -> None:
+    """Typed defaults (the dataclasses) become Hydra schemas that the YAML files extend."""
+    store = ConfigStore.instance()
+    for name, cls in agents.AGENTS.items():
+        store.store(group="agent", name=f"{name}_schema", node=cls.Config)
+    for suite, (config_cls, _, _) in SUITES.items():
+        store.store(group="env", name=f"{suite}_schema", node=config_cls)
+
+
+def choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _check_group_overrides(overrides: list[str]) -> None:
+    for override in overrides:
+        key, _, value = override.partition("=")
+        group = {"agent": "agent", "env": "env", "suite": "env"}.get(key.lstrip("+~"))
+        if group and value not in choices(group):
+            label = "agent" if group == "agent" else "suite"
+            raise ConfigError(f"unknown {label} '{value}'; valid: {', '.join(choices(group))}")
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The resolved config of one run, validated (agent, suite, game, intervention)."""
+    register_schemas()
+    _check_group_overrides(overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as error:
+        cause = str(error.__cause__).splitlines()[0] if error.__cause__ else ""
+        message = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+        message = f"{message} ({cause})" if cause and cause not in message else message
+        raise ConfigError(f"invalid config or override: {message}") from None
+    try:
+        cfg.env.game = check_game(cfg.env.suite, cfg.env.game)
+        interventions.split_name(cfg.intervention)
+    except (UnknownChoice, ValueError) as error:
+        raise ConfigError(str(error)) from None
+    for key in ("seed", "total_steps", "log.interval", "checkpoint.interval"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"unknown device '{cfg.device}'; valid: auto, cpu, cuda")
+    return cfg
+
+
+def run_path(cfg: DictConfig) -> Path:
+    """RUN_DIR/<suite>/<game>/<agent>/<intervention>/seed<k> (the contract)."""
+    return Path(cfg.run_dir) / cfg.env.suite / cfg.env.game / cfg.agent.name / cfg.intervention / f"seed{cfg.seed}"
+
+
+def config_differences(saved: DictConfig, new: DictConfig) -> list[str]:
+    """Keys whose values differ, apart from those a resumed run may change."""
+    a, b = OmegaConf.to_container(saved), OmegaConf.to_container(new)
+    for key in RESUMABLE_CHANGES:
+        for d in (a, b):
+            *parents, leaf = key.split(".")
+            for p in parents:
+                d = d.get(p, {})
+            d.pop(leaf, None)
+    return [f"{k}: {va!r} -> {vb!r}" for k, va, vb in _flat_diff(a, b)]
+
+
+def _flat_diff(a, b, prefix=""):
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            yield from _flat_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            yield f"{prefix}{key}", va, vb

@@ -1,0 +1,67 @@
+"""Long-format, append-only CSV logs that carry the run identity on every row."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+IDENTITY = ("suite", "game", "agent", "intervention", "seed")
+RETURNS_COLUMNS = (*IDENTITY, "step", "episode_return", "episode_length")
+METRICS_COLUMNS = (*IDENTITY, "step", "metric", "layer", "value")
+
+
+class CSVLog:
+    """One CSV file; rows are flushed as they are written, and a resumed run truncates the
+    file back to the byte offset its checkpoint recorded, so no row is duplicated or lost."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...], identity: tuple, append: bool):
+        self.path, self.identity = Path(path), tuple(identity)
+        fresh = not append or not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "w" if fresh else "a", newline="")
+        self._writer = csv.writer(self._file)
+        if fresh:
+            self._writer.writerow(columns)
+            self._file.flush()
+
+    def write(self, *values) -> None:
+        self._writer.writerow((*self.identity, *values))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def offset(self) -> int:
+        self._file.flush()
+        return self._file.tell()
+
+    def truncate(self, offset: int) -> None:
+        self._file.flush()
+        os.truncate(self.path, offset)
+        self._file.seek(offset)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class MetricAverager:
+    """Averages training metrics between log rows. Values stay tensors until written, so the
+    hot loop never waits on a device sync."""
+
+    def __init__(self):
+        self.sums: dict = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop(self) -> dict[str, float]:
+        means = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
+        self.sums, self.counts = {}, {}
+        return means
+
+    def state_dict(self) -> dict:
+        return {"sums": {k: float(v) for k, v in self.sums.items()}, "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])

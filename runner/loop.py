@@ -1,0 +1,209 @@
+"""The one training loop: env -> agent -> CSV logs, with checkpoints, resume and a progress bar."""
+from __future__ import annotations
+
+import collections
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+import agents
+from envs import make_env
+from interventions import Composition
+from runner import checkpoint
+from runner.config import config_differences, run_path
+from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, CSVLog, MetricAverager
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; the message says why and what to do, in one line."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("device=cuda asked for, but torch sees no CUDA device; use device=cpu or auto")
+    return torch.device(name)
+
+
+def crossed(before: int, after: int, interval: int) -> bool:
+    return interval > 0 and after // interval > before // interval
+
+
+class Run:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.dir = run_path(cfg)
+        self.stop_signal: int | None = None
+
+    def prepare_dir(self) -> Path | None:
+        """Create the run directory, check a previous run there is the same run, save config."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".writable"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise RunError(f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR")
+        try:
+            found = checkpoint.find(self.dir)
+        except checkpoint.CorruptCheckpoint as error:
+            raise RunError(f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}")
+        saved = self.dir / "config.yaml"
+        if found and saved.exists():
+            differences = config_differences(OmegaConf.load(saved), self.cfg)
+            if differences:
+                raise RunError(f"{self.dir} holds a run with another config ({'; '.join(differences[:3])}); "
+                               "use another RUN_DIR or seed, or delete that directory")
+        OmegaConf.save(self.cfg, saved)
+        return found
+
+    def build(self, resuming: bool) -> None:
+        """Env, agent and logs. A run killed before its first checkpoint starts over, and so
+        do its CSV files (its rows will be written again, identically)."""
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        self.env = make_env(cfg.env, cfg.seed)
+        self.obs, _ = self.env.reset(seed=cfg.seed)
+        self.interventions = Composition(cfg.intervention, cfg.interventions)
+        agent_cls = agents.AGENTS[cfg.agent.name]
+        self.agent = agent_cls(OmegaConf.to_object(cfg.agent), self.env.single_observation_shape, self.obs.dtype,
+                               self.env.num_actions, self.env.num_envs, self.device, cfg.seed, self.interventions)
+        identity = (cfg.env.suite, cfg.env.game, cfg.agent.name, cfg.intervention, cfg.seed)
+        self.returns_log = CSVLog(self.dir / "returns.csv", RETURNS_COLUMNS, identity, append=resuming)
+        self.metrics_log = CSVLog(self.dir / "metrics.csv", METRICS_COLUMNS, identity, append=resuming)
+        self.averager = MetricAverager()
+        self.step = 0
+        self.episode_return = np.zeros(self.env.num_envs)
+        self.episode_length = np.zeros(self.env.num_envs, dtype=np.int64)
+        self.recent_returns: collections.deque = collections.deque(maxlen=20)
+
+    # ---- checkpoint ---------------------------------------------------------------------
+    def save(self) -> None:
+        checkpoint.save(self.dir, {
+            "step": self.step, "obs": self.obs, "env": self.env.state_dict(),
+            "episode_return": self.episode_return, "episode_length": self.episode_length,
+            "recent_returns": list(self.recent_returns), "agent": self.agent.state_dict(),
+            "interventions": self.interventions.state_dict(), "averager": self.averager.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "log_offsets": {"returns": self.returns_log.offset(), "metrics": self.metrics_log.offset()},
+        })
+
+    def restore(self, directory: Path) -> None:
+        try:
+            state = checkpoint.load(directory)
+        except checkpoint.CorruptCheckpoint as error:
+            raise RunError(f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}")
+        try:
+            self.agent.load_state_dict(state["agent"])
+            self.interventions.load_state_dict(state["interventions"])
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise RunError(f"checkpoint {directory} does not fit this config ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0]}); it was left as it is. To start over, delete {self.dir}")
+        self.step = state["step"]
+        self.obs = state["obs"]
+        self.env.load_state_dict(state["env"], resume_seed=self.cfg.seed + self.step)
+        if not state["env"]:  # env state cannot be saved (EnvPool): episodes restart
+            self.obs, _ = self.env.reset()
+            state["episode_return"][:] = 0
+            state["episode_length"][:] = 0
+        self.episode_return, self.episode_length = state["episode_return"], state["episode_length"]
+        self.recent_returns.extend(state["recent_returns"])
+        self.averager.load_state_dict(state["averager"])
+        torch.set_rng_state(state["torch_rng"])
+        # Rows written after this checkpoint will be written again, identically: drop them.
+        self.returns_log.truncate(state["log_offsets"]["returns"])
+        self.metrics_log.truncate(state["log_offsets"]["metrics"])
+
+    # ---- the loop -----------------------------------------------------------------------
+    def train(self) -> int:
+        cfg = self.cfg
+        if (self.dir / "done").exists():
+            print(f"{self.dir}: finished already (done marker); skipping. Delete the directory to run it again.")
+            return 0
+        found = self.prepare_dir()
+        self.build(resuming=found is not None)
+        if found:
+            self.restore(found)
+            print(f"resuming {self.dir} from step {self.step:,}")
+
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        n = self.env.num_envs
+        bar = tqdm(total=cfg.total_steps, initial=self.step, unit="step", unit_scale=True, smoothing=0.05,
+                   dynamic_ncols=True, disable=None if cfg.log.progress else True,
+                   desc=f"{cfg.agent.name}/{cfg.intervention} {cfg.env.game}")
+        start_step, start_time = self.step, time.perf_counter()
+        try:
+            while self.step < cfg.total_steps and self.stop_signal is None:
+                before = self.step
+                actions = self.agent.act(self.obs, self.step)
+                next_obs, rewards, terminated, truncated, info = self.env.step(actions)
+                self.step += n
+                self.averager.add(self.agent.observe(self.obs, actions, rewards, info["final_obs"],
+                                                     terminated, truncated, self.step))
+                self._track_episodes(rewards, terminated | truncated)
+                self.obs = next_obs
+                if crossed(before, self.step, cfg.log.interval):
+                    self._log_metrics(bar)
+                if crossed(before, self.step, cfg.checkpoint.interval):
+                    self.save()
+                bar.update(n)
+        finally:
+            bar.close()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        elapsed = time.perf_counter() - start_time
+        rate = (self.step - start_step) / max(elapsed, 1e-9)
+        recent = f"{np.mean(self.recent_returns):.2f}" if self.recent_returns else "n/a"
+        if self.stop_signal is not None:
+            self.save()
+            print(f"stopped by {signal.Signals(self.stop_signal).name} at step {self.step:,}; checkpoint saved. "
+                  "Run the same command again to resume.")
+            return 128 + self.stop_signal
+        self._log_metrics(bar)
+        self._finish()
+        print(f"done: {self.step:,} steps ({rate:,.0f} steps/s this session), mean return of the last "
+              f"{len(self.recent_returns)} episodes {recent}; logs in {self.dir}")
+        return 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    def _track_episodes(self, rewards: np.ndarray, done: np.ndarray) -> None:
+        self.episode_return += rewards
+        self.episode_length += 1
+        if done.any():
+            for i in np.flatnonzero(done):
+                self.returns_log.write(self.step, float(self.episode_return[i]), int(self.episode_length[i]))
+                self.recent_returns.append(float(self.episode_return[i]))
+            self.episode_return[done] = 0
+            self.episode_length[done] = 0
+            self.returns_log.flush()
+
+    def _log_metrics(self, bar) -> None:
+        metrics = self.averager.pop()
+        for name, value in metrics.items():
+            if not np.isfinite(value):
+                raise RunError(f"{name} became {value} at step {self.step:,}; the last checkpoint and the logs "
+                               f"up to here are kept in {self.dir}. Lower agent.lr or check the config")
+            self.metrics_log.write(self.step, name, "", value)
+        self.metrics_log.flush()
+        if self.recent_returns:
+            bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+
+    def _finish(self) -> None:
+        if self.agent.network is not None:
+            torch.save(self.agent.network.state_dict(), self.dir / "model.pt")
+        self.returns_log.close()
+        self.metrics_log.close()
+        (self.dir / "done").touch()
+        # The run is over: its (possibly multi-GB) replay checkpoint is no longer needed.
+        checkpoint.remove(self.dir)

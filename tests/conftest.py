@@ -1,0 +1,29 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny DQN on MinAtar: learning starts early so every code path runs in a few seconds.
+TINY_DQN = ["env=minatar", "agent=dqn", "total_steps=2400", "agent.learning_starts=300", "agent.batch_size=8", "agent.updates_per_step=0.25",
+            "agent.buffer_size=4000", "agent.target_update_interval=50", "log.interval=200",
+            "checkpoint.interval=800", "log.progress=false", "threads=1"]
+
+
+def runner_cmd(*args):
+    return [sys.executable, "-m", "runner", *args]
+
+
+@pytest.fixture
+def run(tmp_path):
+    """Run ``python -m runner`` in a subprocess under tmp_path; returns CompletedProcess."""
+    def _run(*args, check=True):
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(runner_cmd(f"run_dir={tmp_path}", *args), cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+    return _run

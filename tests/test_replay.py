@@ -1,0 +1,119 @@
+"""Replay buffer: stacks rebuilt from stored frames equal what the env returned."""
+import numpy as np
+import pytest
+
+from agents.replay import ReplayBuffer
+
+
+class FakeStackedEnv:
+    """N envs whose frames encode (env, episode, t); stacks shift like EnvPool's, reset obs
+    repeats its first frame, episodes end at random by termination or truncation."""
+
+    def __init__(self, n, stack=4, seed=0):
+        self.n, self.stack, self.rng = n, stack, np.random.default_rng(seed)
+        self.episode = np.zeros(n, int)
+        self.t = np.zeros(n, int)
+
+    def frame(self, i):
+        return np.full((2, 2), (i * 50 + self.episode[i] * 7 + self.t[i]) % 256, np.uint8)
+
+    def reset_obs(self, i):
+        return np.stack([self.frame(i)] * self.stack)
+
+    def reset(self):
+        self.obs = np.stack([self.reset_obs(i) for i in range(self.n)])
+        return self.obs.copy()
+
+    def step(self):
+        final = self.obs.copy()
+        self.t += 1
+        for i in range(self.n):
+            final[i] = np.concatenate([self.obs[i, 1:], self.frame(i)[None]])
+        r = self.rng.normal(size=self.n).astype(np.float32)
+        term = self.rng.random(self.n) < 0.05
+        trunc = ~term & (self.rng.random(self.n) < 0.05)
+        obs = final.copy()
+        for i in np.flatnonzero(term | trunc):
+            self.episode[i] += 1
+            self.t[i] = 0
+            obs[i] = self.reset_obs(i)
+        self.obs = obs
+        return obs.copy(), r, term, trunc, final
+
+
+def fill(buffer, env, steps, actions_rng):
+    obs = env.reset()
+    seen = []
+    for _ in range(steps):
+        a = actions_rng.integers(4, size=env.n)
+        nxt, r, term, trunc, final = env.step()
+        buffer.add(obs, a, r, final, term, trunc)
+        seen.append((obs, a, r, final, term, trunc))
+        obs = nxt
+    return seen
+
+
+@pytest.mark.parametrize("capacity", [10_000, 300])  # 300 wraps around many times
+def test_sampled_transitions_are_transitions_the_env_returned(capacity):
+    env = FakeStackedEnv(n=3)
+    buffer = ReplayBuffer(capacity, 3, (4, 2, 2), np.uint8, stack=4)
+    seen = fill(buffer, env, 500, np.random.default_rng(1))
+    known = {(o.tobytes(), int(a), float(r), f.tobytes(), bool(te))
+             for obs, acts, rews, finals, terms, _ in seen
+             for o, a, r, f, te in zip(obs, acts, rews, finals, terms)}
+    batch = buffer.sample(256, np.random.default_rng(2))
+    for o, a, r, f, d in zip(batch["obs"], batch["actions"], batch["rewards"], batch["next_obs"], batch["discounts"]):
+        assert (o.tobytes(), int(a), float(r), f.tobytes(), d == 0.0) in known
+
+
+def test_truncation_bootstraps_and_termination_does_not():
+    buffer = ReplayBuffer(100, 1, (4, 2, 2), np.uint8, stack=4, gamma=0.9)
+    obs = np.zeros((1, 4, 2, 2), np.uint8)
+    final = np.ones((1, 4, 2, 2), np.uint8)
+    buffer.add(obs, [1], [1.0], final, np.array([False]), np.array([True]))
+    buffer.add(obs, [2], [2.0], final, np.array([True]), np.array([False]))
+    batch = buffer.sample(64, np.random.default_rng(0))
+    by_action = dict(zip(batch["actions"], batch["discounts"]))
+    assert by_action[1] == pytest.approx(0.9) and by_action[2] == 0.0
+    assert (batch["next_obs"][:, -1] == 1).all()  # newest frame: the true last observation
+
+
+def test_n_step_returns_stop_at_episode_end():
+    buffer = ReplayBuffer(100, 1, (3,), np.float32, stack=1, gamma=0.5, n_step=3)
+    obs = np.zeros((1, 3), np.float32)
+    flags = [(False, False), (False, False), (True, False), (False, False), (False, False), (False, False)]
+    for t, (term, trunc) in enumerate(flags):
+        buffer.add(obs + t, [t], [1.0], obs + t + 1, np.array([term]), np.array([trunc]))
+    batch = buffer.sample(200, np.random.default_rng(0))
+    got = {int(a): (r, d, n[0]) for a, r, d, n in zip(batch["actions"], batch["rewards"], batch["discounts"], batch["next_obs"])}
+    assert got[0] == pytest.approx((1.75, 0.0, 3.0))  # 1 + .5 + .25, terminated at t=2
+    assert got[2] == pytest.approx((1.0, 0.0, 3.0))
+    assert 3 in got and got[3] == pytest.approx((1.75, 0.125, 6.0)) or 3 not in got
+
+
+def test_checkpoint_round_trip_continues_identically():
+    env_a = FakeStackedEnv(n=2, seed=3)
+    a = ReplayBuffer(400, 2, (4, 2, 2), np.uint8, stack=4)
+    fill(a, env_a, 150, np.random.default_rng(0))
+    b = ReplayBuffer(400, 2, (4, 2, 2), np.uint8, stack=4)
+    b.load_state_dict({k: np.array(v) for k, v in a.state_dict().items()})
+    for key in ("frames", "actions", "rewards", "flags", "head", "written", "episode_start"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    sa, sb = a.sample(64, np.random.default_rng(5)), b.sample(64, np.random.default_rng(5))
+    for key in sa:
+        np.testing.assert_array_equal(sa[key], sb[key])
+
+
+def test_minatar_style_whole_observations():
+    buffer = ReplayBuffer(1000, 2, (4, 10, 10), bool, stack=1)
+    rng = np.random.default_rng(0)
+    seen = set()
+    obs = rng.random((2, 4, 10, 10)) < 0.5
+    for _ in range(200):
+        nxt = rng.random((2, 4, 10, 10)) < 0.5
+        term = rng.random(2) < 0.1
+        buffer.add(obs, [0, 1], [0.0, 0.0], nxt, term, np.zeros(2, bool))
+        seen |= {(o.tobytes(), n.tobytes()) for o, n in zip(obs, nxt)}
+        obs = np.where(term[:, None, None, None], rng.random((2, 4, 10, 10)) < 0.5, nxt)
+    batch = buffer.sample(128, rng)
+    assert all((o.tobytes(), n.tobytes()) in seen for o, n in zip(batch["obs"], batch["next_obs"]))

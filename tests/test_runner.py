@@ -1,0 +1,138 @@
+"""The training loop: contract files, clear errors, determinism, resume after a kill."""
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, TINY_DQN, runner_cmd
+from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS
+
+
+def run_dir(tmp_path, agent="dqn", game="breakout", seed=0, suite="minatar"):
+    return tmp_path / suite / game / agent / "none" / f"seed{seed}"
+
+
+def test_random_agent_writes_the_contract_run_directory(run, tmp_path):
+    run("env=minatar", "agent=random", "total_steps=3000", "log.progress=false")
+    d = run_dir(tmp_path, agent="random")
+    assert {p.name for p in d.iterdir()} >= {"config.yaml", "returns.csv", "metrics.csv", "done"}
+    returns = pd.read_csv(d / "returns.csv")
+    assert tuple(returns.columns) == RETURNS_COLUMNS and len(returns) > 10
+    identity = returns[["suite", "game", "agent", "intervention", "seed"]].iloc[0].tolist()
+    assert identity == ["minatar", "breakout", "random", "none", 0]
+    assert returns["step"].is_monotonic_increasing and returns["step"].max() <= 3000
+    assert returns["episode_length"].sum() <= 3000
+
+
+def test_dqn_logs_losses_and_finished_runs_are_skipped(run, tmp_path):
+    run(*TINY_DQN)
+    d = run_dir(tmp_path)
+    metrics = pd.read_csv(d / "metrics.csv", keep_default_na=False)
+    assert tuple(metrics.columns) == METRICS_COLUMNS
+    assert {"loss", "q_mean"} <= set(metrics["metric"]) and metrics["step"].min() >= 300
+    assert not (d / "checkpoint").exists() and (d / "model.pt").exists()
+    again = run(*TINY_DQN)
+    assert "finished already" in again.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["agent=nope"], "unknown agent 'nope'; valid: dqn, random"),
+    (["env=nope"], "unknown suite 'nope'; valid: atari, minatar"),
+    (["env.game=pong"], "unknown minatar game 'pong'; valid: asterix, breakout"),
+    (["env=atari", "env.game=Zelda"], "unknown atari game 'Zelda'; valid: "),
+    (["intervention=magic"], "unknown intervention 'magic'; valid: none"),
+    (["agent.lrr=1"], "Key 'lrr' not in 'DQNConfig'"),
+    (["seed=abc"], "seed must be a non-negative integer"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_run_directory(run, tmp_path, args, message):
+    result = run(*args, check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_same_seed_gives_identical_csvs(run, tmp_path):
+    run(*TINY_DQN, "run_dir=" + str(tmp_path / "a"))
+    run(*TINY_DQN, "run_dir=" + str(tmp_path / "b"))
+    for name in ("returns.csv", "metrics.csv"):
+        a = (run_dir(tmp_path / "a") / name).read_bytes()
+        b = (run_dir(tmp_path / "b") / name).read_bytes()
+        assert a == b and len(a) > 200
+
+
+def _start(tmp_path, sub):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(runner_cmd(*TINY_DQN, f"run_dir={tmp_path / sub}"), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(d, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not (d / "checkpoint" / "COMPLETE").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig):
+    run(*TINY_DQN, f"run_dir={tmp_path / 'whole'}")
+    d = run_dir(tmp_path / "killed")
+    proc = _start(tmp_path, "killed")
+    _wait_for_checkpoint(d, proc)
+    time.sleep(0.3)  # let it write rows past the checkpoint: resume must drop them
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert not (d / "done").exists(), "the run finished before it was killed; make it longer"
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "Run the same command again to resume" in out
+    resumed = run(*TINY_DQN, f"run_dir={tmp_path / 'killed'}")
+    assert "resuming" in resumed.stdout
+    for name in ("returns.csv", "metrics.csv"):
+        assert (d / name).read_bytes() == (run_dir(tmp_path / "whole") / name).read_bytes()
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(run, tmp_path):
+    d = run_dir(tmp_path / "c")
+    proc = _start(tmp_path, "c")
+    _wait_for_checkpoint(d, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    (d / "checkpoint" / "state.pt").write_bytes(b"not a checkpoint")
+    returns_before = (d / "returns.csv").read_bytes()
+    result = run(*TINY_DQN, f"run_dir={tmp_path / 'c'}", check=False)
+    assert result.returncode == 1 and "corrupt checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert str(d / "checkpoint") in result.stderr and "delete" in result.stderr
+    assert (d / "checkpoint" / "state.pt").read_bytes() == b"not a checkpoint"
+    assert (d / "returns.csv").read_bytes() == returns_before
+
+
+def test_resume_with_another_config_is_refused(run, tmp_path):
+    d = run_dir(tmp_path / "m")
+    proc = _start(tmp_path, "m")
+    _wait_for_checkpoint(d, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    result = run(*TINY_DQN, f"run_dir={tmp_path / 'm'}", "agent.lr=0.5", check=False)
+    assert result.returncode == 1 and "agent.lr" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_run_dir(run, tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc/plasticity-bench-cannot-write-here"
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        target = str(tmp_path / "ro")
+    result = run("agent=random", "total_steps=10", f"run_dir={target}", check=False)
+    assert result.returncode == 1 and "not writable" in result.stderr
+
+
+def test_non_finite_loss_stops_with_a_clear_error(run, tmp_path):
+    result = run(*TINY_DQN, "agent.lr=1e12", "agent.optimizer=adam", "agent.loss=mse", check=False)
+    assert result.returncode == 1, result.stdout
+    assert "became nan" in result.stderr or "became inf" in result.stderr
+    assert (run_dir(tmp_path) / "returns.csv").stat().st_size > 100
