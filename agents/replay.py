@@ -2,11 +2,12 @@
 
 Each env writes its own stream of *slots*. A slot holds one frame (the newest frame of a
 ``next_obs``) with the action, reward and flags of the transition that produced it. An episode
-starts with ``stack`` padding slots that hold the frames of its reset observation, so the
-observation before slot ``j`` is frames ``j-stack .. j-1`` and the one after is
-``j-stack+1 .. j``; frame stacks are rebuilt from indices at sample time. With ``stack=4``
-(Atari) a transition costs one 84x84 frame plus 6 bytes; with ``stack=1`` (MinAtar) a slot holds
-the whole observation. ``next_obs`` is the true next observation, also at truncation and
+starts with padding slots that hold the frames of its reset observation, so the observation
+before slot ``j`` is the ``stack`` frames ending at ``j-1`` and the one after ends at ``j``;
+frame stacks are rebuilt from indices at sample time. A reset stack that repeats its first
+frame (EnvPool's does) is padded with that frame once, flagged START: walking back from a START
+slot repeats it. With ``stack=4`` (Atari) a transition costs one 84x84 frame plus 6 bytes, and
+an episode one frame more; with ``stack=1`` (MinAtar) a slot holds the whole observation. ``next_obs`` is the true next observation, also at truncation and
 termination (the env gives it in ``info["final_obs"]``).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 
 import numpy as np
 
-TERMINATED, TRUNCATED, VALID = 1, 2, 4  # bits of the per-slot flags byte
+TERMINATED, TRUNCATED, VALID, START = 1, 2, 4, 8  # bits of the per-slot flags byte
 
 
 class ReplayBuffer:
@@ -45,8 +46,14 @@ class ReplayBuffer:
         return int(sum(((self.flags[i, : min(w, self.slots)] & VALID) > 0).sum()
                        for i, w in enumerate(self.written)))
 
-    def _frames_of(self, obs: np.ndarray) -> np.ndarray:
-        return obs if self.stack > 1 else obs[None]
+    def _padding(self, obs: np.ndarray) -> np.ndarray:
+        """Frames of a reset observation to store: leading repeats of a frame stored once."""
+        if self.stack == 1:
+            return obs[None]
+        first = 0
+        while first + 1 < self.stack and np.array_equal(obs[first], obs[first + 1]):
+            first += 1
+        return obs[first:]
 
     def _push(self, env: int, frame, action=0, reward=0.0, flags=0) -> None:
         h = self.head[env]
@@ -58,8 +65,8 @@ class ReplayBuffer:
     def add(self, obs, actions, rewards, next_obs, terminated, truncated) -> None:
         """Add one transition per env (arrays with a leading ``num_envs`` axis)."""
         for env in np.flatnonzero(self.episode_start):
-            for frame in self._frames_of(obs[env]):
-                self._push(env, frame)  # padding: frames of the reset observation, not sampleable
+            for k, frame in enumerate(self._padding(obs[env])):
+                self._push(env, frame, flags=START if k == 0 else 0)  # padding: not sampleable
         envs = np.arange(self.num_envs)
         h = self.head
         self.frames[envs, h] = next_obs[:, -1] if self.stack > 1 else next_obs
@@ -71,9 +78,14 @@ class ReplayBuffer:
         self.episode_start = np.asarray(terminated) | np.asarray(truncated)
 
     def _stack_ending_at(self, env: np.ndarray, slot: np.ndarray) -> np.ndarray:
-        idx = (slot[:, None] + np.arange(-self.stack + 1, 1)) % self.slots
-        out = self.frames[env[:, None], idx]
-        return out if self.stack > 1 else out[:, 0]
+        if self.stack == 1:
+            return self.frames[env, slot]
+        idx = np.empty((len(slot), self.stack), dtype=np.int64)
+        idx[:, -1] = slot
+        for k in range(self.stack - 2, -1, -1):  # walk back; a START slot repeats itself
+            at_start = (self.flags[env, idx[:, k + 1]] & START) > 0
+            idx[:, k] = np.where(at_start, idx[:, k + 1], (idx[:, k + 1] - 1) % self.slots)
+        return self.frames[env[:, None], idx]
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Uniform batch of n-step transitions: obs, actions, returns, next_obs, discounts.
@@ -118,7 +130,8 @@ class ReplayBuffer:
             age = flat - (cum[e] - size[e])  # 0 = oldest slot of that env
             full = self.written[e] >= self.slots
             s = np.where(full, (self.head[e] + age) % self.slots, age)
-            ok = ((self.flags[e, s] & VALID) > 0) & (age >= self.stack) & (age <= size[e] - self.n_step)
+            history_kept = ~full | (age >= self.stack)  # only a full buffer overwrites history
+            ok = ((self.flags[e, s] & VALID) > 0) & history_kept & (age <= size[e] - self.n_step)
             env[todo[ok]], slot[todo[ok]] = e[ok], s[ok]
             todo = todo[~ok]
             if len(todo) == 0:
