@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from agents import register
 from agents.networks import build_network
+from agents.optim import CenteredRMSprop
 from agents.replay import ReplayBuffer
 
 
@@ -93,8 +94,7 @@ class DQN:
         if self.cfg.optimizer == "adam":
             return torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.optimizer_eps, fused=self.device.type in ("cpu", "cuda"))
         if self.cfg.optimizer == "rmsprop":
-            return torch.optim.RMSprop(params, lr=self.cfg.lr, alpha=self.cfg.rmsprop_alpha,
-                                       eps=self.cfg.optimizer_eps, centered=True)
+            return CenteredRMSprop(params, lr=self.cfg.lr, alpha=self.cfg.rmsprop_alpha, eps=self.cfg.optimizer_eps)
         raise ValueError(f"unknown optimizer '{self.cfg.optimizer}'; valid: adam, rmsprop")
 
     # ---- acting -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseli
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pkgutil
 from typing import Any, Callable
@@ -21,6 +22,12 @@ def register(name: str):
         return cls
 
     return add
+
+
+def params_schema() -> type:
+    """One dataclass with a field per family, holding that family's typed defaults."""
+    fields = [(f, cls.Config, dataclasses.field(default_factory=cls.Config)) for f, cls in sorted(INTERVENTIONS.items())]
+    return dataclasses.make_dataclass("InterventionParams", fields)
 
 
 def split_name(name: str) -> list[str]:
@@ -42,9 +49,10 @@ class Composition:
     """An ordered list of interventions acting as one."""
 
     def __init__(self, name: str, params: Any = None):
+        """``params[family]`` overrides that family's typed defaults (its ``Config``)."""
         self.name = name
         params = params or {}
-        self.parts = [INTERVENTIONS[f](**dict(params.get(f, {}))) for f in split_name(name)]
+        self.parts = [INTERVENTIONS[f](INTERVENTIONS[f].Config(**dict(params.get(f, {})))) for f in split_name(name)]
 
     def build(self, factory: Callable):
         for part in self.parts:

@@ -29,6 +29,7 @@ def register_schemas() -> None:
         store.store(group="agent", name=f"{name}_schema", node=cls.Config)
     for suite, (config_cls, _, _) in SUITES.items():
         store.store(group="env", name=f"{suite}_schema", node=config_cls)
+    store.store(group="interventions", name="defaults", node=interventions.params_schema())
 
 
 def choices(group: str) -> list[str]:

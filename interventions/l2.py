@@ -1,0 +1,28 @@
+"""``l2``: + coef * ||theta||^2 on the loss (coupled L2, not decoupled weight decay).
+
+Counters the parameter-norm-growth mechanism (Lyle et al. 2024)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from interventions import register
+
+
+@dataclass
+class L2Config:
+    coef: float = 1e-5
+    """lambda in lambda * ||theta||^2 (Lyle et al. 2024 use about 1e-5 with Adam)."""
+
+
+@register("l2")
+class L2:
+    Config = L2Config
+
+    def __init__(self, cfg: L2Config):
+        self.cfg = cfg
+
+    def loss(self, network: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+        params = [p for p in network.parameters() if p.requires_grad]
+        return loss + self.cfg.coef * torch.stack([p.pow(2).sum() for p in params]).sum()
