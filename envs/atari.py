@@ -40,7 +40,11 @@ class AtariConfig:
 
 
 def atari_games() -> list[str]:
-    return sorted(e[: -len("-v5")] for e in envpool.list_all_envs() if e.endswith("-v5"))
+    """ALE games EnvPool registers as ``<Game>-v5`` (its MuJoCo tasks share the suffix)."""
+    from envpool.registration import registry
+
+    return sorted(env_id[: -len("-v5")] for env_id, spec in registry.specs.items()
+                  if env_id.endswith("-v5") and spec[0] == "envpool.atari")
 
 
 class AtariEnv:
@@ -93,13 +97,10 @@ class AtariEnv:
             obs[ids] = reset_obs
         return obs, reward.astype(np.float32), terminated, truncated, {"final_obs": final_obs, "lives": info["lives"]}
 
-    # EnvPool cannot snapshot emulator state, so a resumed Atari run starts fresh episodes
-    # (with a seed derived from the step it resumes at); the agent and replay resume exactly.
     def state_dict(self) -> dict:
+        """Empty: EnvPool cannot snapshot emulator state, so a resumed Atari run starts new
+        episodes (the runner resets with a seed derived from the resume step)."""
         return {}
-
-    def load_state_dict(self, state: dict, resume_seed: int) -> None:
-        self.reset(seed=resume_seed)
 
     def close(self) -> None:
         self._pool.close()

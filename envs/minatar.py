@@ -90,7 +90,7 @@ class MinAtarEnv:
     def state_dict(self) -> dict:
         return {"envs": pickle.dumps(self._envs), "elapsed": self._elapsed.copy()}
 
-    def load_state_dict(self, state: dict, resume_seed: int) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self._envs = pickle.loads(state["envs"])
         self._elapsed = state["elapsed"].copy()
 

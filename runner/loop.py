@@ -109,13 +109,13 @@ class Run:
             raise RunError(f"checkpoint {directory} does not fit this config ({type(error).__name__}: "
                            f"{str(error).splitlines()[0]}); it was left as it is. To start over, delete {self.dir}")
         self.step = state["step"]
-        self.obs = state["obs"]
-        self.env.load_state_dict(state["env"], resume_seed=self.cfg.seed + self.step)
-        if not state["env"]:  # env state cannot be saved (EnvPool): episodes restart
-            self.obs, _ = self.env.reset()
-            state["episode_return"][:] = 0
-            state["episode_length"][:] = 0
         self.episode_return, self.episode_length = state["episode_return"], state["episode_length"]
+        if state["env"]:
+            self.env.load_state_dict(state["env"])
+            self.obs = state["obs"]
+        else:  # EnvPool cannot save emulator state: the episodes in progress are dropped
+            self.obs, _ = self.env.reset(seed=self.cfg.seed + self.step)
+            self.episode_return[:], self.episode_length[:] = 0, 0
         self.recent_returns.extend(state["recent_returns"])
         self.averager.load_state_dict(state["averager"])
         torch.set_rng_state(state["torch_rng"])

@@ -42,7 +42,8 @@ def test_dqn_logs_losses_and_finished_runs_are_skipped(run, tmp_path):
     (["agent=nope"], "unknown agent 'nope'; valid: dqn, random"),
     (["env=nope"], "unknown suite 'nope'; valid: atari, minatar"),
     (["env.game=pong"], "unknown minatar game 'pong'; valid: asterix, breakout"),
-    (["env=atari", "env.game=Zelda"], "unknown atari game 'Zelda'; valid: "),
+    (["env=atari", "env.game=Zelda"], "unknown atari game 'Zelda'; valid: Adventure, AirRaid, Alien"),
+    (["env=atari", "env.game=Hopper"], "unknown atari game 'Hopper'"),
     (["intervention=magic"], "unknown intervention 'magic'; valid: none"),
     (["agent.lrr=1"], "Key 'lrr' not in 'DQNConfig'"),
     (["seed=abc"], "seed must be a non-negative integer"),
@@ -136,3 +137,23 @@ def test_non_finite_loss_stops_with_a_clear_error(run, tmp_path):
     assert result.returncode == 1, result.stdout
     assert "became nan" in result.stderr or "became inf" in result.stderr
     assert (run_dir(tmp_path) / "returns.csv").stat().st_size > 100
+
+
+def test_atari_run_resumes_after_sigint(run, tmp_path):
+    args = ["env=atari", "env.num_envs=2", "env.max_episode_frames=400", "total_steps=1600", "agent.learning_starts=200",
+            "agent.buffer_size=2000", "agent.batch_size=4", "log.interval=100", "checkpoint.interval=400",
+            "log.progress=false", "threads=1", f"run_dir={tmp_path}"]
+    d = tmp_path / "atari" / "Breakout" / "dqn" / "none" / "seed0"
+    proc = subprocess.Popen(runner_cmd(*args), cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(d, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    resumed = run(*args[:-1])
+    assert "resuming" in resumed.stdout and (d / "done").exists()
+    metrics = pd.read_csv(d / "metrics.csv")
+    loss_steps = metrics[metrics["metric"] == "loss"]["step"]
+    assert loss_steps.is_unique and list(loss_steps) == list(range(300, 1601, 100))  # first update at step 202
+    returns = pd.read_csv(d / "returns.csv")
+    assert returns["step"].is_monotonic_increasing and len(returns) >= 2
