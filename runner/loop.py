@@ -41,6 +41,9 @@ class Run:
         self.dir = run_path(cfg)
         self.stop_signal: int | None = None
 
+    def _corrupt(self, error: Exception) -> RunError:
+        return RunError(f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}")
+
     def prepare_dir(self) -> Path | None:
         """Create the run directory, check a previous run there is the same run, save config."""
         try:
@@ -53,7 +56,7 @@ class Run:
         try:
             found = checkpoint.find(self.dir)
         except checkpoint.CorruptCheckpoint as error:
-            raise RunError(f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}")
+            raise self._corrupt(error)
         saved = self.dir / "config.yaml"
         if found and saved.exists():
             differences = config_differences(OmegaConf.load(saved), self.cfg)
@@ -101,7 +104,7 @@ class Run:
         try:
             state = checkpoint.load(directory)
         except checkpoint.CorruptCheckpoint as error:
-            raise RunError(f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}")
+            raise self._corrupt(error)
         try:
             self.agent.load_state_dict(state["agent"])
             self.interventions.load_state_dict(state["interventions"])

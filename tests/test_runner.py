@@ -97,12 +97,18 @@ def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig):
         assert (d / name).read_bytes() == (run_dir(tmp_path / "whole") / name).read_bytes()
 
 
-def test_corrupt_checkpoint_is_reported_and_kept(run, tmp_path):
-    d = run_dir(tmp_path / "c")
-    proc = _start(tmp_path, "c")
+def _interrupted_run(tmp_path, sub):
+    """A tiny DQN run stopped by SIGINT after its first checkpoint; returns its directory."""
+    d = run_dir(tmp_path / sub)
+    proc = _start(tmp_path, sub)
     _wait_for_checkpoint(d, proc)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
+    return d
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(run, tmp_path):
+    d = _interrupted_run(tmp_path, "c")
     (d / "checkpoint" / "state.pt").write_bytes(b"not a checkpoint")
     returns_before = (d / "returns.csv").read_bytes()
     result = run(*TINY_DQN, f"run_dir={tmp_path / 'c'}", check=False)
@@ -113,11 +119,7 @@ def test_corrupt_checkpoint_is_reported_and_kept(run, tmp_path):
 
 
 def test_resume_with_another_config_is_refused(run, tmp_path):
-    d = run_dir(tmp_path / "m")
-    proc = _start(tmp_path, "m")
-    _wait_for_checkpoint(d, proc)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    _interrupted_run(tmp_path, "m")
     result = run(*TINY_DQN, f"run_dir={tmp_path / 'm'}", "agent.lr=0.5", check=False)
     assert result.returncode == 1 and "agent.lr" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
