@@ -80,6 +80,10 @@ def run_path(cfg: DictConfig) -> Path:
 def config_differences(saved: DictConfig, new: DictConfig) -> list[str]:
     """Keys whose values differ, apart from those a resumed run may change."""
     a, b = OmegaConf.to_container(saved), OmegaConf.to_container(new)
+    # Only the families this run uses matter: a newer version adding a family stays resumable.
+    used = set(interventions.split_name(new.intervention))
+    for d in (a, b):
+        d["interventions"] = {f: v for f, v in (d.get("interventions") or {}).items() if f in used}
     for key in RESUMABLE_CHANGES:
         for d in (a, b):
             *parents, leaf = key.split(".")

@@ -159,3 +159,16 @@ def test_atari_run_resumes_after_sigint(run, tmp_path):
     assert loss_steps.is_unique and list(loss_steps) == list(range(300, 1601, 100))  # first update at step 202
     returns = pd.read_csv(d / "returns.csv")
     assert returns["step"].is_monotonic_increasing and len(returns) >= 2
+
+
+def test_config_differences_ignore_families_the_run_does_not_use():
+    from omegaconf import OmegaConf
+
+    from runner.config import compose_config, config_differences
+
+    new = compose_config(["intervention=l2", "total_steps=5"])
+    saved = OmegaConf.create(OmegaConf.to_container(new))
+    del saved.interventions["ln"]  # as saved by a version without `ln`
+    assert config_differences(saved, new) == []
+    saved.interventions.l2.coef = 0.5
+    assert config_differences(saved, new) == ["interventions.l2.coef: 0.5 -> 1e-05"]
