@@ -161,6 +161,7 @@ class Run:
                 bar.update(n)
         finally:
             bar.close()
+            self.env.close()  # checkpoints below need no live env (state_dict reads no emulator)
             for s, h in handlers.items():
                 signal.signal(s, h)
         elapsed = time.perf_counter() - start_time
