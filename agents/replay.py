@@ -7,8 +7,9 @@ before slot ``j`` is the ``stack`` frames ending at ``j-1`` and the one after en
 frame stacks are rebuilt from indices at sample time. A reset stack that repeats its first
 frame (EnvPool's does) is padded with that frame once, flagged START: walking back from a START
 slot repeats it. With ``stack=4`` (Atari) a transition costs one 84x84 frame plus 6 bytes, and
-an episode one frame more; with ``stack=1`` (MinAtar) a slot holds the whole observation. ``next_obs`` is the true next observation, also at truncation and
-termination (the env gives it in ``info["final_obs"]``).
+an episode one frame more; with ``stack=1`` (MinAtar) a slot holds the whole observation.
+``next_obs`` is the true next observation, also at truncation and termination (the env gives it
+in ``info["final_obs"]``).
 """
 from __future__ import annotations
 

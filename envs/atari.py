@@ -9,10 +9,12 @@ reset observation of a finished env and ``info["final_obs"]`` its true last obse
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import envpool
 import numpy as np
+from envpool.registration import registry
 
 
 @dataclass
@@ -41,8 +43,6 @@ class AtariConfig:
 
 def atari_games() -> list[str]:
     """ALE games EnvPool registers as ``<Game>-v5`` (its MuJoCo tasks share the suffix)."""
-    from envpool.registration import registry
-
     return sorted(env_id[: -len("-v5")] for env_id, spec in registry.specs.items()
                   if env_id.endswith("-v5") and spec[0] == "envpool.atari")
 
@@ -60,8 +60,6 @@ class AtariEnv:
         self.num_actions = int(self._pool.action_space.n)
 
     def _make_pool(self, seed: int) -> None:
-        import os
-
         threads = self.cfg.num_threads or min(self.cfg.num_envs, os.cpu_count() or 1)
         self._pool = envpool.make(
             f"{self.cfg.game}-v5",
