@@ -18,7 +18,7 @@ ARGS ?=
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
 
-.PHONY: help atari minatar test test-slow clean-venv
+.PHONY: help atari minatar test clean-venv
 
 help: ## this list
 	@echo "targets:"
@@ -45,9 +45,6 @@ minatar: $(STAMP) ## one MinAtar run: make minatar AGENT=dqn GAME=breakout
 
 test: $(STAMP) ## the fast test suite (what CI runs)
 	$(PY) -m pytest -q
-
-test-slow: $(STAMP) ## the long checks too (learning, large memory)
-	$(PY) -m pytest -q -m slow
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)
