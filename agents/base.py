@@ -24,6 +24,10 @@ class Agent(Protocol):
         """Take one batched transition (true ``next_obs`` also at episode ends), learn if it is
         time, and return training metrics as detached scalars (empty when nothing happened)."""
 
+    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """A batch of the agent's own recent inputs for the probes, drawn with ``rng`` (the
+        probe's, not the agent's); None while there is none. Only for agents with a network."""
+
     def state_dict(self) -> dict:
         """Everything needed to resume exactly: networks, optimizer, replay, RNG, counters."""
 

@@ -144,17 +144,26 @@ class DQN:
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if c.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), c.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), c.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.network.parameters() if p.grad is not None])
         self.optimizer.step()
         self.updates += 1
         if self.updates % c.target_update_interval == 0:
             self.sync_target()
-        return {"loss": loss.detach(), "q_mean": q.detach().mean()}
+        return {"loss": loss.detach(), "q_mean": q.detach().mean(), "grad_norm": grad_norm.detach()}
 
     @torch.no_grad()
     def sync_target(self) -> None:
         for t, p in zip(self.target.state_dict().values(), self.network.state_dict().values()):
             t.copy_(p) if self.cfg.tau >= 1.0 else t.lerp_(p, self.cfg.tau)
+
+    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """Observations from the replay buffer for the probes (drawn with the probe's RNG)."""
+        try:
+            return torch.as_tensor(self.replay.sample(batch_size, rng)["obs"], device=self.device)
+        except ValueError:  # nothing sampleable yet
+            return None
 
     # ---- checkpoint state ---------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -11,11 +11,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 import agents
 import interventions
+from probes import ProbeConfig
 from envs import SUITES, UnknownChoice, check_game
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Keys that may change between a run and its resumption without changing the run itself.
-RESUMABLE_CHANGES = ("total_steps", "device", "threads", "log.progress", "checkpoint.interval", "run_dir")
+# Probes never change training (they work on copies with their own RNG), so they are one.
+RESUMABLE_CHANGES = ("total_steps", "device", "threads", "log.progress", "checkpoint.interval", "run_dir", "probe")
 
 
 class ConfigError(ValueError):
@@ -30,6 +32,7 @@ def register_schemas() -> None:
     for suite, (config_cls, _, _) in SUITES.items():
         store.store(group="env", name=f"{suite}_schema", node=config_cls)
     store.store(group="interventions", name="defaults", node=interventions.params_schema())
+    store.store(group="probe", name="probe_schema", node=ProbeConfig)
 
 
 def choices(group: str) -> list[str]:
@@ -63,10 +66,13 @@ def compose_config(overrides: list[str]) -> DictConfig:
         interventions.split_name(cfg.intervention)
     except (UnknownChoice, ValueError) as error:
         raise ConfigError(str(error)) from None
-    for key in ("seed", "total_steps", "log.interval", "checkpoint.interval"):
+    for key in ("seed", "total_steps", "log.interval", "checkpoint.interval", "probe.interval", "probe.steps",
+                "probe.batch_size", "probe.entk_batch"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
+    if cfg.probe.optimizer not in ("adam", "agent"):
+        raise ConfigError(f"unknown probe.optimizer '{cfg.probe.optimizer}'; valid: adam, agent")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device '{cfg.device}'; valid: auto, cpu, cuda")
     return cfg

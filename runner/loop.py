@@ -14,6 +14,7 @@ from tqdm import tqdm
 import agents
 from envs import make_env
 from interventions import Composition
+from probes import ProbeConfig, Prober
 from runner import checkpoint
 from runner.config import config_differences, run_path
 from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, CSVLog, MetricAverager
@@ -80,6 +81,8 @@ class Run:
         agent_cls = agents.AGENTS[cfg.agent.name]
         self.agent = agent_cls(OmegaConf.to_object(cfg.agent), self.env.single_observation_shape, self.obs.dtype,
                                self.env.num_actions, self.env.num_envs, self.device, cfg.seed, self.interventions)
+        network = getattr(self.agent, "network", None)
+        self.prober = Prober(ProbeConfig(**cfg.probe), network, cfg.seed) if network is not None else None
         identity = (cfg.env.suite, cfg.env.game, cfg.agent.name, cfg.intervention, cfg.seed)
         self.returns_log = CSVLog(self.dir / "returns.csv", RETURNS_COLUMNS, identity, append=resuming)
         self.metrics_log = CSVLog(self.dir / "metrics.csv", METRICS_COLUMNS, identity, append=resuming)
@@ -96,7 +99,7 @@ class Run:
             "episode_return": self.episode_return, "episode_length": self.episode_length,
             "recent_returns": list(self.recent_returns), "agent": self.agent.state_dict(),
             "interventions": self.interventions.state_dict(), "averager": self.averager.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "prober": self.prober.state_dict() if self.prober else None,
             "log_offsets": {"returns": self.returns_log.offset(), "metrics": self.metrics_log.offset()},
         })
 
@@ -108,6 +111,8 @@ class Run:
         try:
             self.agent.load_state_dict(state["agent"])
             self.interventions.load_state_dict(state["interventions"])
+            if self.prober:
+                self.prober.load_state_dict(state["prober"])
         except (KeyError, RuntimeError, ValueError) as error:
             raise RunError(f"checkpoint {directory} does not fit this config ({type(error).__name__}: "
                            f"{str(error).splitlines()[0]}); it was left as it is. To start over, delete {self.dir}")
@@ -156,6 +161,8 @@ class Run:
                 self.obs = next_obs
                 if crossed(before, self.step, cfg.log.interval):
                     self._log_metrics(bar)
+                if self.prober and self.prober.due(before, self.step):
+                    self._log_probes()
                 if crossed(before, self.step, cfg.checkpoint.interval):
                     self.save()
                 bar.update(n)
@@ -202,6 +209,13 @@ class Run:
         self.metrics_log.flush()
         if self.recent_returns:
             bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+
+    def _log_probes(self) -> None:
+        """Probe rows go straight to metrics.csv; a NaN here (e.g. the eNTK condition of a
+        network whose gradients all vanished) is a measurement, not a failed run."""
+        for metric, layer, value in self.prober(self.agent):
+            self.metrics_log.write(self.step, metric, layer, value)
+        self.metrics_log.flush()
 
     def _finish(self) -> None:
         if self.agent.network is not None:

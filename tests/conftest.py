@@ -6,10 +6,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# A tiny DQN on MinAtar: learning starts early so every code path runs in a few seconds.
+# A tiny DQN on MinAtar: learning starts early and probes run often, so every code path runs in
+# a few seconds.
 TINY_DQN = ["env=minatar", "agent=dqn", "total_steps=2400", "agent.learning_starts=300", "agent.batch_size=8", "agent.updates_per_step=0.25",
             "agent.buffer_size=4000", "agent.target_update_interval=50", "log.interval=200",
-            "checkpoint.interval=800", "log.progress=false", "threads=1"]
+            "checkpoint.interval=800", "log.progress=false", "threads=1",
+            "probe.interval=600", "probe.steps=20", "probe.batch_size=32", "probe.entk_batch=16"]
 
 
 def runner_cmd(*args):

@@ -1,0 +1,87 @@
+"""Unit-level diagnostics from one forward pass: dormant, dead and zombie units, feature rank.
+
+The body's activation layers are the modules named ``act*`` (networks.py builds them so); each
+is reported under the name of the weight layer that feeds it (``conv1``, ``fc4``, ...). In a
+conv layer a unit is a channel, as in ReDo.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+DORMANT_TAUS = (0.0, 0.025, 0.1)
+
+
+def weight_layer_names(body: nn.Sequential) -> dict[str, str]:
+    """``act`` module name -> name of the Conv2d/Linear layer feeding it."""
+    names, last = {}, ""
+    for name, module in body.named_children():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            last = name
+        elif name.startswith("act"):
+            names[name] = last or name
+    return names
+
+
+@torch.no_grad()
+def capture(network: nn.Module, inputs: torch.Tensor) -> tuple[dict, dict, torch.Tensor]:
+    """(pre-activations, activations) per reported layer, and the body's output features."""
+    labels = weight_layer_names(network.body)
+    pre, post, handles = {}, {}, []
+    for name, module in network.body.named_children():
+        if name in labels:
+            def hook(_, args, output, label=labels[name]):
+                pre[label], post[label] = args[0].detach(), output.detach()
+            handles.append(module.register_forward_hook(hook))
+    try:
+        features = network.body(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return pre, post, features
+
+
+def _per_unit(x: torch.Tensor) -> torch.Tensor:
+    """(batch, units, *spatial) -> (batch, units, positions)."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def dormant_scores(activation: torch.Tensor) -> torch.Tensor:
+    """ReDo's score per unit: mean |activation| over inputs (and positions) / the layer's mean."""
+    unit_mean = _per_unit(activation).abs().mean(dim=(0, 2))
+    return unit_mean / (unit_mean.mean() + 1e-9)
+
+
+def zombie_mask(preactivation: torch.Tensor) -> torch.Tensor:
+    """Units whose pre-activation is positive on every input (and position): linearised."""
+    return (_per_unit(preactivation) > 0).all(dim=2).all(dim=0)
+
+
+def effective_rank(features: torch.Tensor, delta: float = 0.01) -> int:
+    """Smallest k whose top-k singular values hold (1 - delta) of their sum."""
+    singular = torch.linalg.svdvals(features.double())
+    if singular.sum() <= 0:
+        return 0
+    cumulative = torch.cumsum(singular, 0) / singular.sum()
+    return int((cumulative < 1 - delta).sum()) + 1
+
+
+def unit_diagnostics(network: nn.Module, inputs: torch.Tensor) -> list[tuple[str, str, float]]:
+    """(metric, layer, value) rows; layer "" is the fraction over all units of the body."""
+    pre, post, features = capture(network, inputs)
+    rows = []
+    totals = {tau: 0 for tau in DORMANT_TAUS} | {"zombie": 0, "units": 0}
+    for layer in post:
+        scores, zombies = dormant_scores(post[layer]), zombie_mask(pre[layer])
+        for tau in DORMANT_TAUS:
+            count = int((scores <= tau).sum())
+            rows.append((f"dormant_frac@{tau}", layer, count / len(scores)))
+            totals[tau] += count
+        rows.append(("zombie_frac", layer, float(zombies.float().mean())))
+        totals["zombie"] += int(zombies.sum())
+        totals["units"] += len(scores)
+    if totals["units"]:
+        rows += [(f"dormant_frac@{tau}", "", totals[tau] / totals["units"]) for tau in DORMANT_TAUS]
+        rows.append(("zombie_frac", "", totals["zombie"] / totals["units"]))
+    rows.append(("feature_srank", "", float(effective_rank(features.flatten(1)))))
+    return rows

@@ -1,0 +1,113 @@
+"""Probes: hand-checked diagnostics, the probe leaves the agent alone, and (slow) it measures
+plasticity loss where it is known to happen."""
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from agents.networks import Network, build_network
+from probes import ProbeConfig, Prober, entk_diagnostics, entk_gram, probe_loss
+from probes.fitting import random_targets
+from probes.units import dormant_scores, effective_rank, unit_diagnostics, zombie_mask
+from tests.conftest import TINY_DQN
+from tests.test_dqn import feed, make_dqn
+
+
+def test_dormant_and_zombie_on_hand_built_activations():
+    # 4 inputs x 4 units: dead, tiny, ordinary, always-on
+    pre = torch.tensor([[-1.0, 0.01, 1.0, 2.0], [-2.0, -1.0, -1.0, 3.0], [-1.0, -1.0, 2.0, 1.0], [-3.0, -1.0, 1.0, 2.0]])
+    post = pre.relu()
+    scores = dormant_scores(post)  # unit means 0, .0025, 1, 2 over a layer mean of .800625
+    assert scores[0] == 0 and 0 < scores[1] < 0.025 and scores[2] > 0.1
+    assert (scores <= 0.0).tolist() == [True, False, False, False]
+    assert (scores <= 0.025).tolist() == [True, True, False, False]
+    assert zombie_mask(pre).tolist() == [False, False, False, True]
+
+
+def test_conv_units_are_channels():
+    pre = torch.ones(2, 3, 4, 4)
+    pre[:, 1] = -1  # channel 1 dead
+    pre[0, 2, 0, 0] = -1  # channel 2 negative at one position of one input: not a zombie
+    post = pre.relu()
+    assert dormant_scores(post).shape == (3,) and dormant_scores(post)[1] == 0
+    assert zombie_mask(pre).tolist() == [True, False, False]
+
+
+def test_unit_diagnostics_on_a_network_with_a_dead_and_a_zombie_unit():
+    net = build_network((3,), 2, "mlp")
+    with torch.no_grad():
+        fc1 = net.body.fc1
+        fc1.weight.zero_(), fc1.bias.fill_(0.5)
+        fc1.bias[0] = -1.0  # unit 0: never active -> dead; every other unit: always on -> zombie
+    rows = {(m, layer): v for m, layer, v in unit_diagnostics(net, torch.randn(32, 3))}
+    assert rows[("dormant_frac@0.0", "fc1")] == pytest.approx(1 / 256)
+    assert rows[("zombie_frac", "fc1")] == pytest.approx(255 / 256)
+    assert {layer for _, layer in rows} == {"fc1", "fc2", "fc3", ""}
+
+
+def test_effective_rank_of_a_known_low_rank_matrix():
+    u, _ = torch.linalg.qr(torch.randn(100, 5))
+    v, _ = torch.linalg.qr(torch.randn(40, 5))
+    equal = u[:, :3] @ v[:, :3].T
+    assert effective_rank(equal) == 3
+    tail = u @ torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.001, 0.001])) @ v.T  # tail holds < 1%
+    assert effective_rank(tail) == 3
+    assert effective_rank(torch.randn(64, 16)) == 16
+
+
+def test_entk_of_a_linear_model_is_x_xt():
+    x = torch.randn(8, 5)
+    linear = Network(nn.Sequential(nn.Flatten()), nn.Linear(5, 1, bias=False))
+    torch.testing.assert_close(entk_gram(linear, x), (x @ x.T).double(), rtol=1e-5, atol=1e-5)
+    diagnostics = entk_diagnostics(entk_gram(linear, x))
+    assert diagnostics["entk_rank"] == 5  # 8 inputs in 5 dimensions
+    assert diagnostics["entk_condition"] > 1e4  # singular, floored at the rank tolerance
+    orthogonal = entk_diagnostics(entk_gram(linear, torch.eye(5)))
+    assert orthogonal["entk_condition"] == pytest.approx(1.0) and orthogonal["grad_cosine"] == pytest.approx(0.0)
+
+
+def test_probe_loss_decreases_with_more_steps_on_a_fresh_net():
+    torch.manual_seed(0)
+    net = build_network((4, 10, 10), 6, "minatar_cnn")
+    x = torch.rand(64, 4, 10, 10) < 0.3
+    targets = random_targets(net, x, 10)
+    adam = lambda params: torch.optim.Adam(params, lr=1e-3)  # noqa: E731
+    losses = [probe_loss(net, x, steps, adam, targets=targets) for steps in (0, 20, 200)]
+    assert losses[0] > losses[1] > losses[2]
+    assert losses[2] < 0.5 * losses[0]
+
+
+def test_probes_leave_the_agent_untouched():
+    agent = make_dqn(4)
+    feed(agent, 30)
+    before = copy.deepcopy(agent.state_dict())
+    torch_rng = torch.get_rng_state()
+    rows = Prober(ProbeConfig(batch_size=32, steps=5, entk_batch=8), agent.network, seed=0)(agent)
+    names = {metric for metric, _, _ in rows}
+    assert {"probe_loss", "probe_loss_fresh", "dormant_frac@0.1", "zombie_frac", "feature_srank", "param_norm",
+            "dist_from_init", "entk_condition", "entk_rank", "grad_cosine"} <= names
+    after = agent.state_dict()
+    for key in ("network", "target"):
+        for name, tensor in before[key].items():
+            assert torch.equal(tensor, after[key][name]), name
+    for index, state in before["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, after["optimizer"]["state"][index][name])
+    assert before["rng"] == after["rng"] and torch.equal(torch_rng, torch.get_rng_state())
+
+
+def test_a_run_with_probes_acts_like_one_without(run, tmp_path):
+    run(*TINY_DQN, f"run_dir={tmp_path / 'with'}")
+    run(*TINY_DQN, "probe.interval=0", f"run_dir={tmp_path / 'without'}")
+    d = "minatar/breakout/dqn/none/seed0"
+    assert (tmp_path / "with" / d / "returns.csv").read_bytes() == (tmp_path / "without" / d / "returns.csv").read_bytes()
+    with_probes = pd.read_csv(tmp_path / "with" / d / "metrics.csv", dtype={"layer": str})
+    without = pd.read_csv(tmp_path / "without" / d / "metrics.csv", dtype={"layer": str})
+    training = with_probes[with_probes.metric.isin(["loss", "q_mean", "grad_norm"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(training, without)
+    probes = with_probes[~with_probes.metric.isin(["loss", "q_mean", "grad_norm"])]
+    assert sorted(probes.step.unique()) == [600, 1200, 1800, 2400]
+    assert (probes.metric == "probe_loss_fresh").sum() == 1
