@@ -14,11 +14,13 @@ SEED ?= 0
 STEPS ?=
 RUN_DIR ?= runs
 ARGS ?=
+RUNS ?= runs
+OUT ?= figures
 
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
 
-.PHONY: help atari minatar test clean-venv
+.PHONY: help atari minatar figures test clean-venv
 
 help: ## this list
 	@echo "targets:"
@@ -29,7 +31,10 @@ help: ## this list
 	@echo "  GAME=...                  Atari game (default Breakout) or MinAtar game (default breakout)"
 	@echo "  SEED=0  STEPS=N           seed; agent steps summed over envs (default: the suite's budget)"
 	@echo "  RUN_DIR=runs              root of the run directories"
-	@echo "  ARGS=\"k=v ...\"            raw Hydra overrides, e.g. ARGS=\"agent.lr=1e-4 env.num_envs=4\""
+	@echo "  ARGS=\"k=v ...\"            raw Hydra overrides, e.g. ARGS=\"agent.lr=1e-4 probe.interval=50000\""
+	@echo "variables (for figures):"
+	@echo "  RUNS=runs OUT=figures     folder of runs; where tables/ and the figures go"
+	@echo "  FIGURE_ARGS=\"...\"         e.g. \"--final-fraction 0.1 --reps 2000 --bins 40\" (python -m analysis -h)"
 
 $(STAMP): pyproject.toml
 	@echo "creating $(VENV) (first use only)"
@@ -42,6 +47,9 @@ atari: $(STAMP) ## one Atari run via EnvPool: make atari AGENT=dqn INTERVENTION=
 
 minatar: $(STAMP) ## one MinAtar run: make minatar AGENT=dqn GAME=breakout
 	$(PY) -m runner env=minatar $(RUN_ARGS)
+
+figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures
+	$(PY) -m analysis $(RUNS) $(OUT) $(FIGURE_ARGS)
 
 test: $(STAMP) ## the fast test suite (what CI runs)
 	$(PY) -m pytest -q

@@ -111,3 +111,49 @@ def test_a_run_with_probes_acts_like_one_without(run, tmp_path):
     probes = with_probes[~with_probes.metric.isin(["loss", "q_mean", "grad_norm"])]
     assert sorted(probes.step.unique()) == [600, 1200, 1800, 2400]
     assert (probes.metric == "probe_loss_fresh").sum() == 1
+
+
+def random_label_tasks(intervention: str, tasks: int, seed: int = 0, steps_per_task: int = 400):
+    """An MLP on 1,000 sklearn digits whose labels are re-drawn every task (FACTS.md's CPU-scale
+    setting); after each task, probe_loss of the network and of a fresh one, on 256 digits."""
+    from sklearn.datasets import load_digits
+
+    from interventions import Composition
+    from probes import reinitialised
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = torch.as_tensor(load_digits().data[:1000] / 16.0, dtype=torch.float32)
+    composition = Composition(intervention, {"l2": {"coef": 1e-4}})
+    net = composition.build(lambda **kw: build_network((64,), 10, "mlp", **kw))
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    adam = lambda params: torch.optim.Adam(params, lr=1e-3)  # noqa: E731
+    rows = []
+    for task in range(tasks):
+        labels = torch.as_tensor(rng.integers(10, size=len(x)))
+        for _ in range(steps_per_task):
+            batch = torch.as_tensor(rng.integers(len(x), size=128))
+            loss = composition.loss(net, nn.functional.cross_entropy(net(x[batch]), labels[batch]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            accuracy = float((net(x).argmax(1) == labels).float().mean())
+        with torch.random.fork_rng():
+            torch.manual_seed(task)
+            probe = probe_loss(net, x[:256], 200, adam)
+            torch.manual_seed(task)
+            fresh = probe_loss(reinitialised(net), x[:256], 200, adam)
+        rows.append({"task": task + 1, "accuracy": accuracy, "probe_loss": probe, "probe_loss_fresh": fresh})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.slow
+def test_probe_loss_rises_with_plasticity_loss_and_ln_l2_keeps_it_low():
+    none, ln_l2 = random_label_tasks("none", 20), random_label_tasks("ln_l2", 20)
+    print("\n", pd.concat({"none": none, "ln_l2": ln_l2}, axis=1).round(3).to_string())
+    late = slice(15, 20)  # the last five tasks
+    assert none.probe_loss[late].mean() > 2 * none.probe_loss_fresh[late].mean()
+    assert none.probe_loss[late].mean() > none.probe_loss[:3].mean()
+    assert ln_l2.probe_loss[late].mean() < 0.5 * none.probe_loss[late].mean()
+    assert ln_l2.accuracy[late].mean() > none.accuracy[late].mean() + 0.3

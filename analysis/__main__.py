@@ -1,0 +1,119 @@
+"""``python -m analysis RUNS OUT``: every figure and table from the CSVs under RUNS.
+
+Tables (contract): OUT/tables/final_scores.csv, OUT/tables/aggregate.csv (+ aggregate.md,
+probability_of_improvement.csv). Figures (PNG + PDF): OUT/<suite>_<agent>_*.{png,pdf}.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import plots, stats
+from analysis.load import AnalysisError, load_runs
+from analysis.scores import NORMALISATION, final_scores, step_grid, with_normalised
+
+FINAL_COLUMNS = ["suite", "game", "agent", "intervention", "seed", "final_return", "normalized_score"]
+PROBE_METRICS = ["probe_loss", "dormant_frac@0.1", "zombie_frac", "feature_srank", "param_norm", "dist_from_init",
+                 "entk_condition", "grad_cosine", "grad_norm", "loss", "q_mean"]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    p.add_argument("runs", help="folder of run directories (searched recursively)")
+    p.add_argument("out", help="folder for figures/ and tables/")
+    p.add_argument("--final-fraction", type=float, default=0.1, help="final score = episodes in this last fraction of steps")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap repetitions for final-score statistics")
+    p.add_argument("--curve-reps", type=int, default=500, help="bootstrap repetitions per curve point")
+    p.add_argument("--bins", type=int, default=40, help="points of the common step grid of the curves")
+    p.add_argument("--seed", type=int, default=0, help="seed of every bootstrap")
+    args = p.parse_args(argv)
+    if not 0 < args.final_fraction <= 1 or args.reps < 1 or args.curve_reps < 1 or args.bins < 1:
+        p.error("need 0 < --final-fraction <= 1 and positive --reps, --curve-reps, --bins")
+    return args
+
+
+def markdown(aggregate: pd.DataFrame) -> str:
+    """Final score statistics per intervention, 'value [ci_low, ci_high]'."""
+    cell = aggregate.assign(text=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
+                                  zip(aggregate.value, aggregate.ci_low, aggregate.ci_high)])
+    table = cell.pivot_table(index=["suite", "agent", "intervention", "runs", "games"], columns="statistic",
+                             values="text", aggfunc="first")[list(stats.STATISTICS)].reset_index()
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    try:
+        runs = load_runs(args.runs)
+    except AnalysisError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out, tables = Path(args.out), Path(args.out) / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    running = int((~runs.runs.complete).sum())
+    note = f"final = mean return of episodes in the last {args.final_fraction:.0%} of steps; 95% stratified bootstrap CIs"
+    if running:
+        note += f"; {running} of {len(runs.runs)} runs still in progress"
+    try:
+        final = final_scores(runs, args.final_fraction)
+    except AnalysisError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    final[FINAL_COLUMNS + ["episodes", "complete"]].to_csv(tables / "final_scores.csv", index=False)
+    aggregate = stats.aggregate(final, args.reps, args.seed)
+    aggregate.to_csv(tables / "aggregate.csv", index=False)
+    (tables / "aggregate.md").write_text(markdown(aggregate))
+    improvement = stats.probability_of_improvement(final, "none", args.reps, args.seed)
+    improvement.to_csv(tables / "probability_of_improvement.csv", index=False)
+
+    written = []
+    for (suite, agent), final_rows in final.groupby(["suite", "agent"]):
+        tag, unit = f"{suite}_{agent}", NORMALISATION.get(suite, "raw score")
+        mine = runs.returns[(runs.returns.suite == suite) & (runs.returns.agent == agent)]
+        horizon = int(runs.runs[(runs.runs.suite == suite) & (runs.runs.agent == agent)].total_steps.max())
+        grid = step_grid(with_normalised(mine, "episode_return"), "normalized_score", args.bins,
+                         ["suite", "agent", "intervention", "game", "seed"], horizon)
+        curve = stats.iqm_curves(grid, "normalized_score", args.curve_reps, args.seed).assign(panel=f"{suite} / {agent}")
+        written += plots.save(plots.curves(curve, "panel", "IQM normalised score", f"{unit}\n{note}"), out,
+                              f"{tag}_learning_curves")
+        raw = step_grid(mine, "episode_return", args.bins, ["suite", "agent", "intervention", "game", "seed"], horizon)
+        per_game = stats.iqm_curves(raw, "episode_return", args.curve_reps, args.seed, by=("game",))
+        written += plots.save(plots.curves(per_game, "game", "IQM episode return (raw score)",
+                                           f"{suite} / {agent}: per game, IQM over seeds", sharey=False), out,
+                              f"{tag}_per_game")
+        agg_rows = aggregate[(aggregate.suite == suite) & (aggregate.agent == agent)]
+        written += plots.save(plots.interval_bars(agg_rows, "statistic", "normalised score",
+                                                  f"{suite} / {agent}: final scores ({unit})\n{note}"), out,
+                              f"{tag}_final_scores")
+        taus = np.linspace(min(0.0, final_rows.normalized_score.min()), max(1.0, final_rows.normalized_score.max()), 41)
+        profile = stats.performance_profiles(final_rows, taus, args.reps, args.seed)
+        written += plots.save(plots.profiles(profile, f"{suite} / {agent}: performance profile"), out,
+                              f"{tag}_performance_profile")
+        better = improvement[(improvement.suite == suite) & (improvement.agent == agent)].assign(panel="P(X > none)")
+        if len(better):
+            written += plots.save(plots.interval_bars(better, "panel", "probability of improvement",
+                                                      f"{suite} / {agent}: intervention X vs none"), out,
+                                  f"{tag}_probability_of_improvement")
+        probes = runs.metrics[(runs.metrics.suite == suite) & (runs.metrics.agent == agent) &
+                              (runs.metrics.layer.fillna("") == "") & runs.metrics.metric.isin(PROBE_METRICS)]
+        if len(probes):
+            probe_grid = step_grid(probes, "value", args.bins, ["suite", "agent", "intervention", "metric", "game", "seed"],
+                                   horizon)
+            probe_curves = stats.iqm_curves(probe_grid, "value", args.curve_reps, args.seed, by=("metric",))
+            written += plots.save(plots.curves(probe_curves, "metric", "IQM over games and seeds",
+                                               f"{suite} / {agent}: probes and diagnostics", sharey=False), out,
+                                  f"{tag}_probes")
+    print(f"{len(runs.runs)} runs ({running} in progress) -> {tables} and {len(written)} figure files in {out}")
+    shown = aggregate[aggregate.statistic == "iqm"][["suite", "agent", "intervention", "value", "ci_low", "ci_high", "runs", "games"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,93 @@
+"""Read every run under a folder into three tidy frames, with schema errors that name the file
+and line. A run is a directory holding ``returns.csv`` (the contract of DESIGN.md section 3)."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from runner.logger import IDENTITY, METRICS_COLUMNS, RETURNS_COLUMNS
+
+
+class AnalysisError(ValueError):
+    """Bad input to the analysis; the message is one line saying what and where."""
+
+
+@dataclass
+class Runs:
+    runs: pd.DataFrame
+    """One row per run: identity, ``complete`` (has its ``done`` marker), ``total_steps``, ``path``."""
+    returns: pd.DataFrame
+    """returns.csv rows of every run."""
+    metrics: pd.DataFrame
+    """metrics.csv rows of every run (``layer`` is "" when not per-layer)."""
+
+
+def _read(path: Path, columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or tuple(rows[0]) != columns:
+        found = ",".join(rows[0]) if rows else "an empty file"
+        raise AnalysisError(f"{path}:1: header is {found!r}; expected {','.join(columns)!r}")
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(columns):
+            raise AnalysisError(f"{path}:{number}: {len(row)} fields, expected {len(columns)} ({','.join(columns)})")
+    frame = pd.DataFrame(rows[1:], columns=list(columns))
+    for column in numeric:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & ~frame[column].str.lower().isin(["nan", "inf", "-inf"])
+        if bad.any():
+            line = int(bad.to_numpy().argmax()) + 2
+            raise AnalysisError(f"{path}:{line}: {column} is {frame[column][line - 2]!r}, not a number")
+        frame[column] = values
+    return frame
+
+
+def load_runs(root: str | Path) -> Runs:
+    root = Path(root)
+    if not root.is_dir():
+        raise AnalysisError(f"{root} is not a directory of runs")
+    paths = sorted(p.parent for p in root.rglob("returns.csv"))
+    if not paths:
+        raise AnalysisError(f"no runs under {root} (a run is a directory with returns.csv; see README)")
+    runs, returns, metrics = [], [], []
+    for path in paths:
+        r = _read(path / "returns.csv", RETURNS_COLUMNS, ("seed", "step", "episode_return", "episode_length"))
+        m_path = path / "metrics.csv"
+        m = _read(m_path, METRICS_COLUMNS, ("seed", "step", "value")) if m_path.exists() else \
+            pd.DataFrame(columns=list(METRICS_COLUMNS))
+        config_path = path / "config.yaml"
+        config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
+        identity = _identity(path, r, m, config)
+        last_step = max([0, *r.step.tolist(), *m.step.tolist()])
+        runs.append({**identity, "complete": (path / "done").exists(),
+                     "total_steps": int(config.get("total_steps") or last_step), "last_step": last_step,
+                     "path": str(path)})
+        returns.append(r.assign(seed=r.seed.astype(int)))
+        metrics.append(m.assign(seed=m.seed.astype(int)))
+    runs_frame = pd.DataFrame(runs)
+    duplicated = runs_frame.duplicated(list(IDENTITY), keep=False)
+    if duplicated.any():
+        clash = runs_frame[duplicated].path.tolist()[:2]
+        raise AnalysisError(f"two runs share one identity ({', '.join(clash)}); analyse them in separate folders")
+    return Runs(runs_frame, pd.concat(returns, ignore_index=True), pd.concat(metrics, ignore_index=True))
+
+
+def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: dict) -> dict:
+    """The run identity from its rows (every row carries it), or from its config if it has none."""
+    rows = returns if len(returns) else metrics
+    if len(rows):
+        distinct = rows[list(IDENTITY)].drop_duplicates()
+        if len(distinct) > 1:
+            raise AnalysisError(f"{path}: rows of more than one run identity in one directory")
+        identity = distinct.iloc[0].to_dict()
+    elif config:
+        identity = {"suite": config["env"]["suite"], "game": config["env"]["game"], "agent": config["agent"]["name"],
+                    "intervention": config["intervention"], "seed": config["seed"]}
+    else:
+        raise AnalysisError(f"{path}: no rows and no config.yaml; cannot tell which run it is")
+    identity["seed"] = int(identity["seed"])
+    return identity

@@ -1,0 +1,75 @@
+"""Seaborn figures from the frames of analysis.stats; nothing here computes a statistic."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="paper")
+
+
+def save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _palette(frame: pd.DataFrame) -> dict:
+    names = sorted(frame.intervention.unique(), key=lambda n: (n != "none", n))  # baseline first
+    return dict(zip(names, sns.color_palette("colorblind", len(names))))
+
+
+def _bands(data: pd.DataFrame, palette: dict, **_):
+    """Lines with their CI bands, one per intervention, on the current axes."""
+    ax = plt.gca()
+    for intervention, rows in data.groupby("intervention"):
+        rows = rows.sort_values("step")
+        ax.plot(rows.step, rows.value, color=palette[intervention], label=intervention)
+        ax.fill_between(rows.step, rows.ci_low, rows.ci_high, color=palette[intervention], alpha=0.2, linewidth=0)
+
+
+def curves(frame: pd.DataFrame, col: str, ylabel: str, title: str, sharey: bool = True) -> plt.Figure:
+    """Small multiples of IQM curves with CI bands, one panel per value of ``col``."""
+    palette = _palette(frame)
+    grid = sns.FacetGrid(frame, col=col, col_wrap=min(4, frame[col].nunique()), sharey=sharey, sharex=False,
+                         height=2.8, aspect=1.3)
+    grid.map_dataframe(_bands, palette=palette)
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("agent steps", ylabel)
+    grid.add_legend(title="intervention")
+    grid.figure.suptitle(title, y=1.03)
+    return grid.figure
+
+
+def interval_bars(frame: pd.DataFrame, col: str, xlabel: str, title: str) -> plt.Figure:
+    """Point estimates with CI whiskers per intervention, one panel per value of ``col``."""
+    palette = _palette(frame)
+    panels = list(dict.fromkeys(frame[col]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 1.2 + 0.45 * frame.intervention.nunique()),
+                             squeeze=False, layout="constrained")
+    for ax, panel in zip(axes[0], panels):
+        rows = frame[frame[col] == panel].sort_values("intervention", key=lambda s: s.map(list(palette).index))
+        sns.barplot(rows, x="value", y="intervention", hue="intervention", palette=palette, ax=ax, errorbar=None,
+                    legend=False)
+        value, low, high = rows.value.to_numpy(), rows.ci_low.to_numpy(), rows.ci_high.to_numpy()
+        ax.errorbar(value, range(len(rows)), xerr=[value - low, high - value], fmt="none", ecolor="black", capsize=3)
+        ax.set(title=str(panel), xlabel=xlabel, ylabel="")
+    fig.suptitle(title)
+    return fig
+
+
+def profiles(frame: pd.DataFrame, title: str) -> plt.Figure:
+    palette = _palette(frame)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    _bands(frame.rename(columns={"tau": "step"}), palette)
+    ax.set(xlabel="normalised score threshold tau", ylabel="fraction of runs with score > tau", title=title)
+    ax.legend(title="intervention")
+    return fig

@@ -1,0 +1,93 @@
+"""rliable aggregates (Agarwal et al. 2021) over score matrices of shape (runs, games).
+
+Every interval is a stratified bootstrap 95% CI (runs resampled within each game), seeded, with
+``reps`` repetitions from the caller (small in tests). Pure functions: frames in, frames out.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from rliable import library as rly
+from rliable import metrics
+
+STATISTICS = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean,
+              "median": metrics.aggregate_median, "optimality_gap": metrics.aggregate_optimality_gap}
+METHOD = ["suite", "agent", "intervention"]
+
+
+def score_matrix(frame: pd.DataFrame, value: str, games: list[str] | None = None) -> np.ndarray:
+    """(runs, games) matrix of ``value``; a game with more runs than another is cut to the
+    smallest count (seed order), since rliable needs a rectangle."""
+    frame = frame.dropna(subset=[value])
+    games = sorted(frame.game.unique()) if games is None else games
+    columns = [frame[frame.game == g].sort_values("seed")[value].to_numpy() for g in games]
+    n = min(len(c) for c in columns)
+    return np.stack([c[:n] for c in columns], axis=1)
+
+
+def _estimates(score_dict: dict, func, reps: int, seed: int) -> tuple[dict, dict]:
+    with warnings.catch_warnings():  # rliable 1.2 seeds arch 7 with a RandomState: deprecated, still exact
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        return rly.get_interval_estimates(score_dict, func, reps=reps, random_state=np.random.RandomState(seed))
+
+
+def aggregate(final: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per (suite, agent, intervention, statistic): value, ci_low, ci_high."""
+    scores = {key: score_matrix(rows, "normalized_score") for key, rows in final.groupby(METHOD)}
+    scores = {k: v for k, v in scores.items() if v.size}
+    func = lambda x: np.array([f(x) for f in STATISTICS.values()])  # noqa: E731
+    points, intervals = _estimates({"|".join(k): v for k, v in scores.items()}, func, reps, seed)
+    rows = []
+    for key, matrix in scores.items():
+        name = "|".join(key)
+        for i, statistic in enumerate(STATISTICS):
+            rows.append({**dict(zip(METHOD, key)), "statistic": statistic, "value": points[name][i],
+                         "ci_low": intervals[name][0, i], "ci_high": intervals[name][1, i],
+                         "runs": matrix.shape[0], "games": matrix.shape[1]})
+    return pd.DataFrame(rows)
+
+
+def probability_of_improvement(final: pd.DataFrame, baseline: str = "none", reps: int = 2000,
+                               seed: int = 0) -> pd.DataFrame:
+    """P(intervention > baseline) per (suite, agent), on the games both were run on."""
+    pairs = {}
+    for (suite, agent), rows in final.groupby(["suite", "agent"]):
+        base = rows[rows.intervention == baseline]
+        for intervention, mine in rows[rows.intervention != baseline].groupby("intervention"):
+            games = sorted(set(mine.dropna(subset=["normalized_score"]).game)
+                           & set(base.dropna(subset=["normalized_score"]).game))
+            if games:
+                pairs[f"{suite}|{agent}|{intervention}"] = [score_matrix(mine, "normalized_score", games),
+                                                            score_matrix(base, "normalized_score", games)]
+    if not pairs:
+        return pd.DataFrame(columns=[*METHOD, "baseline", "value", "ci_low", "ci_high"])
+    points, intervals = _estimates(pairs, metrics.probability_of_improvement, reps, seed)
+    return pd.DataFrame([{**dict(zip(METHOD, k.split("|"))), "baseline": baseline, "value": float(points[k]),
+                          "ci_low": float(np.ravel(intervals[k])[0]), "ci_high": float(np.ravel(intervals[k])[1])} for k in pairs])
+
+
+def performance_profiles(final: pd.DataFrame, taus: np.ndarray, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Fraction of runs with normalised score > tau, per method, with CIs."""
+    scores = {"|".join(k): score_matrix(rows, "normalized_score") for k, rows in final.groupby(METHOD)}
+    scores = {k: v for k, v in scores.items() if v.size}
+    np.random.seed(seed)  # rliable's profiles draw from numpy's global RNG
+    points, intervals = rly.create_performance_profile(scores, taus, reps=reps)
+    return pd.DataFrame([{**dict(zip(METHOD, k.split("|"))), "tau": tau, "value": points[k][i],
+                          "ci_low": intervals[k][0][i], "ci_high": intervals[k][1][i]}
+                         for k in scores for i, tau in enumerate(taus)])
+
+
+def iqm_curves(grid: pd.DataFrame, value: str, reps: int = 500, seed: int = 0,
+               by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """IQM of ``value`` over runs x games in every grid bin, per method (and ``by`` columns)."""
+    keys = [*METHOD, *by, "bin"]
+    scores = {k: score_matrix(rows, value) for k, rows in grid.groupby(keys)}
+    scores = {k: v for k, v in scores.items() if v.size}
+    names = {k: "|".join(map(str, k)) for k in scores}
+    points, intervals = _estimates({names[k]: v for k, v in scores.items()}, metrics.aggregate_iqm, reps, seed)
+    steps = grid.groupby(keys).step.first()
+    return pd.DataFrame([{**dict(zip(keys, k)), "step": steps[k], "value": float(points[names[k]]),
+                          "ci_low": float(np.ravel(intervals[names[k]])[0]), "ci_high": float(np.ravel(intervals[names[k]])[1])}
+                         for k in scores])
