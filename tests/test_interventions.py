@@ -1,4 +1,8 @@
 """Interventions: what each hook does on a tiny network, names, and a smoke matrix."""
+import dataclasses
+import types
+
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -7,6 +11,8 @@ from torch import nn
 import agents
 from agents.networks import build_network
 from interventions import INTERVENTIONS, Composition, split_name
+from interventions.surgery import fresh_like, optimizer_holds_exactly
+from probes.units import capture, dormant_scores
 from runner.config import compose_config
 from runner.loop import Run
 
@@ -36,6 +42,122 @@ def test_l2_adds_coef_times_squared_norm():
     torch.testing.assert_close(comp.loss(net, torch.tensor(1.5)), 1.5 + expected)
 
 
+def trained(net, inputs, steps=3):
+    """``net`` with an Adam that has taken a few steps (non-zero moments everywhere)."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        net(inputs).pow(2).mean().backward()
+        optimizer.step()
+    return optimizer
+
+
+def fake_agent(net, inputs):
+    return types.SimpleNamespace(network=net, optimizer=trained(net, inputs), rng=np.random.default_rng(0),
+                                 probe_inputs=lambda n, rng: inputs)
+
+
+def moments(optimizer, param):
+    return optimizer.state[param]["exp_avg"], optimizer.state[param]["exp_avg_sq"]
+
+
+def test_l2init_pulls_towards_the_saved_initial_weights():
+    net = build_network((8,), 3)
+    comp = Composition("l2init", {"l2init": {"coef": 0.5}})
+    assert comp.loss(net, torch.tensor(0.0)) == 0  # the first call saves theta_0
+    initial = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    expected = 0.5 * sum(p.numel() for p in net.parameters())
+    loss = comp.loss(net, torch.tensor(0.0))
+    torch.testing.assert_close(loss, torch.tensor(float(expected)))
+    loss.backward()
+    optimizer.step()
+    distance = sum((p - q).pow(2).sum() for p, q in zip(net.parameters(), initial))
+    assert distance < 0.82 * sum(p.numel() for p in net.parameters())  # each weight moved 1 -> 0.9
+
+
+def test_redo_recycles_exactly_the_dormant_units():
+    torch.manual_seed(0)
+    net, x = build_network((6,), 3, "mlp"), torch.randn(64, 6)
+    with torch.no_grad():
+        net.body.fc1.weight[:10] = 0
+        net.body.fc1.bias[:10] = -1  # units 0-9 of fc1: dead on every input
+    agent = fake_agent(net, x)
+    _, activations, _ = capture(net, x)
+    dormant = {name: dormant_scores(a) <= 0.1 for name, a in activations.items()}
+    assert dormant["fc1"][:10].all()
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    metrics = Composition("redo", {"redo": {"interval": 10, "tau": 0.1}}).after_update(agent, step=10)
+    total = sum(len(m) for m in dormant.values())
+    assert metrics["redo_reset_frac"] == pytest.approx(sum(int(m.sum()) for m in dormant.values()) / total)
+    layers, incoming = ["fc1", "fc2", "fc3", "head"], torch.zeros(6, dtype=torch.bool)  # no dormant inputs
+    for name, following in zip(layers, layers[1:]):
+        mask, layer = dormant[name], net.get_submodule(f"body.{name}")
+        nxt = net.get_submodule(following if following == "head" else f"body.{following}")
+        old = before[f"body.{name}.weight"]
+        assert not torch.equal(layer.weight[mask], old[mask])  # fresh incoming weights
+        assert torch.equal(layer.weight[~mask][:, ~incoming], old[~mask][:, ~incoming])  # the rest untouched
+        assert (nxt.weight[:, mask] == 0).all()  # outgoing weights zeroed
+        exp_avg, exp_avg_sq = moments(agent.optimizer, layer.weight)
+        assert (exp_avg[mask] == 0).all() and (exp_avg_sq[mask] == 0).all()
+        assert (exp_avg_sq[~mask][:, ~incoming] != 0).any()  # moments of the others kept
+        assert (moments(agent.optimizer, nxt.weight)[1][:, mask] == 0).all()
+        incoming = mask
+    assert optimizer_holds_exactly(agent.optimizer, net)
+
+
+def test_redo_on_a_cnn_zeroes_the_flattened_columns_of_a_dead_channel():
+    torch.manual_seed(0)
+    net, x = build_network((4, 10, 10), 3, "minatar_cnn"), torch.rand(32, 4, 10, 10)
+    with torch.no_grad():
+        net.body.conv1.weight[2] = 0
+        net.body.conv1.bias[2] = -1  # channel 2 dead
+    agent = fake_agent(net, x)
+    Composition("redo", {"redo": {"interval": 1, "tau": 0.0}}).after_update(agent, step=1)
+    columns = net.body.fc2.weight.view(128, 16, 64)
+    assert (columns[:, 2] == 0).all() and (columns[:, 3] != 0).any()
+    assert (net.body.conv1.weight[2] != 0).any()
+
+
+def test_reset_reinitialises_the_targeted_layers_only():
+    net, x = build_network((6,), 3, "mlp"), torch.randn(16, 6)
+    agent = fake_agent(net, x)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    comp = Composition("reset", {"reset": {"interval": 100, "layers": 2}})
+    assert comp.after_update(agent, step=99) == {}
+    assert comp.after_update(agent, step=100)["reset_layers"] == 2
+    assert comp.after_update(agent, step=104) == {}  # fires once per crossing
+    changed = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"body.fc3.weight", "body.fc3.bias", "head.weight", "head.bias"}
+    for name in changed:
+        assert all((m == 0).all() for m in moments(agent.optimizer, net.get_parameter(name)))
+    assert (moments(agent.optimizer, net.body.fc1.weight)[1] != 0).any()
+    assert optimizer_holds_exactly(agent.optimizer, net)
+
+
+def test_shrink_perturb_mixes_in_a_fresh_initialisation():
+    net, x = build_network((6,), 3, "mlp"), torch.randn(16, 6)
+    agent = fake_agent(net, x)
+    before = [p.detach().clone() for p in net.parameters()]
+    torch.manual_seed(7)
+    fresh = list(fresh_like(net).parameters())
+    torch.manual_seed(7)
+    Composition("shrink_perturb", {"shrink_perturb": {"interval": 5, "alpha": 0.5, "sigma": 0.1}}).after_update(agent, 5)
+    for p, old, new in zip(net.parameters(), before, fresh):
+        torch.testing.assert_close(p, 0.5 * old + 0.1 * new)
+        assert all((m == 0).all() for m in moments(agent.optimizer, p))
+    assert optimizer_holds_exactly(agent.optimizer, net)
+
+
+def fires_often() -> list[str]:
+    """Overrides that make every interval-based family act within a smoke run."""
+    return [f"interventions.{name}.interval=100" for name, cls in sorted(INTERVENTIONS.items())
+            if "interval" in {f.name for f in dataclasses.fields(cls.Config)}]
+
+
 SMOKE_INTERVENTIONS = ["none", *sorted(INTERVENTIONS), "ln_l2"]
 
 
@@ -43,11 +165,13 @@ SMOKE_INTERVENTIONS = ["none", *sorted(INTERVENTIONS), "ln_l2"]
 @pytest.mark.parametrize("intervention", SMOKE_INTERVENTIONS)
 def test_every_agent_runs_with_every_intervention(tmp_path, agent, intervention):
     overrides = [f"agent={agent}", f"intervention={intervention}", "total_steps=400", "log.interval=100",
-                 "log.progress=false", f"run_dir={tmp_path}", "env.num_envs=2"]
+                 "log.progress=false", f"run_dir={tmp_path}", "env.num_envs=2", *fires_often()]
     if agent == "dqn":
         overrides += ["agent.learning_starts=100", "agent.batch_size=4", "agent.buffer_size=500"]
-    cfg = compose_config(overrides)
-    assert Run(cfg).train() == 0
+    run = Run(compose_config(overrides))
+    assert run.train() == 0
+    if run.agent.network is not None:
+        assert optimizer_holds_exactly(run.agent.optimizer, run.agent.network)
     d = tmp_path / "minatar" / "breakout" / agent / intervention / "seed0"
     returns = pd.read_csv(d / "returns.csv")
     assert (returns["intervention"] == intervention).all() and (d / "done").exists()

@@ -1,0 +1,44 @@
+"""``reset``: re-initialise the last ``layers`` weight layers (1 = the head) every ``interval``
+agent steps (Nikishin et al. 2022, "The Primacy Bias in Deep RL"). Their optimizer moments are
+zeroed; the target network is left to catch up at its next sync."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from interventions import register
+from interventions.surgery import Every, fresh_like, weight_layers, zero_moments
+
+
+@dataclass
+class ResetConfig:
+    interval: int = 2_000_000
+    """Agent steps between resets."""
+    layers: int = 1
+    """How many weight layers, counted from the output, to re-initialise (1 = head only)."""
+
+
+@register("reset")
+class Reset:
+    Config = ResetConfig
+
+    def __init__(self, cfg: ResetConfig):
+        self.cfg, self.every = cfg, Every(cfg.interval)
+
+    @torch.no_grad()
+    def after_update(self, agent, step: int) -> dict:
+        if not self.every(step):
+            return {}
+        for _, layer in weight_layers(agent.network)[-self.cfg.layers:]:
+            fresh = fresh_like(layer)
+            for param, new in zip(layer.parameters(), fresh.parameters()):
+                param.copy_(new)
+                zero_moments(agent.optimizer, param)
+        return {"reset_layers": torch.tensor(float(self.cfg.layers))}
+
+    def state_dict(self) -> dict:
+        return {"last": self.every.last}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.every.last = state["last"]

@@ -1,0 +1,63 @@
+"""Parameter surgery that keeps the optimizer consistent (used by redo, reset, shrink_perturb).
+
+The invariant (tested after every hook): the optimizer holds exactly the network's trainable
+parameters, and the moments of re-initialised weights are zero, so a fresh weight is not pushed
+by the running averages of the weight it replaced (the defect Dopamine's ReDo fixes and
+Plasticine's does not). Adam's and RMSProp's per-parameter ``step`` is kept: bias correction
+then treats zeroed moments as long-run averages of zero, which only damps the first updates.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
+
+
+def weight_layers(network: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of the body's Conv2d/Linear layers in order, then the head's."""
+    layers = [(n, m) for n, m in network.body.named_children() if isinstance(m, WEIGHT_LAYERS)]
+    return layers + [(f"head.{n}" if n else "head", m) for n, m in network.head.named_modules()
+                     if isinstance(m, WEIGHT_LAYERS)]
+
+
+def fresh_like(module: nn.Module) -> nn.Module:
+    """A freshly initialised copy of ``module`` (same shapes, device and init scheme)."""
+    fresh = copy.deepcopy(module)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return fresh
+
+
+@torch.no_grad()
+def zero_moments(optimizer: torch.optim.Optimizer, param: nn.Parameter, mask: torch.Tensor | None = None) -> None:
+    """Zero the optimizer's running averages of ``param`` (where ``mask`` is True, or all)."""
+    for value in optimizer.state.get(param, {}).values():
+        if torch.is_tensor(value) and value.shape == param.shape:
+            if mask is None:
+                value.zero_()
+            else:
+                value[mask] = 0
+
+
+def optimizer_holds_exactly(optimizer: torch.optim.Optimizer, network: nn.Module) -> bool:
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    live = [p for p in network.parameters() if p.requires_grad]
+    return len(held) == len(live) and {id(p) for p in held} == {id(p) for p in live}
+
+
+class Every:
+    """Fires once each time the agent step crosses a multiple of ``interval`` (several updates
+    can share one step); its state goes into checkpoints."""
+
+    def __init__(self, interval: int):
+        self.interval, self.last = interval, 0
+
+    def __call__(self, step: int) -> bool:
+        if self.interval <= 0 or step // self.interval <= self.last:
+            return False
+        self.last = step // self.interval
+        return True
