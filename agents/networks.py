@@ -1,7 +1,9 @@
 """Agent networks: a ``body`` (obs -> features) of standard layers and a ``head``.
 
 Bodies are built from a spec of named layers so that interventions and probes can walk them
-(``conv1``, ``act1``, ...); ``layer_norm=True`` puts a LayerNorm before every nonlinearity.
+(``conv1``, ``act1``, ...); ``layer_norm=True`` puts a LayerNorm before every nonlinearity;
+``activation="crelu"`` uses concatenated ReLUs, which double each layer's output, and
+``width_scale`` scales every width (CReLU at 1/sqrt(2) keeps the parameter count).
 """
 from __future__ import annotations
 
@@ -28,6 +30,18 @@ class ToFloat(nn.Module):
         return x.float().mul_(self.scale) if self.scale != 1.0 else x.float()
 
 
+class CReLU(nn.Module):
+    """Concatenated ReLU (Shang et al. 2016; Abbas et al. 2023): [relu(x), relu(-x)] on the
+    channel/feature axis, so a unit never stops passing gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.relu(), (-x).relu()], dim=1)
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "crelu": CReLU}
+WIDENING = {"relu": 1, "crelu": 2}  # output units per pre-activation unit
+
+
 class Network(nn.Module):
     def __init__(self, body: nn.Sequential, head: nn.Module):
         super().__init__()
@@ -43,9 +57,12 @@ def default_arch(obs_shape: tuple) -> str:
     return "minatar_cnn" if len(obs_shape) == 3 else "mlp"
 
 
-def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool = False) -> nn.Sequential:
+def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool = False,
+               activation: str = "relu", width_scale: float = 1.0) -> nn.Sequential:
     if arch not in ARCHS:
         raise ValueError(f"unknown network arch '{arch}'; valid: {', '.join(ARCHS)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation '{activation}'; valid: {', '.join(ACTIVATIONS)}")
     layers: OrderedDict[str, nn.Module] = OrderedDict(scale=ToFloat(obs_scale))
     shape = tuple(obs_shape)
     n = 0
@@ -55,23 +72,25 @@ def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool =
             shape = (int(torch.tensor(shape).prod()),)
             continue
         n += 1
+        out = max(1, round(spec[1] * width_scale))
         if spec[0] == "conv":
-            _, out, kernel, stride = spec
+            _, _, kernel, stride = spec
             layers[f"conv{n}"] = nn.Conv2d(shape[0], out, kernel, stride)
             shape = (out, (shape[1] - kernel) // stride + 1, (shape[2] - kernel) // stride + 1)
         else:
-            layers[f"fc{n}"] = nn.Linear(shape[0], spec[1])
-            shape = (spec[1],)
+            layers[f"fc{n}"] = nn.Linear(shape[0], out)
+            shape = (out,)
         if layer_norm:
             layers[f"norm{n}"] = nn.LayerNorm(shape)
-        layers[f"act{n}"] = nn.ReLU()
+        layers[f"act{n}"] = ACTIVATIONS[activation]()
+        shape = (shape[0] * WIDENING[activation], *shape[1:])
     return nn.Sequential(layers)
 
 
 def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_scale: float = 1.0,
-                  layer_norm: bool = False) -> Network:
+                  layer_norm: bool = False, activation: str = "relu", width_scale: float = 1.0) -> Network:
     arch = default_arch(obs_shape) if arch == "auto" else arch
-    body = build_body(obs_shape, arch, obs_scale, layer_norm)
+    body = build_body(obs_shape, arch, obs_scale, layer_norm, activation, width_scale)
     with torch.no_grad():
         features = body(torch.zeros(1, *obs_shape)).shape[-1]
     return Network(body, nn.Linear(features, num_outputs))

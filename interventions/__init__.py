@@ -3,7 +3,8 @@
 An intervention is a small object with any of these optional hooks, called in order:
 ``build(factory) -> factory`` (change the architecture), ``loss(network, loss) -> loss``,
 ``after_update(agent, step) -> dict`` (act at intervals; returns metrics to log).
-Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseline.
+Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseline. A family
+lists the families it cannot be composed with in ``incompatible`` (checked both ways).
 """
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def split_name(name: str) -> list[str]:
             raise ValueError(f"unknown intervention '{name}'; valid: {valid} (or an a_b composition)")
         parts.append(match)
         rest = rest[len(match) + 1:]
+    for i, a in enumerate(parts):
+        for b in parts[i + 1:]:
+            if a == b or b in getattr(INTERVENTIONS[a], "incompatible", ()) or a in getattr(INTERVENTIONS[b], "incompatible", ()):
+                why = "appears twice" if a == b else "cannot be composed"
+                raise ValueError(f"intervention '{name}': {a} and {b} {why}; see the README's interventions table")
     return parts
 
 

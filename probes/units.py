@@ -70,7 +70,7 @@ def unit_diagnostics(network: nn.Module, inputs: torch.Tensor) -> list[tuple[str
     """(metric, layer, value) rows; layer "" is the fraction over all units of the body."""
     pre, post, features = capture(network, inputs)
     rows = []
-    totals = {tau: 0 for tau in DORMANT_TAUS} | {"zombie": 0, "units": 0}
+    totals = {tau: 0 for tau in DORMANT_TAUS} | {"zombie": 0, "units": 0, "preactivations": 0}
     for layer in post:
         scores, zombies = dormant_scores(post[layer]), zombie_mask(pre[layer])
         for tau in DORMANT_TAUS:
@@ -80,8 +80,9 @@ def unit_diagnostics(network: nn.Module, inputs: torch.Tensor) -> list[tuple[str
         rows.append(("zombie_frac", layer, float(zombies.float().mean())))
         totals["zombie"] += int(zombies.sum())
         totals["units"] += len(scores)
+        totals["preactivations"] += len(zombies)  # fewer than units after a CReLU
     if totals["units"]:
         rows += [(f"dormant_frac@{tau}", "", totals[tau] / totals["units"]) for tau in DORMANT_TAUS]
-        rows.append(("zombie_frac", "", totals["zombie"] / totals["units"]))
+        rows.append(("zombie_frac", "", totals["zombie"] / totals["preactivations"]))
     rows.append(("feature_srank", "", float(effective_rank(features.flatten(1)))))
     return rows

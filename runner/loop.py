@@ -111,8 +111,10 @@ class Run:
         try:
             self.agent.load_state_dict(state["agent"])
             self.interventions.load_state_dict(state["interventions"])
-            if self.prober:
+            if self.prober and state.get("prober") is not None:
                 self.prober.load_state_dict(state["prober"])
+            elif self.prober:  # a checkpoint written before probes existed
+                print("note: this checkpoint holds no probe state; dist_from_init is measured from the resume point")
         except (KeyError, RuntimeError, ValueError) as error:
             raise RunError(f"checkpoint {directory} does not fit this config ({type(error).__name__}: "
                            f"{str(error).splitlines()[0]}); it was left as it is. To start over, delete {self.dir}")

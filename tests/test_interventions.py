@@ -21,6 +21,10 @@ def test_names_compose_and_unknown_names_list_the_valid_ones():
     assert split_name("none") == [] and split_name("ln_l2") == ["ln", "l2"] and split_name("l2_ln") == ["l2", "ln"]
     with pytest.raises(ValueError, match="unknown intervention 'ln_magic'; valid: none, .*l2.*ln"):
         split_name("ln_magic")
+    with pytest.raises(ValueError, match="'crelu_redo': crelu and redo cannot be composed"):
+        split_name("crelu_redo")
+    with pytest.raises(ValueError, match="l2 and l2 appears twice"):
+        split_name("l2_l2")
 
 
 @pytest.mark.parametrize("obs_shape", [(4, 84, 84), (4, 10, 10), (8,)])
@@ -33,6 +37,18 @@ def test_ln_puts_a_layernorm_before_every_nonlinearity(obs_shape):
     assert relus and all(isinstance(layers[i - 1], nn.LayerNorm) for i in relus)
     assert sum(isinstance(m, nn.LayerNorm) for m in layers) == len(relus)
     assert normed(torch.zeros(2, *obs_shape)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("obs_shape", [(4, 84, 84), (4, 10, 10), (8,)])
+def test_crelu_keeps_the_parameter_count_within_5_percent(obs_shape):
+    factory = lambda **kw: build_network(obs_shape, 6, **kw)  # noqa: E731
+    plain, crelu = Composition("none").build(factory), Composition("crelu").build(factory)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert abs(count(crelu) / count(plain) - 1) < 0.05
+    x = torch.randn(3, *obs_shape)
+    assert crelu(x).shape == (3, 6) and Composition("ln_crelu").build(factory)(x).shape == (3, 6)
+    width = crelu.body[-1](torch.ones(1, 4))  # [relu(x), relu(-x)]
+    assert width.tolist() == [[1, 1, 1, 1, 0, 0, 0, 0]]
 
 
 def test_l2_adds_coef_times_squared_norm():
