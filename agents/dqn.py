@@ -120,12 +120,14 @@ class DQN:
         if step < self.cfg.learning_starts:
             return {}
         self.update_credit += self.num_envs * self.cfg.updates_per_step
-        metrics = {}
+        sums, count, hooks = {}, 0, {}
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
-            metrics = self.update()
-            metrics.update(self.interventions.after_update(self, step))
-        return metrics
+            for key, value in self.update().items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            hooks.update(self.interventions.after_update(self, step))  # an interval hook fires once
+        return {**{k: v / count for k, v in sums.items()}, **hooks}
 
     def update(self) -> dict[str, torch.Tensor]:
         c = self.cfg

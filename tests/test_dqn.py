@@ -93,3 +93,18 @@ def test_atari_dqn_smoke_run(tmp_path):
     metrics = pd.read_csv(d / "metrics.csv")
     assert {"loss", "q_mean"} <= set(metrics["metric"]) and np.isfinite(metrics["value"]).all()
     assert (d / "done").exists()
+
+
+def test_metrics_cover_every_update_of_a_step_and_keep_interval_hook_metrics():
+    cfg = DQNConfig(buffer_size=1000, learning_starts=0, batch_size=4, updates_per_step=0.25)
+    agent = DQN(cfg, (4, 10, 10), bool, 6, 8, torch.device("cpu"), 0,
+                Composition("reset", {"reset": {"interval": 16}}))
+    rng = np.random.default_rng(0)
+    seen = []
+    for t in range(1, 4):  # 8 envs x 0.25: two updates per agent step
+        obs = rng.random((8, 4, 10, 10)) < 0.5
+        seen.append(agent.observe(obs, rng.integers(6, size=8), np.ones(8), obs, np.zeros(8, bool),
+                                  np.zeros(8, bool), t * 8))
+    assert agent.updates == 6
+    assert [("reset_layers" in m) for m in seen] == [False, True, False]  # fired at step 16, kept
+    assert all({"loss", "q_mean", "grad_norm"} <= set(m) for m in seen)
