@@ -7,6 +7,7 @@ Bodies are built from a spec of named layers so that interventions and probes ca
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import torch
@@ -94,3 +95,12 @@ def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_sc
     with torch.no_grad():
         features = body(torch.zeros(1, *obs_shape)).shape[-1]
     return Network(body, nn.Linear(features, num_outputs))
+
+
+def reinitialised(module: nn.Module) -> nn.Module:
+    """A freshly initialised copy of ``module``: same architecture, device and init scheme."""
+    fresh = copy.deepcopy(module)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return fresh

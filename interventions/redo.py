@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from agents.networks import reinitialised
 from interventions import register
-from interventions.surgery import Every, fresh_like, weight_layers, zero_moments
+from interventions.surgery import Every, weight_layers, zero_moments
 from probes.units import capture, dormant_scores
 
 
@@ -50,7 +51,7 @@ class ReDo:
         names = list(layers)
         masks = {name: dormant_scores(a) <= self.cfg.tau for name, a in activations.items()}
         for name, mask in masks.items():  # fresh incoming weights first, for every layer ...
-            fresh = fresh_like(layers[name])
+            fresh = reinitialised(layers[name])
             for param, new in ((layers[name].weight, fresh.weight), (layers[name].bias, fresh.bias)):
                 if param is not None and mask.any():
                     param[mask] = new[mask]

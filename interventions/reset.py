@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.networks import reinitialised
 from interventions import register
-from interventions.surgery import Every, fresh_like, weight_layers, zero_moments
+from interventions.surgery import Every, weight_layers, zero_moments
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Reset:
         if not self.every(step):
             return {}
         for _, layer in weight_layers(agent.network)[-self.cfg.layers:]:
-            fresh = fresh_like(layer)
+            fresh = reinitialised(layer)
             for param, new in zip(layer.parameters(), fresh.parameters()):
                 param.copy_(new)
                 zero_moments(agent.optimizer, param)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.networks import reinitialised
 from interventions import register
-from interventions.surgery import Every, fresh_like, zero_moments
+from interventions.surgery import Every, zero_moments
 
 
 @dataclass
@@ -32,7 +33,7 @@ class ShrinkPerturb:
     def after_update(self, agent, step: int) -> dict:
         if not self.every(step):
             return {}
-        fresh = fresh_like(agent.network)
+        fresh = reinitialised(agent.network)
         for param, new in zip(agent.network.parameters(), fresh.parameters()):
             param.mul_(self.cfg.alpha).add_(new, alpha=self.cfg.sigma)
             zero_moments(agent.optimizer, param)

@@ -8,8 +8,6 @@ then treats zeroed moments as long-run averages of zero, which only damps the fi
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
@@ -21,15 +19,6 @@ def weight_layers(network: nn.Module) -> list[tuple[str, nn.Module]]:
     layers = [(n, m) for n, m in network.body.named_children() if isinstance(m, WEIGHT_LAYERS)]
     return layers + [(f"head.{n}" if n else "head", m) for n, m in network.head.named_modules()
                      if isinstance(m, WEIGHT_LAYERS)]
-
-
-def fresh_like(module: nn.Module) -> nn.Module:
-    """A freshly initialised copy of ``module`` (same shapes, device and init scheme)."""
-    fresh = copy.deepcopy(module)
-    for m in fresh.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    return fresh
 
 
 @torch.no_grad()

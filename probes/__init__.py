@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probes.fitting import probe_loss, reinitialised
+from agents.networks import reinitialised
+from probes.fitting import probe_loss
 from probes.ntk import entk_diagnostics, entk_gram
 from probes.units import unit_diagnostics
 from probes.weights import dist_from_init, param_norm

@@ -15,14 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def reinitialised(network: nn.Module) -> nn.Module:
-    """A copy of ``network`` with every layer freshly initialised (same architecture)."""
-    fresh = copy.deepcopy(network)
-    for module in fresh.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    return fresh
+from agents.networks import reinitialised
 
 
 def with_new_head(network: nn.Module, inputs: torch.Tensor, outputs: int) -> nn.Module:

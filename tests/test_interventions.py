@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import agents
-from agents.networks import build_network
+from agents.networks import build_network, reinitialised
 from interventions import INTERVENTIONS, Composition, split_name
-from interventions.surgery import fresh_like, optimizer_holds_exactly
+from interventions.surgery import optimizer_holds_exactly
 from probes.units import capture, dormant_scores
 from runner.config import compose_config
 from runner.loop import Run
@@ -159,7 +159,7 @@ def test_shrink_perturb_mixes_in_a_fresh_initialisation():
     agent = fake_agent(net, x)
     before = [p.detach().clone() for p in net.parameters()]
     torch.manual_seed(7)
-    fresh = list(fresh_like(net).parameters())
+    fresh = list(reinitialised(net).parameters())
     torch.manual_seed(7)
     Composition("shrink_perturb", {"shrink_perturb": {"interval": 5, "alpha": 0.5, "sigma": 0.1}}).after_update(agent, 5)
     for p, old, new in zip(net.parameters(), before, fresh):

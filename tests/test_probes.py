@@ -119,7 +119,7 @@ def random_label_tasks(intervention: str, tasks: int, seed: int = 0, steps_per_t
     from sklearn.datasets import load_digits
 
     from interventions import Composition
-    from probes import reinitialised
+    from agents.networks import reinitialised
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
