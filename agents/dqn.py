@@ -77,6 +77,7 @@ class DQN:
 
         obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
         factory = lambda **kw: build_network(obs_shape, num_actions, cfg.arch, obs_scale, **kw)  # noqa: E731
+        self.values = interventions.value_head()  # scalar Q outputs, or categorical (two_hot, ...)
         self.network = interventions.build(factory).to(device)
         self.target = interventions.build(factory).to(device)
         self.target.load_state_dict(self.network.state_dict())
@@ -108,7 +109,7 @@ class DQN:
         actions = self.rng.integers(self.num_actions, size=self.num_envs)
         if not explore.all():
             with torch.inference_mode():
-                q = self.network(torch.as_tensor(obs, device=self.device))
+                q = self.values.q_values(self.network(torch.as_tensor(obs, device=self.device)), self.num_actions)
             actions = np.where(explore, actions, q.argmax(1).cpu().numpy())
         return actions
 
@@ -133,14 +134,14 @@ class DQN:
         c = self.cfg
         batch = {k: torch.as_tensor(v, device=self.device) for k, v in self.replay.sample(c.batch_size, self.rng).items()}
         with torch.no_grad():
-            next_q = self.target(batch["next_obs"])
+            next_q = self.values.q_values(self.target(batch["next_obs"]), self.num_actions)
             if c.double_dqn:
-                best = self.network(batch["next_obs"]).argmax(1, keepdim=True)
+                best = self.values.q_values(self.network(batch["next_obs"]), self.num_actions).argmax(1, keepdim=True)
             else:
                 best = next_q.argmax(1, keepdim=True)
             target = batch["rewards"] + batch["discounts"] * next_q.gather(1, best).squeeze(1)
-        q = self.network(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
-        loss = F.mse_loss(q, target) if c.loss == "mse" else F.smooth_l1_loss(q, target)
+        loss_fn = F.mse_loss if c.loss == "mse" else F.smooth_l1_loss
+        loss, q = self.values.td_loss(self.network(batch["obs"]), batch["actions"], target, loss_fn)
         total = self.interventions.loss(self.network, loss)
 
         self.optimizer.zero_grad(set_to_none=True)

@@ -89,12 +89,14 @@ def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool =
 
 
 def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_scale: float = 1.0,
-                  layer_norm: bool = False, activation: str = "relu", width_scale: float = 1.0) -> Network:
+                  layer_norm: bool = False, activation: str = "relu", width_scale: float = 1.0,
+                  value_bins: int = 1) -> Network:
+    """``value_bins > 1``: the head gives ``value_bins`` logits per output (categorical values)."""
     arch = default_arch(obs_shape) if arch == "auto" else arch
     body = build_body(obs_shape, arch, obs_scale, layer_norm, activation, width_scale)
     with torch.no_grad():
         features = body(torch.zeros(1, *obs_shape)).shape[-1]
-    return Network(body, nn.Linear(features, num_outputs))
+    return Network(body, nn.Linear(features, num_outputs * value_bins))
 
 
 def reinitialised(module: nn.Module) -> nn.Module:

@@ -72,6 +72,12 @@ class Composition:
                 loss = part.loss(network, loss)
         return loss
 
+    def value_head(self):
+        """The part that turns network outputs into values (two_hot, hl_gauss), or the default:
+        one scalar output per action, regressed with the agent's own loss."""
+        heads = [p for p in self.parts if hasattr(p, "q_values")]
+        return heads[0] if heads else ScalarValues()
+
     def after_update(self, agent, step: int) -> dict:
         metrics = {}
         for part in self.parts:
@@ -86,6 +92,18 @@ class Composition:
         for p in self.parts:
             if hasattr(p, "load_state_dict"):
                 p.load_state_dict(state[p.name])
+
+
+class ScalarValues:
+    """Plain value outputs: Q(s, a) is output a; the TD loss is the agent's (MSE or Huber)."""
+
+    def q_values(self, outputs, num_actions: int):
+        return outputs
+
+    def td_loss(self, outputs, actions, target, loss_fn):
+        """(loss, Q of the actions taken)."""
+        q = outputs.gather(1, actions[:, None]).squeeze(1)
+        return loss_fn(q, target), q
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -63,7 +63,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
         raise ConfigError(f"invalid config or override: {message}") from None
     try:
         cfg.env.game = check_game(cfg.env.suite, cfg.env.game)
-        interventions.split_name(cfg.intervention)
+        interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
     except (UnknownChoice, ValueError) as error:
         raise ConfigError(str(error)) from None
     for key in ("seed", "total_steps", "log.interval", "checkpoint.interval", "probe.interval", "probe.steps",

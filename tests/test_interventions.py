@@ -51,6 +51,33 @@ def test_crelu_keeps_the_parameter_count_within_5_percent(obs_shape):
     assert width.tolist() == [[1, 1, 1, 1, 0, 0, 0, 0]]
 
 
+def test_two_hot_projection_round_trips_exactly_inside_the_range():
+    from interventions.categorical import hl_gauss, support, two_hot
+    atoms = support(-10, 10, 51)
+    values = torch.tensor([-10.0, -3.3, 0.0, 0.25, 7.77, 10.0])
+    probs = two_hot(values, atoms)
+    torch.testing.assert_close(probs.sum(1), torch.ones(6))
+    torch.testing.assert_close((probs * atoms).sum(1), values)
+    assert ((probs > 0).sum(1) <= 2).all()
+    torch.testing.assert_close((two_hot(torch.tensor([25.0]), atoms) * atoms).sum(1), torch.tensor([10.0]))  # clamped
+    smooth = hl_gauss(torch.tensor([-3.3, 0.25]), atoms, sigma=0.3)
+    torch.testing.assert_close((smooth * atoms).sum(1), torch.tensor([-3.3, 0.25]), atol=1e-3, rtol=0)
+
+
+def test_categorical_head_gives_expected_q_values_and_a_cross_entropy_loss():
+    factory = lambda **kw: build_network((4, 10, 10), 3, **kw)  # noqa: E731
+    comp = Composition("two_hot", {"two_hot": {"bins": 11, "v_min": -5, "v_max": 5}})
+    net, head = comp.build(factory), comp.value_head()
+    outputs = net(torch.zeros(2, 4, 10, 10))
+    assert outputs.shape == (2, 33) and head.q_values(outputs, 3).shape == (2, 3)
+    loss, q = head.td_loss(outputs, torch.tensor([0, 2]), torch.tensor([1.0, -2.0]), None)
+    assert loss > 0 and q.shape == (2,)
+    torch.testing.assert_close(q, head.q_values(outputs, 3)[[0, 1], [0, 2]])
+    assert Composition("none").value_head().q_values(outputs, 3) is outputs
+    with pytest.raises(ValueError, match="two_hot and hl_gauss cannot be composed"):
+        split_name("two_hot_hl_gauss")
+
+
 def test_l2_adds_coef_times_squared_norm():
     net = build_network((8,), 3)
     comp = Composition("l2", {"l2": {"coef": 0.01}})
