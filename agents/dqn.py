@@ -146,10 +146,12 @@ class DQN:
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        # the optimizer's parameters, not the network's: an intervention may have frozen some
+        trained = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
         if c.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.network.parameters(), c.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, c.max_grad_norm)
         else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.network.parameters() if p.grad is not None])
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trained])
         self.optimizer.step()
         self.updates += 1
         if self.updates % c.target_update_interval == 0:

@@ -50,3 +50,14 @@ class Every:
             return False
         self.last = step // self.interval
         return True
+
+
+def rebuild_optimizer(agent) -> None:
+    """A new optimizer over the network's trainable parameters now (``agent.make_optimizer``),
+    carrying over the state of every parameter that is still trained; new ones start at zero."""
+    old = agent.optimizer
+    agent.optimizer = agent.make_optimizer()
+    for group in agent.optimizer.param_groups:
+        for param in group["params"]:
+            if param in old.state:
+                agent.optimizer.state[param] = old.state[param]

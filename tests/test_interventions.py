@@ -195,10 +195,44 @@ def test_shrink_perturb_mixes_in_a_fresh_initialisation():
     assert optimizer_holds_exactly(agent.optimizer, net)
 
 
+def test_plasticity_injection_keeps_outputs_and_trains_only_the_new_head():
+    comp = Composition("plasticity_injection", {"plasticity_injection": {"at": 100}})
+    factory = lambda **kw: build_network((6,), 3, "mlp", **kw)  # noqa: E731
+    net, target, x = comp.build(factory), comp.build(factory), torch.randn(16, 6)
+    target.load_state_dict(net.state_dict())
+    make = lambda: torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)  # noqa: E731
+    agent = types.SimpleNamespace(network=net, target=target, make_optimizer=make)
+    agent.optimizer = make()
+    trainable_before = {id(p) for p in net.parameters() if p.requires_grad}
+    assert {id(p) for p in net.head.old.parameters()} <= trainable_before
+    assert not {id(p) for p in net.head.new.parameters()} & trainable_before
+    net(x).pow(2).mean().backward()
+    agent.optimizer.step()
+    body_state = {k: v.clone() for k, v in agent.optimizer.state[net.body.fc1.weight].items()}
+    assert comp.after_update(agent, step=99) == {}
+    before = net(x).detach()
+    assert comp.after_update(agent, step=100)["plasticity_injected"] == 1
+    torch.testing.assert_close(net(x), before)  # the output does not jump
+    assert optimizer_holds_exactly(agent.optimizer, net)
+    assert all(not p.requires_grad for p in net.head.old.parameters())
+    assert all(torch.equal(v, agent.optimizer.state[net.body.fc1.weight][k]) for k, v in body_state.items())
+    old_head = [p.clone() for p in net.head.old.parameters()]
+    agent.optimizer.zero_grad()
+    net(x).pow(2).mean().backward()
+    agent.optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(old_head, net.head.old.parameters()))
+    assert not torch.equal(net.head.new.weight, net.head.new_frozen.weight)
+    assert torch.equal(target.head.new_frozen.weight, net.head.new_frozen.weight) and bool(target.head.active)
+    resumed = comp.build(factory)  # a checkpoint loads into a freshly built network
+    resumed.load_state_dict(net.state_dict())
+    assert bool(resumed.head.active) and not resumed.head.old.weight.requires_grad and resumed.head.new.weight.requires_grad
+    assert comp.after_update(agent, step=200) == {}  # once
+
+
 def fires_often() -> list[str]:
-    """Overrides that make every interval-based family act within a smoke run."""
-    return [f"interventions.{name}.interval=100" for name, cls in sorted(INTERVENTIONS.items())
-            if "interval" in {f.name for f in dataclasses.fields(cls.Config)}]
+    """Overrides that make every family that acts at a step or interval act within a smoke run."""
+    fields = {name: {f.name for f in dataclasses.fields(cls.Config)} for name, cls in sorted(INTERVENTIONS.items())}
+    return [f"interventions.{name}.{key}=100" for name, keys in fields.items() for key in ("interval", "at") if key in keys]
 
 
 SMOKE_INTERVENTIONS = ["none", *sorted(INTERVENTIONS), "ln_l2"]
