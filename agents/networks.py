@@ -7,11 +7,13 @@ Bodies are built from a spec of named layers so that interventions and probes ca
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import OrderedDict
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 # (kind, out_channels_or_features, kernel, stride)
 NATURE_CNN = [("conv", 32, 8, 4), ("conv", 64, 4, 2), ("conv", 64, 3, 1), ("flatten",), ("linear", 512)]
@@ -104,5 +106,37 @@ def reinitialised(module: nn.Module) -> nn.Module:
     fresh = copy.deepcopy(module)
     for m in fresh.modules():
         if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+            reset_parameters(m)
     return fresh
+
+
+def reset_parameters(m: nn.Module) -> None:
+    """``m.reset_parameters()``, also for a parametrized module (spectral_norm), whose
+    ``reset_parameters`` would initialise a computed copy of the weight and leave the real one:
+    there it runs on a view of ``m`` whose parametrized attributes are the trained originals."""
+    if parametrize.is_parametrized(m):
+        type(m).reset_parameters(_Originals(m))
+    else:
+        m.reset_parameters()
+
+
+class _Originals:
+    def __init__(self, module: nn.Module):
+        self._module = module
+
+    def __getattr__(self, name: str):
+        if name in self._module.parametrizations:
+            return self._module.parametrizations[name].original
+        return getattr(self._module, name)
+
+
+@contextlib.contextmanager
+def eval_mode(network: nn.Module):
+    """Evaluation mode for a measurement, restored after: a spectral-normalised layer then reads
+    its power-iteration vectors without updating them, so measuring leaves the network as it was."""
+    was_training = network.training
+    network.eval()
+    try:
+        yield network
+    finally:
+        network.train(was_training)

@@ -11,7 +11,7 @@ from torch import nn
 
 from agents.networks import reinitialised
 from interventions import register
-from interventions.surgery import Every, weight_layers, zero_moments
+from interventions.surgery import Every, trained_weight, weight_layers, zero_moments
 from probes.units import capture, dormant_scores
 
 
@@ -52,15 +52,16 @@ class ReDo:
         masks = {name: dormant_scores(a) <= self.cfg.tau for name, a in activations.items()}
         for name, mask in masks.items():  # fresh incoming weights first, for every layer ...
             fresh = reinitialised(layers[name])
-            for param, new in ((layers[name].weight, fresh.weight), (layers[name].bias, fresh.bias)):
+            for param, new in ((trained_weight(layers[name]), trained_weight(fresh)), (layers[name].bias, fresh.bias)):
                 if param is not None and mask.any():
                     param[mask] = new[mask]
                     zero_moments(agent.optimizer, param, _rows(mask, param))
         for name, mask in masks.items():  # ... then zero outgoing weights, so no recycled unit's
             following = layers[names[names.index(name) + 1]]  # output reaches the next layer
             columns = outgoing_columns(mask, following)
-            following.weight[:, columns] = 0
-            zero_moments(agent.optimizer, following.weight, _columns(columns, following.weight))
+            weight = trained_weight(following)
+            weight[:, columns] = 0
+            zero_moments(agent.optimizer, weight, _columns(columns, weight))
         recycled, total = sum(int(m.sum()) for m in masks.values()), sum(len(m) for m in masks.values())
         return {"redo_reset_frac": torch.tensor(recycled / max(total, 1))}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 
@@ -19,6 +20,14 @@ def weight_layers(network: nn.Module) -> list[tuple[str, nn.Module]]:
     layers = [(n, m) for n, m in network.body.named_children() if isinstance(m, WEIGHT_LAYERS)]
     return layers + [(f"head.{n}" if n else "head", m) for n, m in network.head.named_modules()
                      if isinstance(m, WEIGHT_LAYERS)]
+
+
+def trained_weight(layer: nn.Module) -> nn.Parameter:
+    """The parameter the optimizer trains for ``layer.weight``: under spectral_norm, ``weight``
+    is computed from it on every forward, and writing into the computed tensor changes nothing."""
+    if parametrize.is_parametrized(layer, "weight"):
+        return layer.parametrizations.weight.original
+    return layer.weight
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from agents.networks import eval_mode
+
 
 def per_example_gradients(network: nn.Module, inputs: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     """(batch, parameters) matrix of d mean_output(x_i) / d theta."""
@@ -19,9 +21,10 @@ def per_example_gradients(network: nn.Module, inputs: torch.Tensor, chunk: int =
         return functional_call(network, (p, buffers), (x[None],)).mean()
 
     rows = []
-    for start in range(0, len(inputs), chunk):  # chunks bound the memory of vmap's activations
-        grads = vmap(grad(mean_output), in_dims=(None, 0))(params, inputs[start:start + chunk])
-        rows.append(torch.cat([g.flatten(1) for g in grads.values()], dim=1))
+    with eval_mode(network):  # a training-mode spectral_norm would write its buffers inside vmap
+        for start in range(0, len(inputs), chunk):  # chunks bound the memory of vmap's activations
+            grads = vmap(grad(mean_output), in_dims=(None, 0))(params, inputs[start:start + chunk])
+            rows.append(torch.cat([g.flatten(1) for g in grads.values()], dim=1))
     return torch.cat(rows)
 
 

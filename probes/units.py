@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from agents.networks import eval_mode
+
 DORMANT_TAUS = (0.0, 0.025, 0.1)
 
 
@@ -34,7 +36,8 @@ def capture(network: nn.Module, inputs: torch.Tensor) -> tuple[dict, dict, torch
                 pre[label], post[label] = args[0].detach(), output.detach()
             handles.append(module.register_forward_hook(hook))
     try:
-        features = network.body(inputs)
+        with eval_mode(network):
+            features = network.body(inputs)
     finally:
         for handle in handles:
             handle.remove()

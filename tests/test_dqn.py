@@ -14,9 +14,9 @@ from runner.config import compose_config
 from runner.loop import Run
 
 
-def make_dqn(num_envs=4, **overrides):
+def make_dqn(num_envs=4, intervention="none", **overrides):
     cfg = DQNConfig(**{"buffer_size": 1000, "learning_starts": 0, "batch_size": 4, **overrides})
-    return DQN(cfg, (4, 10, 10), bool, 6, num_envs, torch.device("cpu"), 0, Composition("none"))
+    return DQN(cfg, (4, 10, 10), bool, 6, num_envs, torch.device("cpu"), 0, Composition(intervention))
 
 
 def feed(agent, steps, num_envs=4, start=0):

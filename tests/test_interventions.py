@@ -11,7 +11,7 @@ from torch import nn
 import agents
 from agents.networks import build_network, reinitialised
 from interventions import INTERVENTIONS, Composition, split_name
-from interventions.surgery import optimizer_holds_exactly
+from interventions.surgery import optimizer_holds_exactly, trained_weight, weight_layers
 from probes.units import capture, dormant_scores
 from runner.config import compose_config
 from runner.loop import Run
@@ -192,6 +192,42 @@ def test_shrink_perturb_mixes_in_a_fresh_initialisation():
     for p, old, new in zip(net.parameters(), before, fresh):
         torch.testing.assert_close(p, 0.5 * old + 0.1 * new)
         assert all((m == 0).all() for m in moments(agent.optimizer, p))
+    assert optimizer_holds_exactly(agent.optimizer, net)
+
+
+def test_spectral_norm_normalises_the_penultimate_layer_only():
+    torch.manual_seed(0)
+    plain = build_network((6,), 3, "mlp")
+    net = Composition("spectral_norm").build(lambda **kw: build_network((6,), 3, "mlp", **kw))
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in plain.parameters())
+    with torch.no_grad():
+        for _ in range(30):  # power iterations converge over training forwards
+            net(torch.randn(8, 6))
+        assert float(torch.linalg.matrix_norm(net.body.fc3.weight, 2)) == pytest.approx(1.0, abs=0.01)
+    assert {name for name, m in weight_layers(net) if hasattr(m, "parametrizations")} == {"fc3"}
+    raw = trained_weight(net.body.fc3)
+    assert raw is net.body.fc3.parametrizations.weight.original and raw.requires_grad
+    fresh = reinitialised(net.body.fc3)  # re-initialises the trained weight, not a computed copy
+    assert not torch.equal(trained_weight(fresh), raw)
+    assert float(trained_weight(fresh).abs().max()) <= 1 / 256 ** 0.5  # torch's Linear init bound
+    resumed = Composition("spectral_norm").build(lambda **kw: build_network((6,), 3, "mlp", **kw))
+    resumed.load_state_dict(net.state_dict())  # a checkpoint holds the power-iteration vectors too
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(resumed.eval()(x), net.eval()(x))
+
+
+def test_redo_recycles_units_of_a_spectral_normalised_layer():
+    torch.manual_seed(0)
+    net = Composition("spectral_norm").build(lambda **kw: build_network((6,), 3, "mlp", **kw))
+    x = torch.randn(64, 6)
+    with torch.no_grad():
+        trained_weight(net.body.fc3)[:10] = 0
+        net.body.fc3.bias[:10] = -1  # units 0-9 of fc3: dead on every input
+    agent = fake_agent(net, x)
+    Composition("redo", {"redo": {"interval": 1, "tau": 0.0}}).after_update(agent, step=1)
+    assert (trained_weight(net.body.fc3)[:10] != 0).any(dim=1).all()
+    assert (net.head.weight[:, :10] == 0).all()
+    assert (moments(agent.optimizer, trained_weight(net.body.fc3))[1][:10] == 0).all()
     assert optimizer_holds_exactly(agent.optimizer, net)
 
 

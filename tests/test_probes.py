@@ -80,8 +80,9 @@ def test_probe_loss_decreases_with_more_steps_on_a_fresh_net():
     assert losses[2] < 0.5 * losses[0]
 
 
-def test_probes_leave_the_agent_untouched():
-    agent = make_dqn(4)
+@pytest.mark.parametrize("intervention", ["none", "spectral_norm"])  # its power iteration writes buffers
+def test_probes_leave_the_agent_untouched(intervention):
+    agent = make_dqn(4, intervention)
     feed(agent, 30)
     before = copy.deepcopy(agent.state_dict())
     torch_rng = torch.get_rng_state()

@@ -1,0 +1,50 @@
+"""``spectral_norm``: spectral normalisation of the body's last ``layers`` weight layers (Gogianu
+et al. 2021, "Spectral Normalisation for Deep RL: an Optimisation Perspective": one layer, the
+penultimate of the network, is enough). Each forward in training mode divides the weight by its
+largest singular value, estimated by one power iteration (torch's parametrization), so the
+layer's Lipschitz constant stays 1 and its effective learning rate falls as its norm grows.
+
+The optimizer trains the unnormalised weight (``parametrizations.weight.original``): L2, the
+weight probes and the re-initialising interventions act on it. Probes measure in evaluation
+mode, where the power-iteration vectors are read but not updated."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.nn.utils.parametrizations import spectral_norm
+
+from interventions import register
+from interventions.surgery import weight_layers
+
+
+@dataclass
+class SpectralNormConfig:
+    layers: int = 1
+    """How many of the body's weight layers, counted from its output, are normalised
+    (1 = the penultimate layer of the network, Gogianu et al.'s choice)."""
+    power_iterations: int = 1
+    """Power iterations per training forward pass."""
+
+    def __post_init__(self):
+        if self.layers < 1 or self.power_iterations < 1:
+            raise ValueError(f"spectral_norm: layers and power_iterations must be >= 1, got {self.layers}, "
+                             f"{self.power_iterations}")
+
+
+@register("spectral_norm")
+class SpectralNorm:
+    Config = SpectralNormConfig
+
+    def __init__(self, cfg: SpectralNormConfig):
+        self.cfg = cfg
+
+    def build(self, factory):
+        def normalised(**kwargs):
+            network = factory(**kwargs)
+            body_layers = [layer for name, layer in weight_layers(network) if not name.startswith("head")]
+            if self.cfg.layers > len(body_layers):
+                raise ValueError(f"spectral_norm: layers={self.cfg.layers} but the body has {len(body_layers)} weight layers")
+            for layer in body_layers[-self.cfg.layers:]:
+                spectral_norm(layer, n_power_iterations=self.cfg.power_iterations)
+            return network
+        return normalised
