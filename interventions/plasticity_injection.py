@@ -74,7 +74,9 @@ class PlasticityInjection:
         if bool(head.active) or step < self.cfg.at:
             return {}
         head.inject()
-        agent.target.head.load_state_dict(head.state_dict())
-        agent.target.requires_grad_(False)
+        target = getattr(agent, "target", None)  # DQN's target network; PPO has none
+        if target is not None:
+            target.head.load_state_dict(head.state_dict())
+            target.requires_grad_(False)
         rebuild_optimizer(agent)
         return {"plasticity_injected": torch.tensor(1.0)}

@@ -13,6 +13,11 @@ TINY_DQN = ["env=minatar", "agent=dqn", "total_steps=2400", "agent.learning_star
             "checkpoint.interval=800", "log.progress=false", "threads=1",
             "probe.interval=600", "probe.steps=20", "probe.batch_size=32", "probe.entk_batch=16"]
 
+# 4 envs x 32-step rollouts: an update every 128 agent steps, so checkpoints fall mid-rollout
+TINY_PPO = ["env=minatar", "agent=ppo", "total_steps=4000", "env.num_envs=4", "agent.num_steps=32",
+            "log.interval=200", "checkpoint.interval=800", "log.progress=false", "threads=1",
+            "probe.interval=600", "probe.steps=20", "probe.batch_size=32", "probe.entk_batch=16"]
+
 
 def runner_cmd(*args):
     return [sys.executable, "-m", "runner", *args]

@@ -7,13 +7,11 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import ROOT, TINY_DQN, runner_cmd
+from conftest import ROOT, TINY_DQN, TINY_PPO, runner_cmd
 from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS
 
 
-def run_dir(tmp_path, intervention_override=None, agent="dqn", game="breakout", seed=0, suite="minatar"):
-    """The run directory of a TINY_DQN run (``intervention_override``: an "intervention=..." arg)."""
-    intervention = intervention_override.split("=")[1] if intervention_override else "none"
+def run_dir(tmp_path, intervention="none", agent="dqn", game="breakout", seed=0, suite="minatar"):
     return tmp_path / suite / game / agent / intervention / f"seed{seed}"
 
 
@@ -67,9 +65,9 @@ def test_same_seed_gives_identical_csvs(run, tmp_path):
         assert a == b and len(a) > 200
 
 
-def _start(tmp_path, sub, *extra):
+def _start(tmp_path, sub, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(runner_cmd(*TINY_DQN, *extra, f"run_dir={tmp_path / sub}"), cwd=ROOT, env=env,
+    return subprocess.Popen(runner_cmd(*args, f"run_dir={tmp_path / sub}"), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -81,14 +79,19 @@ def _wait_for_checkpoint(d, proc, timeout=120):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig, extra", [(signal.SIGKILL, ()), (signal.SIGINT, ()),
-                                        # the network changes shape at step 600, before the checkpoint at 800
-                                        (signal.SIGKILL, ("intervention=plasticity_injection",
-                                                          "interventions.plasticity_injection.at=600"))])
-def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, extra):
-    run(*TINY_DQN, *extra, f"run_dir={tmp_path / 'whole'}")
-    d = run_dir(tmp_path / "killed", *extra[:1])
-    proc = _start(tmp_path, "killed", *extra)
+INJECTION = ("intervention=plasticity_injection", "interventions.plasticity_injection.at=600")
+
+
+@pytest.mark.parametrize("sig, args, agent, intervention", [
+    (signal.SIGKILL, TINY_DQN, "dqn", "none"), (signal.SIGINT, TINY_DQN, "dqn", "none"),
+    # the network changes shape at step 600, before the checkpoint at 800
+    (signal.SIGKILL, [*TINY_DQN, *INJECTION], "dqn", "plasticity_injection"),
+    # the checkpoint at 800 falls in the middle of a 128-step PPO rollout
+    (signal.SIGKILL, TINY_PPO, "ppo", "none")])
+def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention):
+    run(*args, f"run_dir={tmp_path / 'whole'}")
+    d = run_dir(tmp_path / "killed", intervention, agent)
+    proc = _start(tmp_path, "killed", *args)
     _wait_for_checkpoint(d, proc)
     time.sleep(0.3)  # let it write rows past the checkpoint: resume must drop them
     proc.send_signal(sig)
@@ -96,16 +99,16 @@ def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, extra):
     assert not (d / "done").exists(), "the run finished before it was killed; make it longer"
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "Run the same command again to resume" in out
-    resumed = run(*TINY_DQN, *extra, f"run_dir={tmp_path / 'killed'}")
+    resumed = run(*args, f"run_dir={tmp_path / 'killed'}")
     assert "resuming" in resumed.stdout
     for name in ("returns.csv", "metrics.csv"):
-        assert (d / name).read_bytes() == (run_dir(tmp_path / "whole", *extra[:1]) / name).read_bytes()
+        assert (d / name).read_bytes() == (run_dir(tmp_path / "whole", intervention, agent) / name).read_bytes()
 
 
 def _interrupted_run(tmp_path, sub):
     """A tiny DQN run stopped by SIGINT after its first checkpoint; returns its directory."""
     d = run_dir(tmp_path / sub)
-    proc = _start(tmp_path, sub)
+    proc = _start(tmp_path, sub, *TINY_DQN)
     _wait_for_checkpoint(d, proc)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)

@@ -1,0 +1,244 @@
+"""PPO (Schulman et al. 2017) for discrete actions, CleanRL-style, vectorized over a batch of envs.
+
+Defaults are CleanRL's EnvPool Atari reference (see ../shared/paper.md); the MinAtar preset is
+``configs/preset/ppo_minatar.yaml``. One network: the body's features feed a head whose outputs
+are the policy logits followed by the value (one scalar, or ``bins`` logits when an intervention
+makes the critic categorical), so probes and interventions see the body/head split as for DQN.
+Read top to bottom: config -> network and optimizer -> acting -> rollout and GAE -> update ->
+checkpoint state.
+
+Episode ends: a terminated step cuts the return; a truncated one (time limit) is bootstrapped
+with the value of its true final observation, added to its reward before the chain is cut.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents import register
+from agents.networks import build_network
+
+
+@dataclass
+class PPOConfig:
+    name: str = "ppo"
+    """Registry name."""
+    lr: float = 2.5e-4
+    """Adam learning rate (at the start, when annealed)."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to 0 over ``anneal_steps``."""
+    anneal_steps: int = 10_000_000
+    """Agent steps of the decay (configs/agent/ppo.yaml sets it to the run's total_steps)."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    num_steps: int = 128
+    """Rollout length per env; a rollout is num_steps x num_envs transitions."""
+    num_minibatches: int = 4
+    """Minibatches per epoch."""
+    update_epochs: int = 4
+    """Passes over each rollout."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_coef: float = 0.1
+    """Policy ratio clip (and value clip, when on)."""
+    clip_value: bool = True
+    """Clip the value update around the rollout's values (scalar critic only)."""
+    ent_coef: float = 0.01
+    """Entropy bonus."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Clip the gradient norm to this; 0 = no clipping."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    reward_clip: bool = True
+    """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
+    arch: str = "auto"
+    """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
+        gamma: float, lam: float) -> torch.Tensor:
+    """Generalised advantage estimates for (steps, envs) tensors. ``dones[t]`` cuts the chain
+    after step t; ``next_value`` is the value of the observation after the last step."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(next_value)
+    for t in reversed(range(len(rewards))):
+        following = next_value if t == len(rewards) - 1 else values[t + 1]
+        alive = 1.0 - dones[t]
+        delta = rewards[t] + gamma * following * alive - values[t]
+        running = delta + gamma * lam * alive * running
+        advantages[t] = running
+    return advantages
+
+
+@register("ppo")
+class PPO:
+    Config = PPOConfig
+
+    def __init__(self, cfg: PPOConfig, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
+        self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
+        self.interventions = interventions
+        self.rng = np.random.default_rng(seed)
+        batch = cfg.num_steps * num_envs
+        if cfg.num_minibatches < 1 or batch % cfg.num_minibatches:
+            raise ValueError(f"ppo: num_steps x num_envs = {batch} must divide into num_minibatches={cfg.num_minibatches}")
+
+        obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
+
+        def factory(value_bins: int = 1, **kw):  # logits, then the critic's outputs
+            return build_network(obs_shape, num_actions + value_bins, cfg.arch, obs_scale, **kw)
+        self.values = interventions.value_head()  # a scalar critic, or categorical (two_hot, ...)
+        self.network = interventions.build(factory).to(device)
+        self.optimizer = self.make_optimizer()
+
+        T, N = cfg.num_steps, num_envs
+        self.rollout = {
+            "obs": torch.zeros((T, N, *obs_shape), dtype=torch.from_numpy(np.zeros(0, obs_dtype)).dtype, device=device),
+            "actions": torch.zeros((T, N), dtype=torch.long, device=device),
+            **{k: torch.zeros((T, N), device=device) for k in ("logprobs", "values", "rewards", "dones")},
+        }
+        self.t = 0  # next rollout row
+        self.filled = 0  # rows holding data (for the probes)
+        self.updates = 0
+        self.acted: tuple[torch.Tensor, torch.Tensor] | None = None  # (logprobs, values) of the last act
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Built from the live parameters; interventions that replace parameters call it again."""
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.adam_eps)
+
+    # ---- acting -------------------------------------------------------------------------
+    def policy_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, value, critic outputs) for a batch of observations."""
+        out = self.network(obs)
+        logits, critic = out[:, :self.num_actions], out[:, self.num_actions:]
+        return logits, self.values.q_values(critic, 1).squeeze(1), critic
+
+    def act(self, obs: np.ndarray, step: int) -> np.ndarray:
+        with torch.no_grad():
+            logits, value, _ = self.policy_and_value(torch.as_tensor(obs, device=self.device))
+        # Gumbel-max sampling with the agent's numpy RNG: exact to resume, independent of torch's
+        gumbel = torch.as_tensor(self.rng.gumbel(size=logits.shape), dtype=logits.dtype, device=self.device)
+        actions = (logits + gumbel).argmax(1)
+        self.acted = (F.log_softmax(logits, 1).gather(1, actions[:, None]).squeeze(1), value)
+        return actions.cpu().numpy()
+
+    def value(self, obs: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return self.policy_and_value(torch.as_tensor(obs, device=self.device))[1]
+
+    # ---- rollout and GAE ----------------------------------------------------------------
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
+        c = self.cfg
+        rewards = torch.as_tensor(np.sign(rewards) if c.reward_clip else rewards, dtype=torch.float32, device=self.device)
+        cut_short = torch.as_tensor(truncated & ~terminated, device=self.device)
+        if cut_short.any():  # bootstrap a time limit from the true final observation
+            rewards = rewards + c.gamma * cut_short * self.value(next_obs)
+        logprobs, values = self.acted
+        row = {"obs": torch.as_tensor(obs, device=self.device), "actions": torch.as_tensor(actions, device=self.device),
+               "logprobs": logprobs, "values": values, "rewards": rewards,
+               "dones": torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device)}
+        for key, value in row.items():
+            self.rollout[key][self.t] = value
+        self.t += 1
+        self.filled = max(self.filled, self.t)
+        if self.t < c.num_steps:
+            return {}
+        self.t = 0
+        r = self.rollout
+        advantages = gae(r["rewards"], r["values"], r["dones"], self.value(next_obs), c.gamma, c.gae_lambda)
+        return self.update(advantages, advantages + r["values"], step)
+
+    # ---- update -------------------------------------------------------------------------
+    def learning_rate(self, step: int) -> float:
+        if not self.cfg.anneal_lr:
+            return self.cfg.lr
+        return self.cfg.lr * max(1.0 - step / max(self.cfg.anneal_steps, 1), 0.0)
+
+    def update(self, advantages: torch.Tensor, returns: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        flat = {k: v.flatten(0, 1) for k, v in self.rollout.items()}
+        flat["advantages"], flat["returns"] = advantages.flatten(), returns.flatten()
+        size = len(flat["actions"])
+        sums, count, hooks = {}, 0, {}
+        for _ in range(c.update_epochs):
+            order = torch.as_tensor(self.rng.permutation(size), device=self.device)
+            for indices in order.chunk(c.num_minibatches):
+                lr = self.learning_rate(step)
+                for group in self.optimizer.param_groups:  # every update: an intervention may rebuild it
+                    group["lr"] = lr
+                metrics = self.minibatch_update({k: v[indices] for k, v in flat.items()})
+                for key, value in {**metrics, "lr": torch.tensor(lr)}.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                hooks.update(self.interventions.after_update(self, step))
+        return {**{k: v / count for k, v in sums.items()}, **hooks}
+
+    def minibatch_update(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        logits, value, critic = self.policy_and_value(mb["obs"])
+        log_probs = F.log_softmax(logits, 1)
+        log_ratio = log_probs.gather(1, mb["actions"][:, None]).squeeze(1) - mb["logprobs"]
+        ratio = log_ratio.exp()
+        adv = mb["advantages"]
+        if c.norm_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_coef, 1 + c.clip_coef)).mean()
+        value_loss = self.value_loss(value, critic, mb)
+        entropy = -(log_probs.exp() * log_probs).sum(1).mean()
+        loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
+        total = self.interventions.loss(self.network, loss)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        trained = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if c.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, c.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trained])
+        self.optimizer.step()
+        self.updates += 1
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator
+            clip_frac = ((ratio - 1).abs() > c.clip_coef).float().mean()
+        return {"loss": loss.detach(), "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
+                "entropy": entropy.detach(), "approx_kl": approx_kl, "clip_frac": clip_frac,
+                "value_mean": value.detach().mean(), "grad_norm": grad_norm.detach()}
+
+    def value_loss(self, value, critic, mb) -> torch.Tensor:
+        """0.5 x squared error, clipped around the rollout's values (CleanRL), for a scalar
+        critic; a categorical critic's own loss (cross entropy to the projected returns)."""
+        if critic.shape[1] > 1:
+            return self.values.td_loss(critic, torch.zeros_like(mb["actions"]), mb["returns"], F.mse_loss)[0]
+        squared = (value - mb["returns"]).pow(2)
+        if self.cfg.clip_value:
+            clipped = mb["values"] + (value - mb["values"]).clamp(-self.cfg.clip_coef, self.cfg.clip_coef)
+            squared = torch.max(squared, (clipped - mb["returns"]).pow(2))
+        return 0.5 * squared.mean()
+
+    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """Observations of the latest rollout for the probes (drawn with the probe's RNG)."""
+        if self.filled == 0:
+            return None
+        rows = self.rollout["obs"][:self.filled].flatten(0, 1)
+        return rows[torch.as_tensor(rng.integers(len(rows), size=batch_size), device=self.device)]
+
+    # ---- checkpoint state ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rollout": self.rollout, "t": self.t, "filled": self.filled, "updates": self.updates,
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.optimizer = self.make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rollout = {k: v.to(self.device) for k, v in state["rollout"].items()}
+        self.t, self.filled, self.updates = state["t"], state["filled"], state["updates"]
+        self.rng.bit_generator.state = state["rng"]
