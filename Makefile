@@ -16,22 +16,32 @@ RUN_DIR ?= runs
 ARGS ?=
 RUNS ?= runs
 OUT ?= figures
+LAUNCHER ?= local
+NPROC := $(shell env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1)
+JOBS ?= $(NPROC)
+THREADS ?= $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
+EXPERIMENTS = $(sort $(basename $(notdir $(wildcard configs/experiment/*.yaml))))
 
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
 
-.PHONY: help atari minatar figures test clean-venv
+.PHONY: help atari minatar sweep figures test clean-venv
 
 help: ## this list
 	@echo "targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
 	@echo "variables (for atari / minatar):"
-	@echo "  AGENT=dqn|random          agent (registry: agents/)"
+	@echo "  AGENT=dqn|ppo|random      agent (registry: agents/)"
 	@echo "  INTERVENTION=none         intervention name or a_b composition"
 	@echo "  GAME=...                  Atari game (default Breakout) or MinAtar game (default breakout)"
 	@echo "  SEED=0  STEPS=N           seed; agent steps summed over envs (default: the suite's budget)"
 	@echo "  RUN_DIR=runs              root of the run directories"
 	@echo "  ARGS=\"k=v ...\"            raw Hydra overrides, e.g. ARGS=\"agent.lr=1e-4 probe.interval=50000\""
+	@echo "variables (for sweep):"
+	@echo "  EXPERIMENT=name           one of: $(EXPERIMENTS) (configs/experiment/)"
+	@echo "  LAUNCHER=local|slurm      joblib on this machine (JOBS=$(JOBS) runs at once, THREADS=$(THREADS) each) or Slurm"
+	@echo "  DRY=1                     list the jobs (new / resume / done) and launch nothing"
+	@echo "  RUN_DIR, ARGS             as above; ARGS overrides every job (a,b sweeps a key)"
 	@echo "variables (for figures):"
 	@echo "  RUNS=runs OUT=figures     folder of runs; where tables/ and the figures go"
 	@echo "  FIGURE_ARGS=\"...\"         e.g. \"--final-fraction 0.1 --reps 2000 --bins 40\" (python -m analysis -h)"
@@ -47,6 +57,16 @@ atari: $(STAMP) ## one Atari run via EnvPool: make atari AGENT=dqn INTERVENTION=
 
 minatar: $(STAMP) ## one MinAtar run: make minatar AGENT=dqn GAME=breakout
 	$(PY) -m runner env=minatar $(RUN_ARGS)
+
+sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sweep EXPERIMENT=minatar_ln_l2
+	@if [ ! -f configs/experiment/$(EXPERIMENT).yaml ]; then \
+	  echo "error: unknown experiment '$(EXPERIMENT)'; valid: $(EXPERIMENTS)" >&2; exit 2; fi
+	@if [ "$(LAUNCHER)" != local ] && [ "$(LAUNCHER)" != slurm ]; then \
+	  echo "error: unknown launcher '$(LAUNCHER)'; valid: local, slurm" >&2; exit 2; fi
+	@# every job's config is checked (and listed with DRY=1) before anything is launched
+	$(PY) -m runner.sweep $(if $(DRY),--plan,--check) +experiment=$(EXPERIMENT) run_dir=$(RUN_DIR) $(ARGS)
+	$(if $(DRY),,$(PY) -m runner.sweep --multirun +experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) run_dir=$(RUN_DIR) \
+	  $(if $(filter local,$(LAUNCHER)),hydra.launcher.n_jobs=$(JOBS) threads=$(THREADS),threads='$${hydra:launcher.cpus_per_task}') $(ARGS))
 
 figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures
 	$(PY) -m analysis $(RUNS) $(OUT) $(FIGURE_ARGS)

@@ -57,10 +57,23 @@ def compose_config(overrides: list[str]) -> DictConfig:
             cfg = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as error:
-        cause = str(error.__cause__).splitlines()[0] if error.__cause__ else ""
-        message = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
-        message = f"{message} ({cause})" if cause and cause not in message else message
-        raise ConfigError(f"invalid config or override: {message}") from None
+        raise _config_error(error) from None
+    return validate(cfg)
+
+
+def _config_error(error: Exception) -> ConfigError:
+    cause = str(error.__cause__).splitlines()[0] if error.__cause__ else ""
+    message = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    message = f"{message} ({cause})" if cause and cause not in message else message
+    return ConfigError(f"invalid config or override: {message}")
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Resolve ``cfg`` and check what Hydra cannot: game, intervention, value ranges."""
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as error:
+        raise _config_error(error) from None
     try:
         cfg.env.game = check_game(cfg.env.suite, cfg.env.game)
         interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
