@@ -25,7 +25,7 @@ EXPERIMENTS = $(sort $(basename $(notdir $(wildcard configs/experiment/*.yaml)))
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
 
-.PHONY: help atari minatar sweep figures test clean-venv
+.PHONY: help atari minatar shifts sweep figures test clean-venv
 
 help: ## this list
 	@echo "targets:"
@@ -37,6 +37,9 @@ help: ## this list
 	@echo "  SEED=0  STEPS=N           seed; agent steps summed over envs (default: the suite's budget)"
 	@echo "  RUN_DIR=runs              root of the run directories"
 	@echo "  ARGS=\"k=v ...\"            raw Hydra overrides, e.g. ARGS=\"agent.lr=1e-4 probe.interval=50000\""
+	@echo "variables (for shifts):"
+	@echo "  TASK=label_reset          label_reset label_permutation input_permutation target_offset"
+	@echo "                            target_scale abrupt_shift smooth_shift; INTERVENTION, SEED, RUN_DIR, ARGS as above"
 	@echo "variables (for sweep):"
 	@echo "  EXPERIMENT=name           one of: $(EXPERIMENTS) (configs/experiment/)"
 	@echo "  LAUNCHER=local|slurm      joblib on this machine (JOBS=$(JOBS) runs at once, THREADS=$(THREADS) each) or Slurm"
@@ -57,6 +60,10 @@ atari: $(STAMP) ## one Atari run via EnvPool: make atari AGENT=dqn INTERVENTION=
 
 minatar: $(STAMP) ## one MinAtar run: make minatar AGENT=dqn GAME=breakout
 	$(PY) -m runner env=minatar $(RUN_ARGS)
+
+TASK ?= label_reset
+shifts: $(STAMP) ## one supervised task sequence: make shifts TASK=label_reset INTERVENTION=ln_l2
+	$(PY) -m shifts task=$(TASK) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) $(ARGS)
 
 sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sweep EXPERIMENT=minatar_ln_l2
 	@if [ ! -f configs/experiment/$(EXPERIMENT).yaml ]; then \

@@ -1,0 +1,1 @@
+"""The shifts suite: supervised task sequences that isolate the mechanisms of plasticity loss."""

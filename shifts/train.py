@@ -1,0 +1,183 @@
+"""One shifts run: a network trained with Adam on a sequence of tasks (shifts.tasks), with an
+intervention plugged in, and measured at the end of every task.
+
+It writes the run directory of the contract, ``RUN_DIR/shifts/<task>/<arch>/<intervention>/
+seed<k>/`` (``metrics.csv``, ``config.yaml``, ``done``), with ``step`` = optimizer steps so far.
+Per task: ``task`` (its index), ``train_loss``, ``train_accuracy`` (classification) or ``fvu``
+(regression: fraction of variance unexplained), then the probes (probe_loss, dormant/zombie units,
+feature rank, eNTK, weight norms; ``probe_loss_fresh`` once). A checkpoint after every task makes
+a killed run resume where it stopped and write the same CSV.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+import interventions
+from agents.networks import build_network
+from probes import ProbeConfig, Prober
+from runner import checkpoint
+from runner.logger import METRICS_COLUMNS, CSVLog
+from shifts.tasks import TASKS, digits
+
+
+@dataclass
+class ShiftsConfig:
+    task: str = "label_reset"
+    """One of shifts.tasks.TASKS."""
+    intervention: str = "none"
+    """A registry name or an a_b composition, as for the RL suites."""
+    seed: int = 0
+    run_dir: str = "runs"
+    arch: str = "mlp"
+    """The network (agents.networks.ARCHS); mlp = 3 x 256 ReLU."""
+    tasks: int = 30
+    steps_per_task: int = 400
+    batch_size: int = 128
+    lr: float = 1e-3
+    """Adam learning rate."""
+    inputs: int = 1000
+    """How many digits (the same inputs in every task)."""
+    offset: float = 10.0
+    """target_offset: the mean grows by this per task."""
+    scale: float = 10.0
+    """target_scale: the spread grows by 1 + this x task."""
+    smooth_fraction: float = 1.0
+    """smooth_shift: the fraction of a task over which the targets move."""
+    threads: int = 1
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(interval=1, batch_size=256, steps=200))
+    """The probes, run after every task (interval is not used here)."""
+    interventions: Any = None
+    """Per-family hyper-parameters (the RL defaults, but L2 1e-4: the reference scale)."""
+
+
+class Learner:
+    """What interventions and probes expect of an agent: network, optimizer, rng, inputs."""
+
+    def __init__(self, cfg: ShiftsConfig, task, composition):
+        self.cfg, self.task = cfg, task
+        self.rng = np.random.default_rng([cfg.seed, 1])
+        shape = tuple(task.base_x.shape[1:])
+        self.network = composition.build(lambda **kw: build_network(shape, task.outputs, cfg.arch, **kw))
+        self.optimizer = self.make_optimizer()
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad], lr=self.cfg.lr)
+
+    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
+        return self.task.x[torch.as_tensor(rng.integers(len(self.task.x), size=batch_size))]
+
+
+def run_path(cfg: ShiftsConfig) -> Path:
+    return Path(cfg.run_dir) / "shifts" / cfg.task / cfg.arch / cfg.intervention / f"seed{cfg.seed}"
+
+
+def train(cfg: ShiftsConfig) -> Path:
+    d = run_path(cfg)
+    if (d / "done").exists():
+        print(f"{d}: finished already (done marker); skipping. Delete the directory to run it again.")
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    composition = interventions.Composition(cfg.intervention, cfg.interventions)
+    x, labels = digits(cfg.inputs)
+    task = TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)
+    learner = Learner(cfg, task, composition)
+    prober = Prober(cfg.probe, learner.network, cfg.seed)
+    found = checkpoint.find(d)
+    log = CSVLog(d / "metrics.csv", METRICS_COLUMNS, ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.seed),
+                 append=found is not None)
+    first = 0
+    if found:
+        state = checkpoint.load(found)
+        first = state["next_task"]
+        learner.network.load_state_dict(state["network"])
+        learner.optimizer = learner.make_optimizer()
+        learner.optimizer.load_state_dict(state["optimizer"])
+        learner.rng.bit_generator.state, task.rng.bit_generator.state = state["rng"], state["task_rng"]
+        task.__dict__.update(state["task"])
+        prober.load_state_dict(state["prober"])
+        composition.load_state_dict(state["interventions"])
+        torch.set_rng_state(state["torch_rng"])
+        log.truncate(state["log_offset"])
+        print(f"resuming {d} at task {first + 1}")
+    OmegaConf.save(OmegaConf.structured(cfg), d / "config.yaml")
+    for t in range(first, cfg.tasks):
+        task.start(t)
+        step = t * cfg.steps_per_task
+        for i in range(cfg.steps_per_task):
+            train_step(learner, composition, task, (i + 1) / cfg.steps_per_task, step + i + 1)
+        step += cfg.steps_per_task
+        measured = evaluate(learner, task)
+        rows = [("task", "", t + 1), *((k, "", v) for k, v in measured.items()), *prober(learner)]
+        for metric, layer, value in rows:
+            log.write(step, metric, layer, value)
+        probe = next(v for k, _, v in rows if k == "probe_loss")
+        print(f"task {t + 1}/{cfg.tasks}: " + ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
+              + f", probe_loss {probe:.3f}", flush=True)
+        checkpoint.save(d, {"next_task": t + 1, "network": learner.network.state_dict(),
+                            "optimizer": learner.optimizer.state_dict(), "rng": learner.rng.bit_generator.state,
+                            "task_rng": task.rng.bit_generator.state, "task": _task_state(task),
+                            "prober": prober.state_dict(), "interventions": composition.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "log_offset": log.offset()})
+    log.close()
+    (d / "done").touch()
+    checkpoint.remove(d)
+    return d
+
+
+def _task_state(task) -> dict:
+    return {k: v for k, v in vars(task).items() if k in ("x", "y", "previous")}
+
+
+def loss_fn(task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(outputs, targets) if task.kind == "classification" else F.mse_loss(outputs, targets)
+
+
+def train_step(learner: Learner, composition, task, progress: float, step: int) -> None:
+    indices = torch.as_tensor(learner.rng.integers(len(task.x), size=learner.cfg.batch_size))
+    loss = loss_fn(task, learner.network(task.x[indices]), task.targets(progress)[indices])
+    total = composition.loss(learner.network, loss)
+    learner.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    learner.optimizer.step()
+    composition.after_update(learner, step)
+
+
+@torch.no_grad()
+def evaluate(learner: Learner, task) -> dict[str, float]:
+    outputs, targets = learner.network(task.x), task.targets(1.0)
+    metrics = {"train_loss": float(loss_fn(task, outputs, targets))}
+    if task.kind == "classification":
+        metrics["train_accuracy"] = float((outputs.argmax(1) == targets).float().mean())
+    else:
+        metrics["fvu"] = metrics["train_loss"] / float(targets.var(unbiased=False).clamp_min(1e-12))
+    return metrics
+
+
+def config_from(argv: list[str]) -> ShiftsConfig:
+    """``key=value`` overrides onto the typed defaults; any bad input is a one-line ValueError."""
+    base = OmegaConf.structured(ShiftsConfig)
+    base.interventions = OmegaConf.merge(OmegaConf.structured(interventions.params_schema()), {"l2": {"coef": 1e-4}})
+    try:
+        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))
+    except Exception as error:  # omegaconf's errors span lines: keep the first
+        raise ValueError(f"invalid override: {str(error).splitlines()[0]}") from None
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task '{cfg.task}'; valid: {', '.join(TASKS)}")
+    composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
+    if not isinstance(composition.value_head(), interventions.ScalarValues):
+        raise ValueError(f"intervention '{cfg.intervention}': categorical value heads are for RL agents, not shifts")
+    for key in ("tasks", "steps_per_task", "batch_size", "inputs", "threads"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    obj = OmegaConf.to_object(cfg)
+    return dataclasses.replace(obj, interventions=OmegaConf.to_container(cfg.interventions))

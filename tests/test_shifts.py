@@ -1,0 +1,97 @@
+"""The shifts suite: what each task changes, the run directory it writes, exact resume, errors."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import shifts.train as shifts_train
+from conftest import ROOT
+from shifts.tasks import TASKS, digits
+from shifts.train import ShiftsConfig, config_from, train
+
+SMALL = ["tasks=3", "steps_per_task=20", "inputs=200", "probe.steps=5", "probe.batch_size=32", "probe.entk_batch=8"]
+
+
+def make(name, **cfg):
+    x, labels = digits(200)
+    return TASKS[name](x, labels, np.random.default_rng(0), ShiftsConfig(**cfg))
+
+
+def test_classification_tasks_change_what_they_say():
+    reset = make("label_reset")
+    reset.start(0)
+    first = reset.targets(1.0).clone()
+    reset.start(1)
+    assert 0.05 < (reset.targets(1.0) == first).float().mean() < 0.2  # independent labels: ~10% agree
+    permuted = make("label_permutation")
+    permuted.start(0)
+    mapping = {int(a): int(b) for a, b in zip(permuted.labels, permuted.targets(1.0))}
+    assert sorted(mapping.values()) == sorted(set(mapping.values())) and len(mapping) == 10  # a bijection
+    pixels = make("input_permutation")
+    pixels.start(0)
+    assert torch.equal(pixels.targets(1.0), pixels.labels) and not torch.equal(pixels.x, pixels.base_x)
+    assert torch.equal(pixels.x.sort(1).values, pixels.base_x.sort(1).values)
+
+
+def test_regression_targets_grow_in_mean_or_spread():
+    offset, scale = make("target_offset", offset=10.0), make("target_scale", scale=10.0)
+    offset.start(3)
+    scale.start(3)
+    assert offset.targets(1.0).mean() == pytest.approx(30.0, abs=0.3)
+    assert scale.targets(1.0).std() == pytest.approx(31.0, rel=0.15) and abs(scale.targets(1.0).mean()) < 5
+
+
+def test_smooth_shift_moves_between_the_abrupt_endpoints():
+    smooth = make("smooth_shift", smooth_fraction=0.5)
+    smooth.start(0)
+    old = smooth.targets(1.0).clone()
+    smooth.start(1)
+    new = smooth.targets(1.0)
+    torch.testing.assert_close(smooth.targets(0.0), old)
+    torch.testing.assert_close(smooth.targets(0.25), (old + new) / 2)
+    torch.testing.assert_close(smooth.targets(0.75), new)
+
+
+def test_a_run_writes_the_contract_and_resumes_exactly_after_a_crash(tmp_path, monkeypatch):
+    whole = train(config_from([*SMALL, f"run_dir={tmp_path / 'whole'}", "intervention=ln_l2"]))
+    m = pd.read_csv(whole / "metrics.csv", dtype={"layer": str})
+    assert set(m[["suite", "game", "agent", "intervention"]].drop_duplicates().itertuples(index=False, name=None)) == {
+        ("shifts", "label_reset", "mlp", "ln_l2")}
+    assert m[m.metric == "task"].value.tolist() == [1, 2, 3] and sorted(m.step.unique()) == [20, 40, 60]
+    assert {"train_loss", "train_accuracy", "probe_loss", "probe_loss_fresh", "param_norm", "zombie_frac"} <= set(m.metric)
+    assert (whole / "done").exists() and not (whole / "checkpoint").exists()
+
+    calls, real = [], shifts_train.evaluate
+
+    def crash_on_third_task(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(shifts_train, "evaluate", crash_on_third_task)
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from([*SMALL, f"run_dir={tmp_path / 'killed'}", "intervention=ln_l2"]))
+    monkeypatch.setattr(shifts_train, "evaluate", real)
+    resumed = train(config_from([*SMALL, f"run_dir={tmp_path / 'killed'}", "intervention=ln_l2"]))
+    assert (resumed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
+
+
+def test_regression_runs_log_fvu_and_interval_interventions_work(tmp_path):
+    d = train(config_from([*SMALL, f"run_dir={tmp_path}", "task=target_scale", "intervention=redo",
+                           "interventions.redo.interval=30"]))
+    m = pd.read_csv(d / "metrics.csv")
+    assert len(m[m.metric == "fvu"]) == 3 and "train_accuracy" not in set(m.metric)
+
+
+@pytest.mark.parametrize("args, message", [(["task=nope"], "unknown task 'nope'; valid: label_reset"),
+                                           (["intervention=bogus"], "unknown intervention 'bogus'"),
+                                           (["tasks=zero"], "invalid override"),
+                                           (["intervention=two_hot"], "categorical value heads")])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "shifts", *SMALL, *args, f"run_dir={tmp_path}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing written
