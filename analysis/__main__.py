@@ -1,7 +1,8 @@
 """``python -m analysis RUNS OUT``: every figure and table from the CSVs under RUNS.
 
 Tables (contract): OUT/tables/final_scores.csv, OUT/tables/aggregate.csv (+ aggregate.md,
-probability_of_improvement.csv). Figures (PNG + PDF): OUT/<suite>_<agent>_*.{png,pdf}.
+probability_of_improvement.csv). Figures (PNG + PDF): OUT/<suite>_<agent>_*.{png,pdf}; shifts runs: OUT/shifts_<task>_<network>.{png,pdf}
+and OUT/tables/shifts_per_task.csv.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import plots, stats
-from analysis.load import AnalysisError, load_runs
+from analysis import plots, shifts, stats
+from analysis.load import AnalysisError, Runs, load_runs
 from analysis.scores import NORMALISATION, final_scores, step_grid, with_normalised
 
 FINAL_COLUMNS = ["suite", "game", "agent", "intervention", "seed", "final_return", "normalized_score"]
@@ -56,6 +57,15 @@ def main(argv: list[str]) -> int:
         return 2
     out, tables = Path(args.out), Path(args.out) / "tables"
     tables.mkdir(parents=True, exist_ok=True)
+    written = []
+    if (runs.runs.suite == "shifts").any():
+        table, written = shifts.figures(runs.metrics, out, args.reps, args.seed)
+        table.to_csv(tables / "shifts_per_task.csv", index=False)
+        print(f"{int((runs.runs.suite == 'shifts').sum())} shifts runs -> {tables / 'shifts_per_task.csv'}")
+        runs = Runs(*(frame[frame.suite != "shifts"] for frame in (runs.runs, runs.returns, runs.metrics)))
+        if runs.runs.empty:
+            print(f"{len(written)} figure files in {out}")
+            return 0
     running = int((~runs.runs.complete).sum())
     note = f"final = mean return of episodes in the last {args.final_fraction:.0%} of steps; 95% stratified bootstrap CIs"
     if running:
@@ -72,7 +82,6 @@ def main(argv: list[str]) -> int:
     improvement = stats.probability_of_improvement(final, "none", args.reps, args.seed)
     improvement.to_csv(tables / "probability_of_improvement.csv", index=False)
 
-    written = []
     for (suite, agent), final_rows in final.groupby(["suite", "agent"]):
         tag, unit = f"{suite}_{agent}", NORMALISATION.get(suite, "raw score")
         mine = runs.returns[(runs.returns.suite == suite) & (runs.returns.agent == agent)]

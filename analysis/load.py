@@ -1,5 +1,6 @@
 """Read every run under a folder into three tidy frames, with schema errors that name the file
-and line. A run is a directory holding ``returns.csv`` (the contract of DESIGN.md section 3)."""
+and line. A run is a directory holding ``returns.csv`` or ``metrics.csv`` (the contract of
+DESIGN.md section 3; shifts runs have no episodes, so no returns.csv)."""
 from __future__ import annotations
 
 import csv
@@ -50,12 +51,14 @@ def load_runs(root: str | Path) -> Runs:
     root = Path(root)
     if not root.is_dir():
         raise AnalysisError(f"{root} is not a directory of runs")
-    paths = sorted(p.parent for p in root.rglob("returns.csv"))
+    paths = sorted({p.parent for name in ("returns.csv", "metrics.csv") for p in root.rglob(name)})
     if not paths:
-        raise AnalysisError(f"no runs under {root} (a run is a directory with returns.csv; see README)")
+        raise AnalysisError(f"no runs under {root} (a run is a directory with returns.csv or metrics.csv; see README)")
     runs, returns, metrics = [], [], []
     for path in paths:
-        r = _read(path / "returns.csv", RETURNS_COLUMNS, ("seed", "step", "episode_return", "episode_length"))
+        r_path = path / "returns.csv"
+        r = _read(r_path, RETURNS_COLUMNS, ("seed", "step", "episode_return", "episode_length")) if r_path.exists() else \
+            pd.DataFrame(columns=list(RETURNS_COLUMNS))
         m_path = path / "metrics.csv"
         m = _read(m_path, METRICS_COLUMNS, ("seed", "step", "value")) if m_path.exists() else \
             pd.DataFrame(columns=list(METRICS_COLUMNS))
@@ -66,14 +69,16 @@ def load_runs(root: str | Path) -> Runs:
         runs.append({**identity, "complete": (path / "done").exists(),
                      "total_steps": int(config.get("total_steps") or last_step), "last_step": last_step,
                      "path": str(path)})
-        returns.append(r.assign(seed=r.seed.astype(int)))
+        if len(r):  # shifts runs have none
+            returns.append(r.assign(seed=r.seed.astype(int)))
         metrics.append(m.assign(seed=m.seed.astype(int)))
     runs_frame = pd.DataFrame(runs)
     duplicated = runs_frame.duplicated(list(IDENTITY), keep=False)
     if duplicated.any():
         clash = runs_frame[duplicated].path.tolist()[:2]
         raise AnalysisError(f"two runs share one identity ({', '.join(clash)}); analyse them in separate folders")
-    return Runs(runs_frame, pd.concat(returns, ignore_index=True), pd.concat(metrics, ignore_index=True))
+    returns_frame = pd.concat(returns, ignore_index=True) if returns else pd.DataFrame(columns=list(RETURNS_COLUMNS))
+    return Runs(runs_frame, returns_frame, pd.concat(metrics, ignore_index=True))
 
 
 def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: dict) -> dict:
@@ -84,6 +89,9 @@ def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: 
         if len(distinct) > 1:
             raise AnalysisError(f"{path}: rows of more than one run identity in one directory")
         identity = distinct.iloc[0].to_dict()
+    elif config.get("task"):  # a shifts run (shifts/train.py ShiftsConfig)
+        identity = {"suite": "shifts", "game": config["task"], "agent": config["arch"],
+                    "intervention": config["intervention"], "seed": config["seed"]}
     elif config:
         identity = {"suite": config["env"]["suite"], "game": config["env"]["game"], "agent": config["agent"]["name"],
                     "intervention": config["intervention"], "seed": config["seed"]}

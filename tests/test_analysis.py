@@ -118,3 +118,27 @@ def test_empty_folder_and_broken_header(tmp_path, capsys):
     (d / "metrics.csv").write_text("step,value\n1,2\n")
     assert main([str(tmp_path), str(tmp_path / "out")]) == 2
     assert "metrics.csv:1: header is 'step,value'" in capsys.readouterr().err
+
+
+def test_shifts_runs_get_per_task_figures_beside_rl_runs(tmp_path):
+    synthetic_runs(tmp_path / "runs")
+    for intervention, accuracy in (("none", 0.2), ("ln_l2", 0.9)):
+        for seed in range(2):
+            d = tmp_path / "runs" / "shifts" / "label_reset" / "mlp" / intervention / f"seed{seed}"
+            d.mkdir(parents=True)
+            log = CSVLog(d / "metrics.csv", METRICS_COLUMNS, ("shifts", "label_reset", "mlp", intervention, seed), False)
+            for task in (1, 2, 3):
+                for metric, value in (("task", task), ("train_accuracy", accuracy), ("probe_loss", 1 - accuracy),
+                                      ("dormant_frac@0.0", 0.1)):
+                    log.write(task * 400, metric, "", value)
+                log.write(task * 400, "dormant_frac@0.0", "fc1", 0.5)  # per-layer rows stay out
+            log.close()
+    assert main([str(tmp_path / "runs"), str(tmp_path / "out"), "--reps", "50", "--curve-reps", "20"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "tables" / "shifts_per_task.csv")
+    assert len(table) == 2 * 2 * 3 * 3 and set(table.task) == {1, 2, 3}
+    assert table[table.metric == "train_accuracy"].groupby("intervention").value.mean().to_dict() == \
+        pytest.approx({"none": 0.2, "ln_l2": 0.9})
+    assert (tmp_path / "out" / "shifts_label_reset_mlp.png").exists()
+    assert (tmp_path / "out" / "minatar_dqn_learning_curves.png").exists()  # the RL runs still get theirs
+    final = pd.read_csv(tmp_path / "out" / "tables" / "final_scores.csv")
+    assert set(final.suite) == {"minatar"}
