@@ -25,7 +25,7 @@ EXPERIMENTS = $(sort $(basename $(notdir $(wildcard configs/experiment/*.yaml)))
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
 
-.PHONY: help atari minatar shifts sweep figures test clean-venv
+.PHONY: help atari minatar shifts sweep figures bench test clean-venv
 
 help: ## this list
 	@echo "targets:"
@@ -77,6 +77,9 @@ sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sw
 
 figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures
 	$(PY) -m analysis $(RUNS) $(OUT) $(FIGURE_ARGS)
+
+bench: $(STAMP) ## speed and memory on this machine: one table, bench/results.csv (BENCH_ARGS="--quick")
+	$(PY) -m bench $(BENCH_ARGS)
 
 test: $(STAMP) ## the fast test suite (what CI runs)
 	$(PY) -m pytest -q

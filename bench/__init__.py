@@ -1,0 +1,1 @@
+"""make bench: speed and memory of the suite on this machine (see __main__.py)."""

@@ -1,0 +1,186 @@
+"""``python -m bench [--quick] [--repeats N]``: how fast and how big the suite is on this machine.
+
+Prints one table and writes bench/results.csv (DESIGN.md section 8):
+- env ceilings: raw EnvPool Breakout (8 envs) and batched MinAtar steps/s, random actions;
+- per agent and suite at the default config: the component times (env step, acting, one update,
+  replay sampling), the *bound* they imply (agent steps/s if the loop added nothing), the measured
+  agent steps/s of the real runner after learning starts, and loop efficiency = measured / bound;
+- probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS.
+
+Agent steps/s is measured as the difference of two real runs of different lengths (same config),
+so start-up and the steps before learning cancel out. Component times are medians of repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+import agents
+from agents.replay import ReplayBuffer
+from envs import make_env
+from interventions import Composition
+from probes import ProbeConfig, Prober
+from runner.config import compose_config
+from runner.loop import Run
+
+RESULTS = Path(__file__).resolve().parent / "results.csv"
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, lazy init)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def env_rate(cfg, steps: int) -> float:
+    """Agent steps/s of the env alone, random actions."""
+    env = make_env(cfg.env, 0)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(steps // env.num_envs):
+        env.step(rng.integers(env.num_actions, size=env.num_envs))
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps / elapsed
+
+
+def make_agent(cfg):
+    """(env, first observation, agent) as the runner builds them, on the CPU."""
+    env = make_env(cfg.env, 0)
+    obs, _ = env.reset(seed=0)
+    agent = agents.AGENTS[cfg.agent.name](OmegaConf.to_object(cfg.agent), env.single_observation_shape, obs.dtype,
+                                          env.num_actions, env.num_envs, torch.device("cpu"), 0, Composition("none"))
+    return env, obs, agent
+
+
+def fill_replay(env, obs, agent, steps: int = 64) -> None:
+    """Enough transitions to sample updates and probe inputs from."""
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        actions = rng.integers(env.num_actions, size=env.num_envs)
+        nxt, reward, terminated, truncated, info = env.step(actions)
+        agent.replay.add(obs, actions, reward, info["final_obs"], terminated, truncated)
+        obs = nxt
+
+
+def components(cfg, repeats: int) -> dict[str, float]:
+    """Seconds per agent step spent in each part, from isolated timings of the real objects."""
+    env, obs, agent = make_agent(cfg)
+    n, rng = env.num_envs, np.random.default_rng(0)
+    step_time = median_seconds(lambda: env.step(rng.integers(env.num_actions, size=n)), repeats)
+    act_time = median_seconds(lambda: agent.act(obs, 10**9), repeats)
+    parts = {"env": step_time / n, "act": act_time / n}
+    if cfg.agent.name == "dqn":
+        fill_replay(env, obs, agent)
+        parts["replay_sample"] = median_seconds(lambda: agent.replay.sample(cfg.agent.batch_size, rng), repeats) \
+            * cfg.agent.updates_per_step
+        parts["update"] = median_seconds(agent.update, repeats) * cfg.agent.updates_per_step - parts["replay_sample"]
+    else:  # ppo: one update per rollout of num_steps x num_envs agent steps
+        rollout = cfg.agent.num_steps * n
+        zeros = torch.zeros(cfg.agent.num_steps, n)
+        parts["update"] = median_seconds(lambda: agent.update(zeros, zeros, 0), max(1, repeats // 5)) / rollout
+    env.close()
+    return parts
+
+
+def agent_rate(overrides: list[str], short: int, long: int) -> float:
+    """Agent steps/s of the real runner, from two runs that differ only in length."""
+    seconds = []
+    for steps in (short, long):
+        with tempfile.TemporaryDirectory() as tmp:
+            run = Run(compose_config([*overrides, f"total_steps={steps}", f"run_dir={tmp}", "log.progress=false",
+                                      "probe.interval=0", "checkpoint.interval=0"]))
+            start = time.perf_counter()
+            run.train()
+            seconds.append(time.perf_counter() - start)
+    return (long - short) / (seconds[1] - seconds[0])
+
+
+def probe_overhead(cfg, rate: float, repeats: int) -> tuple[float, float]:
+    """(seconds per probe, % of the wall time of one default probe interval at ``rate``)."""
+    env, obs, agent = make_agent(cfg)
+    fill_replay(env, obs, agent)
+    env.close()
+    prober = Prober(ProbeConfig(**cfg.probe), agent.network, 0)
+    prober(agent)  # the first call also fits the fresh reference; later ones do not
+    seconds = median_seconds(lambda: prober(agent), repeats)
+    interval_seconds = cfg.probe.interval / rate
+    return seconds, 100 * seconds / (interval_seconds + seconds)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke check, noisier)")
+    p.add_argument("--repeats", type=int, default=20, help="repeats per component timing (median)")
+    args = p.parse_args(argv)
+    repeats = 3 if args.quick else args.repeats
+    scale = 0.1 if args.quick else 1.0
+    rows = []
+
+    def add(what: str, value: float, unit: str, note: str = "") -> None:
+        rows.append({"what": what, "value": round(value, 4), "unit": unit, "note": note})
+        print(f"{what:52s} {value:>12,.2f} {unit:14s} {note}", flush=True)
+
+    threads = torch.get_num_threads()
+    print(f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{threads} torch threads\n")
+    for suite in ("atari", "minatar"):
+        cfg = compose_config([f"env={suite}", "agent=random"])
+        add(f"{suite}: env alone, {cfg.env.num_envs} env(s), random actions", env_rate(cfg, int(20000 * scale)), "agent steps/s")
+    # agent steps of the two runs whose difference is measured (DQN: after learning starts at 1,000)
+    lengths = {"dqn": {"atari": (2000, 4000), "minatar": (2000, 6000)},
+               "ppo": {"atari": (1024, 5120), "minatar": (2048, 18432)}}
+    for agent in ("dqn", "ppo"):
+        for suite in ("atari", "minatar"):
+            overrides = [f"env={suite}", f"agent={agent}"]
+            if agent == "dqn":  # learning from the start of the measured stretch, small buffer
+                overrides += ["agent.learning_starts=1000", "agent.buffer_size=20000"]
+            cfg = compose_config(overrides)
+            parts = components(cfg, repeats)
+            bound = 1 / sum(parts.values())
+            short, long = lengths[agent][suite]
+            short, long = short, short + max(int((long - short) * scale), 1)
+            if agent == "ppo":  # whole rollouts, so both runs end on an update
+                rollout = cfg.agent.num_steps * cfg.env.num_envs
+                short, long = max(rollout, short // rollout * rollout), max(2 * rollout, long // rollout * rollout)
+            measured = agent_rate(overrides, short, long)
+            tag = f"{suite} {agent}"
+            for part, seconds in parts.items():
+                add(f"{tag}: {part}", 1e3 * seconds, "ms/agent step", f"{100 * seconds * bound:.0f}% of the bound")
+            add(f"{tag}: bound from the components", bound, "agent steps/s")
+            add(f"{tag}: measured (runner, learning)", measured, "agent steps/s")
+            add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound")
+            if agent == "dqn":
+                seconds, share = probe_overhead(cfg, measured, max(1, repeats // 5))
+                add(f"{tag}: probe at the default interval ({cfg.probe.interval:,})", share, "% of wall time",
+                    f"{seconds:.1f} s per probe")
+    buffer = ReplayBuffer(10000, 8, (4, 84, 84), np.uint8, 4, 0.99, 1)
+    add("atari replay: bytes per slot", buffer.nbytes / 10000, "bytes", "a stored transition adds one frame")
+    add("peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
+    RESULTS.parent.mkdir(exist_ok=True)
+    with open(RESULTS, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["what", "value", "unit", "note", "machine", "torch", "threads"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "machine": platform.node(), "torch": torch.__version__, "threads": threads})
+    print(f"\n-> {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
