@@ -45,7 +45,7 @@ def curves(frame: pd.DataFrame, col: str, ylabel: str, title: str, sharey: bool 
     grid.set_titles("{col_name}")
     grid.set_axis_labels("agent steps", ylabel)
     grid.add_legend(title="intervention")
-    grid.figure.suptitle(title, y=1.03)
+    grid.figure.suptitle(title, y=1.0, va="bottom")  # above the panel titles, however many lines
     return grid.figure
 
 

@@ -37,6 +37,6 @@ def figures(metrics: pd.DataFrame, out: Path, reps: int, seed: int) -> tuple[pd.
         seeds = rows.groupby("intervention").seed.nunique()
         count = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
         grid.figure.suptitle(f"shifts / {game} ({agent}): end of each task, mean over {count} seeds, "
-                             "95% bootstrap CI", y=1.03)
+                             "95% bootstrap CI", y=1.0, va="bottom")
         written += plots.save(grid.figure, out, f"shifts_{game}_{agent}")
     return table, written
