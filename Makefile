@@ -81,8 +81,8 @@ figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=run
 bench: $(STAMP) ## speed and memory on this machine: one table, bench/results.csv (BENCH_ARGS="--quick")
 	$(PY) -m bench $(BENCH_ARGS)
 
-test: $(STAMP) ## the fast test suite (what CI runs)
-	$(PY) -m pytest -q
+test: $(STAMP) ## the fast test suite (what CI runs), one worker per core, one torch thread each
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(NPROC)
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)

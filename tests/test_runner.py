@@ -7,6 +7,7 @@ import time
 import pandas as pd
 import pytest
 
+import agents
 from conftest import ROOT, TINY_DQN, TINY_PPO, runner_cmd
 from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS
 
@@ -39,7 +40,7 @@ def test_dqn_logs_losses_and_finished_runs_are_skipped(run, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["agent=nope"], "unknown agent 'nope'; valid: dqn, random"),
+    (["agent=nope"], "unknown agent 'nope'; valid: " + ", ".join(sorted(agents.AGENTS))),
     (["env=nope"], "unknown suite 'nope'; valid: atari, minatar"),
     (["env.game=pong"], "unknown minatar game 'pong'; valid: asterix, breakout"),
     (["env=atari", "env.game=Zelda"], "unknown atari game 'Zelda'; valid: Adventure, AirRaid, Alien"),
