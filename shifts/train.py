@@ -64,6 +64,7 @@ class Learner:
     def __init__(self, cfg: ShiftsConfig, task, composition):
         self.cfg, self.task = cfg, task
         self.rng = np.random.default_rng([cfg.seed, 1])
+        self.values = composition.value_head()  # regression: a scalar output, or categorical
         shape = tuple(task.base_x.shape[1:])
         self.network = composition.build(lambda **kw: build_network(shape, task.outputs, cfg.arch, **kw))
         self.optimizer = self.make_optimizer()
@@ -138,13 +139,18 @@ def _task_state(task) -> dict:
     return {k: v for k, v in vars(task).items() if k in ("x", "y", "previous")}
 
 
-def loss_fn(task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(outputs, targets) if task.kind == "classification" else F.mse_loss(outputs, targets)
+def loss_fn(learner: Learner, task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross entropy to the labels, or the regression loss of the value head: MSE for a scalar
+    output, cross entropy to the projected target for a categorical one (two_hot, hl_gauss)."""
+    if task.kind == "classification":
+        return F.cross_entropy(outputs, targets)
+    first = torch.zeros(len(targets), dtype=torch.long)  # one output "action"
+    return learner.values.td_loss(outputs, first, targets[:, 0], F.mse_loss)[0]
 
 
 def train_step(learner: Learner, composition, task, progress: float, step: int) -> None:
     indices = torch.as_tensor(learner.rng.integers(len(task.x), size=learner.cfg.batch_size))
-    loss = loss_fn(task, learner.network(task.x[indices]), task.targets(progress)[indices])
+    loss = loss_fn(learner, task, learner.network(task.x[indices]), task.targets(progress)[indices])
     total = composition.loss(learner.network, loss)
     learner.optimizer.zero_grad(set_to_none=True)
     total.backward()
@@ -155,11 +161,12 @@ def train_step(learner: Learner, composition, task, progress: float, step: int) 
 @torch.no_grad()
 def evaluate(learner: Learner, task) -> dict[str, float]:
     outputs, targets = learner.network(task.x), task.targets(1.0)
-    metrics = {"train_loss": float(loss_fn(task, outputs, targets))}
+    metrics = {"train_loss": float(loss_fn(learner, task, outputs, targets))}
     if task.kind == "classification":
         metrics["train_accuracy"] = float((outputs.argmax(1) == targets).float().mean())
     else:
-        metrics["fvu"] = metrics["train_loss"] / float(targets.var(unbiased=False).clamp_min(1e-12))
+        error = F.mse_loss(learner.values.q_values(outputs, 1), targets)
+        metrics["fvu"] = float(error) / float(targets.var(unbiased=False).clamp_min(1e-12))
     return metrics
 
 
@@ -174,8 +181,9 @@ def config_from(argv: list[str]) -> ShiftsConfig:
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task '{cfg.task}'; valid: {', '.join(TASKS)}")
     composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
-    if not isinstance(composition.value_head(), interventions.ScalarValues):
-        raise ValueError(f"intervention '{cfg.intervention}': categorical value heads are for RL agents, not shifts")
+    if TASKS[cfg.task].kind == "classification" and not isinstance(composition.value_head(), interventions.ScalarValues):
+        raise ValueError(f"intervention '{cfg.intervention}': a categorical value head needs a regression task "
+                         f"({', '.join(n for n, t in TASKS.items() if t.kind == 'regression')})")
     for key in ("tasks", "steps_per_task", "batch_size", "inputs", "threads"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")

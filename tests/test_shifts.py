@@ -79,17 +79,19 @@ def test_a_run_writes_the_contract_and_resumes_exactly_after_a_crash(tmp_path, m
     assert (resumed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
-def test_regression_runs_log_fvu_and_interval_interventions_work(tmp_path):
-    d = train(config_from([*SMALL, f"run_dir={tmp_path}", "task=target_scale", "intervention=redo",
-                           "interventions.redo.interval=30"]))
+@pytest.mark.parametrize("intervention", ["redo", "ln_two_hot"])  # interval hooks; a categorical regression head
+def test_regression_runs_log_fvu(tmp_path, intervention):
+    d = train(config_from([*SMALL, f"run_dir={tmp_path}", "task=target_offset", f"intervention={intervention}",
+                           "interventions.redo.interval=30", "interventions.two_hot.v_max=40"]))
     m = pd.read_csv(d / "metrics.csv")
-    assert len(m[m.metric == "fvu"]) == 3 and "train_accuracy" not in set(m.metric)
+    fvu = m[m.metric == "fvu"].value
+    assert len(fvu) == 3 and (fvu >= 0).all() and "train_accuracy" not in set(m.metric)
 
 
 @pytest.mark.parametrize("args, message", [(["task=nope"], "unknown task 'nope'; valid: label_reset"),
                                            (["intervention=bogus"], "unknown intervention 'bogus'"),
                                            (["tasks=zero"], "invalid override"),
-                                           (["intervention=two_hot"], "categorical value heads")])
+                                           (["intervention=two_hot"], "a categorical value head needs a regression task")])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "shifts", *SMALL, *args, f"run_dir={tmp_path}"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
