@@ -51,6 +51,9 @@ class ShiftsConfig:
     """target_scale: the spread grows by 1 + this x task."""
     smooth_fraction: float = 1.0
     """smooth_shift: the fraction of a task over which the targets move."""
+    target_norm: bool = False
+    """Regression: train on targets standardised with each task's mean and spread (fvu is
+    measured in the original units), which takes the target offset and scale away."""
     threads: int = 1
     probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(interval=1, batch_size=256, steps=200))
     """The probes, run after every task (interval is not used here)."""
@@ -68,6 +71,13 @@ class Learner:
         shape = tuple(task.base_x.shape[1:])
         self.network = composition.build(lambda **kw: build_network(shape, task.outputs, cfg.arch, **kw))
         self.optimizer = self.make_optimizer()
+
+    def set_target_stats(self, task) -> None:
+        """(mean, spread) that regression targets are standardised with this task: (0, 1) = off."""
+        if self.cfg.target_norm and task.kind == "regression":
+            self.target_stats = (float(task.y.mean()), float(task.y.std().clamp_min(1e-6)))
+        else:
+            self.target_stats = (0.0, 1.0)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad], lr=self.cfg.lr)
@@ -113,6 +123,7 @@ def train(cfg: ShiftsConfig) -> Path:
     OmegaConf.save(OmegaConf.structured(cfg), d / "config.yaml")
     for t in range(first, cfg.tasks):
         task.start(t)
+        learner.set_target_stats(task)
         step = t * cfg.steps_per_task
         for i in range(cfg.steps_per_task):
             train_step(learner, composition, task, (i + 1) / cfg.steps_per_task, step + i + 1)
@@ -145,7 +156,8 @@ def loss_fn(learner: Learner, task, outputs: torch.Tensor, targets: torch.Tensor
     if task.kind == "classification":
         return F.cross_entropy(outputs, targets)
     first = torch.zeros(len(targets), dtype=torch.long)  # one output "action"
-    return learner.values.td_loss(outputs, first, targets[:, 0], F.mse_loss)[0]
+    mean, spread = learner.target_stats
+    return learner.values.td_loss(outputs, first, (targets[:, 0] - mean) / spread, F.mse_loss)[0]
 
 
 def train_step(learner: Learner, composition, task, progress: float, step: int) -> None:
@@ -165,7 +177,8 @@ def evaluate(learner: Learner, task) -> dict[str, float]:
     if task.kind == "classification":
         metrics["train_accuracy"] = float((outputs.argmax(1) == targets).float().mean())
     else:
-        error = F.mse_loss(learner.values.q_values(outputs, 1), targets)
+        mean, spread = learner.target_stats
+        error = F.mse_loss(learner.values.q_values(outputs, 1) * spread + mean, targets)
         metrics["fvu"] = float(error) / float(targets.var(unbiased=False).clamp_min(1e-12))
     return metrics
 

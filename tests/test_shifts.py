@@ -97,3 +97,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_target_norm_trains_in_standard_units_and_reports_fvu_in_the_original_ones(tmp_path):
+    d = train(config_from([*SMALL, f"run_dir={tmp_path}", "task=target_offset", "target_norm=true"]))
+    m = pd.read_csv(d / "metrics.csv").pivot_table(index="step", columns="metric", values="value")
+    # standardised targets have variance 1, so the loss in those units is the fvu (up to n / (n - 1))
+    assert np.allclose(m.fvu, m.train_loss, rtol=0.01) and (m.fvu < 2).all()
