@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from agents import register
 from agents.networks import build_network
-from agents.optim import CenteredRMSprop
+from agents.optim import CenteredRMSprop, gradient_step
 from agents.replay import ReplayBuffer
 
 
@@ -144,19 +144,11 @@ class DQN:
         loss, q = self.values.td_loss(self.network(batch["obs"]), batch["actions"], target, loss_fn)
         total = self.interventions.loss(self.network, loss)
 
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        # the optimizer's parameters, not the network's: an intervention may have frozen some
-        trained = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if c.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(trained, c.max_grad_norm)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trained])
-        self.optimizer.step()
+        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm)
         self.updates += 1
         if self.updates % c.target_update_interval == 0:
             self.sync_target()
-        return {"loss": loss.detach(), "q_mean": q.detach().mean(), "grad_norm": grad_norm.detach()}
+        return {"loss": loss.detach(), "q_mean": q.detach().mean(), "grad_norm": grad_norm}
 
     @torch.no_grad()
     def sync_target(self) -> None:

@@ -1,4 +1,5 @@
-"""Centred RMSProp that stays finite.
+"""Optimizer pieces the agents share: one gradient step with clipping, and a centred RMSProp
+that stays finite.
 
 Same update as ``torch.optim.RMSprop(centered=True)`` (the MinAtar paper's optimizer):
 ``theta -= lr * g / (sqrt(E[g^2] - E[g]^2) + eps)``. Torch does not clamp the variance; when a
@@ -8,6 +9,21 @@ slightly negative and the square root NaN. Here it is clamped at 0. State keys m
 from __future__ import annotations
 
 import torch
+
+
+def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = 0.0) -> torch.Tensor:
+    """Backpropagate ``loss`` and step; returns the gradient norm before clipping (clipped to
+    ``max_grad_norm`` when > 0). Norm and clipping cover the optimizer's parameters, not the
+    network's: an intervention may have frozen some (plasticity_injection)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    trained = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if max_grad_norm > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, max_grad_norm)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trained])
+    optimizer.step()
+    return grad_norm.detach()
 
 
 class CenteredRMSprop(torch.optim.Optimizer):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from agents import register
 from agents.networks import build_network
+from agents.optim import gradient_step
 
 
 @dataclass
@@ -195,21 +196,14 @@ class PPO:
         loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
         total = self.interventions.loss(self.network, loss)
 
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        trained = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if c.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(trained, c.max_grad_norm)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in trained])
-        self.optimizer.step()
+        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm)
         self.updates += 1
         with torch.no_grad():
             approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator
             clip_frac = ((ratio - 1).abs() > c.clip_coef).float().mean()
         return {"loss": loss.detach(), "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
                 "entropy": entropy.detach(), "approx_kl": approx_kl, "clip_frac": clip_frac,
-                "value_mean": value.detach().mean(), "grad_norm": grad_norm.detach()}
+                "value_mean": value.detach().mean(), "grad_norm": grad_norm}
 
     def value_loss(self, value, critic, mb) -> torch.Tensor:
         """0.5 x squared error, clipped around the rollout's values (CleanRL), for a scalar

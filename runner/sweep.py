@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import itertools
+import math
 
 import hydra
 from hydra import compose, initialize_config_dir
@@ -60,7 +61,7 @@ def check(axes: dict[str, list[str]]) -> int:
     for key, values in axes.items():
         for value in values:
             compose_config(list({**first, key: value}.values()))
-    return len(list(itertools.product(*axes.values())))
+    return math.prod(len(values) for values in axes.values())
 
 
 def plan(axes: dict[str, list[str]]) -> list[tuple[str, str]]:
