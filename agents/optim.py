@@ -32,19 +32,26 @@ class CenteredRMSprop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        # One foreach kernel per operation over all parameters: the per-parameter Python loop
+        # cost about a quarter of a MinAtar update (6 ops x 6 tensors of launch overhead).
         for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
             lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                square_avg, grad_avg, grad = state["square_avg"], state["grad_avg"], p.grad
-                square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
-                grad_avg.lerp_(grad, 1 - alpha)
-                denom = square_avg.addcmul(grad_avg, grad_avg, value=-1).clamp_min_(0).sqrt_().add_(eps)
-                p.addcdiv_(grad, denom, value=-lr)
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(step=torch.tensor(0.0), square_avg=torch.zeros_like(p),
+                                         grad_avg=torch.zeros_like(p))
+            states = [self.state[p] for p in params]
+            grads = [p.grad for p in params]
+            square_avg, grad_avg = [s["square_avg"] for s in states], [s["grad_avg"] for s in states]
+            torch._foreach_add_([s["step"] for s in states], 1)
+            torch._foreach_mul_(square_avg, alpha)
+            torch._foreach_addcmul_(square_avg, grads, grads, value=1 - alpha)
+            torch._foreach_lerp_(grad_avg, grads, 1 - alpha)
+            denom = torch._foreach_addcmul(square_avg, grad_avg, grad_avg, value=-1)
+            torch._foreach_clamp_min_(denom, 0)
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(params, grads, denom, value=-lr)

@@ -1,11 +1,17 @@
-"""``python -m bench [--quick] [--repeats N]``: how fast and how big the suite is on this machine.
+"""``python -m bench [--quick | --tiny] [--large] [--repeats N] [--out CSV]``: how fast and how big
+the suite is on this machine.
 
 Prints one table and writes bench/results.csv (DESIGN.md section 8):
 - env ceilings: raw EnvPool Breakout (8 envs) and batched MinAtar steps/s, random actions;
 - per agent and suite at the default config: the component times (env step, acting, one update,
   replay sampling), the *bound* they imply (agent steps/s if the loop added nothing), the measured
   agent steps/s of the real runner after learning starts, and loop efficiency = measured / bound;
-- probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS.
+- the update at 1 torch thread and at all of them (the measurement behind the thread defaults);
+- probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS;
+- ``--large``: a 1M-transition Atari replay buffer actually allocated and filled (about 7 GB).
+
+``--tiny`` runs every row at toy sizes in about a minute: a check that the benchmark works (the
+test suite runs it), not a measurement.
 
 Agent steps/s is measured as the difference of two real runs of different lengths (same config),
 so start-up and the steps before learning cancel out. Component times are medians of repeats.
@@ -13,7 +19,9 @@ so start-up and the steps before learning cancel out. Component times are median
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import platform
 import resource
 import statistics
@@ -98,6 +106,27 @@ def components(cfg, repeats: int) -> dict[str, float]:
     return parts
 
 
+def update_seconds_by_threads(cfg, repeats: int) -> dict[int, float]:
+    """Seconds of one update (DQN: batch; PPO: whole rollout) at 1 torch thread and at all."""
+    env, obs, agent = make_agent(cfg)
+    if cfg.agent.name == "dqn":
+        fill_replay(env, obs, agent)
+        update = agent.update
+    else:
+        zeros = torch.zeros(cfg.agent.num_steps, env.num_envs)
+        update, repeats = (lambda: agent.update(zeros, zeros, 0)), max(1, repeats // 5)
+    env.close()
+    every = torch.get_num_threads()
+    seconds = {}
+    try:
+        for threads in sorted({1, every}):
+            torch.set_num_threads(threads)
+            seconds[threads] = median_seconds(update, repeats)
+    finally:
+        torch.set_num_threads(every)
+    return seconds
+
+
 def agent_rate(overrides: list[str], short: int, long: int) -> float:
     """Agent steps/s of the real runner, from two runs that differ only in length (after a
     first short run that pays the one-time costs of the process: imports, kernel selection)."""
@@ -107,9 +136,29 @@ def agent_rate(overrides: list[str], short: int, long: int) -> float:
             run = Run(compose_config([*overrides, f"total_steps={steps}", f"run_dir={tmp}", "log.progress=false",
                                       "probe.interval=0", "checkpoint.interval=0"]))
             start = time.perf_counter()
-            run.train()
+            with contextlib.redirect_stdout(io.StringIO()):  # the runner's "done: ..." line
+                run.train()
             seconds.append(time.perf_counter() - start)
     return (long - short) / (seconds[2] - seconds[1])
+
+
+def large_replay(transitions: int = 1_000_000, num_envs: int = 8) -> tuple[float, float, float]:
+    """(GiB allocated, GiB of resident memory it took, seconds) for an Atari replay buffer of
+    ``transitions`` slots filled through ``add`` with distinct frames, then sampled from."""
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    buffer = ReplayBuffer(transitions, num_envs, (4, 84, 84), np.uint8, 4, 0.99, 1)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(64, num_envs, 4, 84, 84), dtype=np.uint8)  # recycled
+    zeros, false = np.zeros(num_envs), np.zeros(num_envs, dtype=bool)
+    for t in range(buffer.slots):
+        obs, nxt = frames[t % 64], frames[(t + 1) % 64]
+        buffer.add(obs, rng.integers(4, size=num_envs), zeros, nxt, false, false)
+    batch = buffer.sample(32, rng)
+    assert batch["obs"].shape == (32, 4, 84, 84) and int(buffer.written.min()) >= buffer.slots
+    seconds = time.perf_counter() - start
+    rss_gib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 2**20
+    return buffer.nbytes / 2**30, rss_gib, seconds
 
 
 def probe_overhead(cfg, rate: float) -> tuple[float, float]:
@@ -126,13 +175,23 @@ def probe_overhead(cfg, rate: float) -> tuple[float, float]:
     return seconds, 100 * seconds / (interval_seconds + seconds)
 
 
+# Toy sizes for --tiny: every code path of the benchmark in about a minute.
+TINY = {"dqn": ["agent.learning_starts=64", "agent.buffer_size=2000", "probe.steps=5", "probe.batch_size=32",
+                "probe.entk_batch=8"],
+        "ppo": ["agent.num_steps=16", "agent.num_minibatches=2", "agent.update_epochs=1"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke check, noisier)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke check, noisier)")
+    size.add_argument("--tiny", action="store_true", help="toy sizes: checks that the benchmark runs (for tests)")
+    p.add_argument("--large", action="store_true", help="also allocate and fill a 1M-transition Atari replay buffer (7 GB)")
     p.add_argument("--repeats", type=int, default=20, help="repeats per component timing (median)")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"results CSV (default {RESULTS})")
     args = p.parse_args(argv)
-    repeats = 3 if args.quick else args.repeats
-    scale = 0.1 if args.quick else 1.0
+    repeats = 2 if args.tiny else 3 if args.quick else args.repeats
+    scale = 0.01 if args.tiny else 0.1 if args.quick else 1.0
     rows = []
 
     def add(what: str, value: float, unit: str, note: str = "") -> None:
@@ -148,16 +207,22 @@ def main(argv=None) -> int:
     # agent steps of the two runs whose difference is measured (DQN: after learning starts at 1,000)
     lengths = {"dqn": {"atari": (2000, 4000), "minatar": (2000, 6000)},
                "ppo": {"atari": (1024, 5120), "minatar": (2048, 18432)}}
+    if args.tiny:
+        lengths = {"dqn": {"atari": (128, 192), "minatar": (128, 192)}, "ppo": {"atari": (128, 256), "minatar": (128, 256)}}
     for agent in ("dqn", "ppo"):
         for suite in ("atari", "minatar"):
             overrides = [f"env={suite}", f"agent={agent}"]
-            if agent == "dqn":  # learning from the start of the measured stretch, small buffer
+            if agent == "dqn":  # epsilon at its final value, so acting runs the network as it does
+                overrides += ["agent.exploration_start=0", "agent.exploration_steps=1"]  # for most of a run
+            if args.tiny:
+                overrides += TINY[agent]
+            elif agent == "dqn":  # learning from the start of the measured stretch, small buffer
                 overrides += ["agent.learning_starts=1000", "agent.buffer_size=20000"]
             cfg = compose_config(overrides)
             parts = components(cfg, repeats)
             bound = 1 / sum(parts.values())
             short, long = lengths[agent][suite]
-            short, long = short, short + max(int((long - short) * scale), 1)
+            short, long = short, short + max(int((long - short) * (1 if args.tiny else scale)), 1)
             if agent == "ppo":  # whole rollouts, so both runs end on an update
                 rollout = cfg.agent.num_steps * cfg.env.num_envs
                 short, long = max(rollout, short // rollout * rollout), max(2 * rollout, long // rollout * rollout)
@@ -168,20 +233,28 @@ def main(argv=None) -> int:
             add(f"{tag}: bound from the components", bound, "agent steps/s")
             add(f"{tag}: measured (runner, learning)", measured, "agent steps/s")
             add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound")
+            by_threads = update_seconds_by_threads(cfg, repeats)
+            for n, seconds in by_threads.items():
+                note = f"{by_threads[1] / seconds:.2f}x the 1-thread speed" if n > 1 else ""
+                add(f"{tag}: one update at {n} torch thread(s)", 1e3 * seconds, "ms", note)
             if agent == "dqn":
                 seconds, share = probe_overhead(cfg, measured)
                 add(f"{tag}: probe at the default interval ({cfg.probe.interval:,})", share, "% of wall time",
                     f"{seconds:.1f} s per probe")
     buffer = ReplayBuffer(10000, 8, (4, 84, 84), np.uint8, 4, 0.99, 1)
     add("atari replay: bytes per slot", buffer.nbytes / 10000, "bytes", "a stored transition adds one frame")
+    if args.large:
+        allocated, resident, seconds = large_replay()
+        add("atari replay, 1M transitions: allocated", allocated, "GiB", f"filled through add() in {seconds:.0f} s")
+        add("atari replay, 1M transitions: peak RSS growth", resident, "GiB")
     add("peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
-    RESULTS.parent.mkdir(exist_ok=True)
-    with open(RESULTS, "w", newline="") as f:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["what", "value", "unit", "note", "machine", "torch", "threads"])
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "machine": platform.node(), "torch": torch.__version__, "threads": threads})
-    print(f"\n-> {RESULTS}")
+    print(f"\n-> {args.out}")
     return 0
 
 

@@ -8,6 +8,9 @@ from pathlib import Path
 IDENTITY = ("suite", "game", "agent", "intervention", "seed")
 RETURNS_COLUMNS = (*IDENTITY, "step", "episode_return", "episode_length")
 METRICS_COLUMNS = (*IDENTITY, "step", "metric", "layer", "value")
+# Wall-clock speed, kept apart from metrics.csv so that the logs a run is judged by stay
+# reproducible to the byte; one row per log interval, appended by every session of the run.
+TIMING_COLUMNS = (*IDENTITY, "step", "session_start_step", "wall_seconds", "steps_per_second")
 
 
 class CSVLog:

@@ -17,7 +17,7 @@ from interventions import Composition
 from probes import ProbeConfig, Prober
 from runner import checkpoint
 from runner.config import config_differences, run_path
-from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, CSVLog, MetricAverager
+from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS, CSVLog, MetricAverager
 
 
 class RunError(RuntimeError):
@@ -86,6 +86,7 @@ class Run:
         identity = (cfg.env.suite, cfg.env.game, cfg.agent.name, cfg.intervention, cfg.seed)
         self.returns_log = CSVLog(self.dir / "returns.csv", RETURNS_COLUMNS, identity, append=resuming)
         self.metrics_log = CSVLog(self.dir / "metrics.csv", METRICS_COLUMNS, identity, append=resuming)
+        self.timing_log = CSVLog(self.dir / "timing.csv", TIMING_COLUMNS, identity, append=resuming)
         self.averager = MetricAverager()
         self.step = 0
         self.episode_return = np.zeros(self.env.num_envs)
@@ -151,6 +152,7 @@ class Run:
                    dynamic_ncols=True, disable=None if cfg.log.progress else True,
                    desc=f"{cfg.agent.name}/{cfg.intervention} {cfg.env.game}")
         start_step, start_time = self.step, time.perf_counter()
+        self._session = (start_step, start_time, start_step, start_time)  # start, last timing row
         try:
             while self.step < cfg.total_steps and self.stop_signal is None:
                 before = self.step
@@ -209,6 +211,12 @@ class Run:
                                f"up to here are kept in {self.dir}. Lower agent.lr or check the config")
             self.metrics_log.write(self.step, name, "", value)
         self.metrics_log.flush()
+        start_step, start_time, last_step, last_time = self._session
+        now = time.perf_counter()
+        self.timing_log.write(self.step, start_step, round(now - start_time, 3),
+                              round((self.step - last_step) / max(now - last_time, 1e-9), 2))
+        self.timing_log.flush()
+        self._session = (start_step, start_time, self.step, now)
         if self.recent_returns:
             bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
 
@@ -222,8 +230,8 @@ class Run:
     def _finish(self) -> None:
         if self.agent.network is not None:
             torch.save(self.agent.network.state_dict(), self.dir / "model.pt")
-        self.returns_log.close()
-        self.metrics_log.close()
+        for log in (self.returns_log, self.metrics_log, self.timing_log):
+            log.close()
         (self.dir / "done").touch()
         # The run is over: its (possibly multi-GB) replay checkpoint is no longer needed.
         checkpoint.remove(self.dir)

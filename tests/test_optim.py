@@ -5,16 +5,20 @@ from agents.optim import CenteredRMSprop
 
 def test_matches_torch_centred_rmsprop():
     torch.manual_seed(0)
-    a, b = torch.randn(5, 3, requires_grad=True), None
-    b = a.detach().clone().requires_grad_(True)
-    ours, theirs = CenteredRMSprop([a], lr=1e-2, alpha=0.95, eps=0.01), torch.optim.RMSprop([b], lr=1e-2, alpha=0.95, eps=0.01, centered=True)
+    ours_params = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    theirs_params = [p.detach().clone().requires_grad_(True) for p in ours_params]
+    ours = CenteredRMSprop(ours_params, lr=1e-2, alpha=0.95, eps=0.01)
+    theirs = torch.optim.RMSprop(theirs_params, lr=1e-2, alpha=0.95, eps=0.01, centered=True)
     for _ in range(50):
-        g = torch.randn(5, 3)
-        a.grad, b.grad = g.clone(), g.clone()
+        for a, b in zip(ours_params, theirs_params):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
         ours.step()
         theirs.step()
-    torch.testing.assert_close(a, b)
-    assert set(ours.state[a]) == set(theirs.state[b])
+    for a, b in zip(ours_params, theirs_params):
+        torch.testing.assert_close(a, b)
+        assert set(ours.state[a]) == set(theirs.state[b])
+        torch.testing.assert_close(ours.state[a]["step"], theirs.state[b]["step"])
 
 
 def test_constant_gradient_stays_finite():

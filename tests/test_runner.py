@@ -9,7 +9,7 @@ import pytest
 
 import agents
 from conftest import ROOT, TINY_DQN, TINY_PPO, runner_cmd
-from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS
+from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 
 
 def run_dir(tmp_path, intervention="none", agent="dqn", game="breakout", seed=0, suite="minatar"):
@@ -26,6 +26,10 @@ def test_random_agent_writes_the_contract_run_directory(run, tmp_path):
     assert identity == ["minatar", "breakout", "random", "none", 0]
     assert returns["step"].is_monotonic_increasing and returns["step"].max() <= 3000
     assert returns["episode_length"].sum() <= 3000
+    timing = pd.read_csv(d / "timing.csv")
+    assert tuple(timing.columns) == TIMING_COLUMNS
+    assert timing["step"].tolist() == [1000, 2000, 3000, 3000]  # every log interval, and the end
+    assert timing["wall_seconds"].is_monotonic_increasing and (timing["steps_per_second"].iloc[:3] > 0).all()
 
 
 def test_dqn_logs_losses_and_finished_runs_are_skipped(run, tmp_path):
@@ -104,6 +108,8 @@ def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, in
     assert "resuming" in resumed.stdout
     for name in ("returns.csv", "metrics.csv"):
         assert (d / name).read_bytes() == (run_dir(tmp_path / "whole", intervention, agent) / name).read_bytes()
+    sessions = pd.read_csv(d / "timing.csv")["session_start_step"]
+    assert sessions.iloc[0] == 0 and sessions.iloc[-1] > 0  # wall-clock speed of both sessions is kept
 
 
 def _interrupted_run(tmp_path, sub):
