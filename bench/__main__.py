@@ -7,6 +7,7 @@ Prints one table and writes bench/results.csv (DESIGN.md section 8):
   replay sampling), the *bound* they imply (agent steps/s if the loop added nothing), the measured
   agent steps/s of the real runner after learning starts, and loop efficiency = measured / bound;
 - the update at 1 torch thread and at all of them (the measurement behind the thread defaults);
+- MinAtar DQN with ln, l2 and ln_l2: what each headline intervention costs in steps/s;
 - probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS;
 - ``--large``: a 1M-transition Atari replay buffer actually allocated and filled (about 7 GB).
 
@@ -181,6 +182,48 @@ TINY = {"dqn": ["agent.learning_starts=64", "agent.buffer_size=2000", "probe.ste
         "ppo": ["agent.num_steps=16", "agent.num_minibatches=2", "agent.update_epochs=1"]}
 
 
+# agent steps of the two runs whose difference is measured (DQN: after learning starts at 1,000)
+LENGTHS = {"dqn": {"atari": (2000, 4000), "minatar": (2000, 6000)},
+           "ppo": {"atari": (1024, 5120), "minatar": (2048, 18432)}}
+TINY_LENGTHS = {"dqn": {"atari": (128, 192), "minatar": (128, 192)},
+                "ppo": {"atari": (128, 256), "minatar": (128, 256)}}
+
+
+def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -> tuple[list[str], int, int, float]:
+    """The rows of one agent on one suite; returns (overrides, short, long, measured steps/s)."""
+    overrides = [f"env={suite}", f"agent={agent}"]
+    if agent == "dqn":  # epsilon at its final value, so acting runs the network as it does
+        overrides += ["agent.exploration_start=0", "agent.exploration_steps=1"]  # for most of a run
+    if args.tiny:
+        overrides += TINY[agent]
+    elif agent == "dqn":  # learning from the start of the measured stretch, small buffer
+        overrides += ["agent.learning_starts=1000", "agent.buffer_size=20000"]
+    cfg = compose_config(overrides)
+    parts = components(cfg, repeats)
+    bound = 1 / sum(parts.values())
+    short, long = (TINY_LENGTHS if args.tiny else LENGTHS)[agent][suite]
+    long = short + max(int((long - short) * (1 if args.tiny else scale)), 1)
+    if agent == "ppo":  # whole rollouts, so both runs end on an update
+        rollout = cfg.agent.num_steps * cfg.env.num_envs
+        short, long = max(rollout, short // rollout * rollout), max(2 * rollout, long // rollout * rollout)
+    measured = agent_rate(overrides, short, long)
+    tag = f"{suite} {agent}"
+    for part, seconds in parts.items():
+        add(f"{tag}: {part}", 1e3 * seconds, "ms/agent step", f"{100 * seconds * bound:.0f}% of the bound")
+    add(f"{tag}: bound from the components", bound, "agent steps/s")
+    add(f"{tag}: measured (runner, learning)", measured, "agent steps/s")
+    add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound")
+    by_threads = update_seconds_by_threads(cfg, repeats)
+    for n, seconds in by_threads.items():
+        note = f"{by_threads[1] / seconds:.2f}x the 1-thread speed" if n > 1 else ""
+        add(f"{tag}: one update at {n} torch thread(s)", 1e3 * seconds, "ms", note)
+    if agent == "dqn":
+        seconds, share = probe_overhead(cfg, measured)
+        add(f"{tag}: probe at the default interval ({cfg.probe.interval:,})", share, "% of wall time",
+            f"{seconds:.1f} s per probe")
+    return overrides, short, long, measured
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     size = p.add_mutually_exclusive_group()
@@ -204,43 +247,13 @@ def main(argv=None) -> int:
     for suite in ("atari", "minatar"):
         cfg = compose_config([f"env={suite}", "agent=random"])
         add(f"{suite}: env alone, {cfg.env.num_envs} env(s), random actions", env_rate(cfg, int(20000 * scale)), "agent steps/s")
-    # agent steps of the two runs whose difference is measured (DQN: after learning starts at 1,000)
-    lengths = {"dqn": {"atari": (2000, 4000), "minatar": (2000, 6000)},
-               "ppo": {"atari": (1024, 5120), "minatar": (2048, 18432)}}
-    if args.tiny:
-        lengths = {"dqn": {"atari": (128, 192), "minatar": (128, 192)}, "ppo": {"atari": (128, 256), "minatar": (128, 256)}}
-    for agent in ("dqn", "ppo"):
-        for suite in ("atari", "minatar"):
-            overrides = [f"env={suite}", f"agent={agent}"]
-            if agent == "dqn":  # epsilon at its final value, so acting runs the network as it does
-                overrides += ["agent.exploration_start=0", "agent.exploration_steps=1"]  # for most of a run
-            if args.tiny:
-                overrides += TINY[agent]
-            elif agent == "dqn":  # learning from the start of the measured stretch, small buffer
-                overrides += ["agent.learning_starts=1000", "agent.buffer_size=20000"]
-            cfg = compose_config(overrides)
-            parts = components(cfg, repeats)
-            bound = 1 / sum(parts.values())
-            short, long = lengths[agent][suite]
-            short, long = short, short + max(int((long - short) * (1 if args.tiny else scale)), 1)
-            if agent == "ppo":  # whole rollouts, so both runs end on an update
-                rollout = cfg.agent.num_steps * cfg.env.num_envs
-                short, long = max(rollout, short // rollout * rollout), max(2 * rollout, long // rollout * rollout)
-            measured = agent_rate(overrides, short, long)
-            tag = f"{suite} {agent}"
-            for part, seconds in parts.items():
-                add(f"{tag}: {part}", 1e3 * seconds, "ms/agent step", f"{100 * seconds * bound:.0f}% of the bound")
-            add(f"{tag}: bound from the components", bound, "agent steps/s")
-            add(f"{tag}: measured (runner, learning)", measured, "agent steps/s")
-            add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound")
-            by_threads = update_seconds_by_threads(cfg, repeats)
-            for n, seconds in by_threads.items():
-                note = f"{by_threads[1] / seconds:.2f}x the 1-thread speed" if n > 1 else ""
-                add(f"{tag}: one update at {n} torch thread(s)", 1e3 * seconds, "ms", note)
-            if agent == "dqn":
-                seconds, share = probe_overhead(cfg, measured)
-                add(f"{tag}: probe at the default interval ({cfg.probe.interval:,})", share, "% of wall time",
-                    f"{seconds:.1f} s per probe")
+    measured_rates = {f"{suite} {agent}": bench_agent(agent, suite, args, repeats, scale, add)
+                      for agent in ("dqn", "ppo") for suite in ("atari", "minatar")}
+    # what the headline interventions cost: the same MinAtar DQN stretch with each
+    overrides, short, long, base = measured_rates["minatar dqn"]
+    for intervention in ("ln", "l2", "ln_l2"):
+        rate = agent_rate([*overrides, f"intervention={intervention}"], short, long)
+        add(f"minatar dqn + {intervention}: measured (runner, learning)", rate, "agent steps/s", f"{rate / base:.2f}x none")
     buffer = ReplayBuffer(10000, 8, (4, 84, 84), np.uint8, 4, 0.99, 1)
     add("atari replay: bytes per slot", buffer.nbytes / 10000, "bytes", "a stored transition adds one frame")
     if args.large:
