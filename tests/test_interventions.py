@@ -1,4 +1,5 @@
 """Interventions: what each hook does on a tiny network, names, and a smoke matrix."""
+import copy
 import dataclasses
 import types
 
@@ -288,3 +289,14 @@ def test_every_agent_runs_with_every_intervention(tmp_path, agent, intervention)
     d = tmp_path / "minatar" / "breakout" / agent / intervention / "seed0"
     returns = pd.read_csv(d / "returns.csv")
     assert (returns["intervention"] == intervention).all() and (d / "done").exists()
+
+
+def test_nature_cnn_is_channels_last_and_computes_the_same_function():
+    net = build_network((4, 84, 84), 4, obs_scale=1 / 255)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    x = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    torch.testing.assert_close(net(x), nchw(x), rtol=1e-4, atol=1e-5)
+    fresh = reinitialised(net)  # surgery keeps the layout
+    assert fresh.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
