@@ -6,7 +6,7 @@ Prints one table and writes bench/results.csv (DESIGN.md section 8):
 - per agent and suite at the default config: the component times (env step, acting, one update,
   replay sampling), the *bound* they imply (agent steps/s if the loop added nothing), the measured
   agent steps/s of the real runner after learning starts, and loop efficiency = measured / bound;
-- the update at 1 torch thread and at all of them (the measurement behind the thread defaults);
+- the update at 1 torch thread and at all of them (why a single run keeps every core);
 - MinAtar DQN with ln, l2 and ln_l2: what each headline intervention costs in steps/s;
 - probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS;
 - ``--large``: a 1M-transition Atari replay buffer actually allocated and filled (about 7 GB).
@@ -87,6 +87,16 @@ def fill_replay(env, obs, agent, steps: int = 64) -> None:
         obs = nxt
 
 
+def prepared_update(cfg, env, obs, agent, repeats: int):
+    """(one update as a call, repeats to time it with): DQN samples a batch from a replay buffer
+    filled here; PPO updates on a whole rollout, about 5x as long, so fewer repeats."""
+    if cfg.agent.name == "dqn":
+        fill_replay(env, obs, agent)
+        return agent.update, repeats
+    zeros = torch.zeros(cfg.agent.num_steps, env.num_envs)
+    return (lambda: agent.update(zeros, zeros, 0)), max(1, repeats // 5)
+
+
 def components(cfg, repeats: int) -> dict[str, float]:
     """Seconds per agent step spent in each part, from isolated timings of the real objects."""
     env, obs, agent = make_agent(cfg)
@@ -94,15 +104,13 @@ def components(cfg, repeats: int) -> dict[str, float]:
     step_time = median_seconds(lambda: env.step(rng.integers(env.num_actions, size=n)), repeats)
     act_time = median_seconds(lambda: agent.act(obs, 10**9), repeats)
     parts = {"env": step_time / n, "act": act_time / n}
+    update, update_repeats = prepared_update(cfg, env, obs, agent, repeats)
     if cfg.agent.name == "dqn":
-        fill_replay(env, obs, agent)
         parts["replay_sample"] = median_seconds(lambda: agent.replay.sample(cfg.agent.batch_size, rng), repeats) \
             * cfg.agent.updates_per_step
-        parts["update"] = median_seconds(agent.update, repeats) * cfg.agent.updates_per_step - parts["replay_sample"]
+        parts["update"] = median_seconds(update, update_repeats) * cfg.agent.updates_per_step - parts["replay_sample"]
     else:  # ppo: one update per rollout of num_steps x num_envs agent steps
-        rollout = cfg.agent.num_steps * n
-        zeros = torch.zeros(cfg.agent.num_steps, n)
-        parts["update"] = median_seconds(lambda: agent.update(zeros, zeros, 0), max(1, repeats // 5)) / rollout
+        parts["update"] = median_seconds(update, update_repeats) / (cfg.agent.num_steps * n)
     env.close()
     return parts
 
@@ -110,12 +118,7 @@ def components(cfg, repeats: int) -> dict[str, float]:
 def update_seconds_by_threads(cfg, repeats: int) -> dict[int, float]:
     """Seconds of one update (DQN: batch; PPO: whole rollout) at 1 torch thread and at all."""
     env, obs, agent = make_agent(cfg)
-    if cfg.agent.name == "dqn":
-        fill_replay(env, obs, agent)
-        update = agent.update
-    else:
-        zeros = torch.zeros(cfg.agent.num_steps, env.num_envs)
-        update, repeats = (lambda: agent.update(zeros, zeros, 0)), max(1, repeats // 5)
+    update, repeats = prepared_update(cfg, env, obs, agent, repeats)
     env.close()
     every = torch.get_num_threads()
     seconds = {}
