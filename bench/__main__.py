@@ -3,9 +3,10 @@ the suite is on this machine.
 
 Prints one table and writes bench/results.csv (DESIGN.md section 8):
 - env ceilings: raw EnvPool Breakout (8 envs) and batched MinAtar steps/s, random actions;
-- per agent and suite at the default config: the component times (env step, acting, one update,
-  replay sampling), the *bound* they imply (agent steps/s if the loop added nothing), the measured
-  agent steps/s of the real runner after learning starts, and loop efficiency = measured / bound;
+- per agent and suite at the default config: the measured agent steps/s of the real runner after
+  learning starts, the split of its wall time (env step, acting, replay sampling, update, other),
+  the *bound* the first four imply (agent steps/s if the loop added nothing) and loop efficiency
+  = measured / bound;
 - the update at 1 torch thread and at all of them (why a single run keeps every core);
 - MinAtar DQN with ln, l2 and ln_l2: what each headline intervention costs in steps/s;
 - probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS;
@@ -14,12 +15,14 @@ Prints one table and writes bench/results.csv (DESIGN.md section 8):
 ``--tiny`` runs every row at toy sizes in about a minute: a check that the benchmark works (the
 test suite runs it), not a measurement.
 
-Agent steps/s is measured as the difference of two real runs of different lengths (same config),
-so start-up and the steps before learning cancel out. Component times are medians of repeats.
+Agent steps/s and the split are measured inside one real run (``TimedRun``) over a stretch of
+agent steps after learning starts, past the run's start-up. Isolated update timings are medians
+of repeats.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import csv
 import io
@@ -97,24 +100,6 @@ def prepared_update(cfg, env, obs, agent, repeats: int):
     return (lambda: agent.update(zeros, zeros, 0)), max(1, repeats // 5)
 
 
-def components(cfg, repeats: int) -> dict[str, float]:
-    """Seconds per agent step spent in each part, from isolated timings of the real objects."""
-    env, obs, agent = make_agent(cfg)
-    n, rng = env.num_envs, np.random.default_rng(0)
-    step_time = median_seconds(lambda: env.step(rng.integers(env.num_actions, size=n)), repeats)
-    act_time = median_seconds(lambda: agent.act(obs, 10**9), repeats)
-    parts = {"env": step_time / n, "act": act_time / n}
-    update, update_repeats = prepared_update(cfg, env, obs, agent, repeats)
-    if cfg.agent.name == "dqn":
-        parts["replay_sample"] = median_seconds(lambda: agent.replay.sample(cfg.agent.batch_size, rng), repeats) \
-            * cfg.agent.updates_per_step
-        parts["update"] = median_seconds(update, update_repeats) * cfg.agent.updates_per_step - parts["replay_sample"]
-    else:  # ppo: one update per rollout of num_steps x num_envs agent steps
-        parts["update"] = median_seconds(update, update_repeats) / (cfg.agent.num_steps * n)
-    env.close()
-    return parts
-
-
 def update_seconds_by_threads(cfg, repeats: int) -> dict[int, float]:
     """Seconds of one update (DQN: batch; PPO: whole rollout) at 1 torch thread and at all."""
     env, obs, agent = make_agent(cfg)
@@ -131,19 +116,68 @@ def update_seconds_by_threads(cfg, repeats: int) -> dict[int, float]:
     return seconds
 
 
-def agent_rate(overrides: list[str], short: int, long: int) -> float:
-    """Agent steps/s of the real runner, from two runs that differ only in length (after a
-    first short run that pays the one-time costs of the process: imports, kernel selection)."""
-    seconds = []
-    for steps in (short, short, long):
-        with tempfile.TemporaryDirectory() as tmp:
-            run = Run(compose_config([*overrides, f"total_steps={steps}", f"run_dir={tmp}", "log.progress=false",
-                                      "probe.interval=0", "checkpoint.interval=0"]))
+class TimedRun(Run):
+    """The real runner with its parts timed where they run: env steps, acting, updates, replay
+    sampling, over the stretch of agent steps from ``measure_from`` to the end. The split of wall
+    time, the bound it implies and the loop's own share ("other") then come from the same seconds
+    of one run, past its start-up: isolated timings taken minutes apart, or the difference of two
+    runs, moved by up to 30% on a shared 2-core VM."""
+
+    def __init__(self, cfg, measure_from: int):
+        super().__init__(cfg)
+        self.measure_from = measure_from
+        self.seconds: collections.Counter = collections.Counter()
+        self.marks: list[tuple[int, float, collections.Counter]] = []  # (step, time, seconds) at both ends
+
+    def build(self, resuming: bool) -> None:
+        super().build(resuming)
+        self.env.step = self._timed("env", self.env.step)
+        if hasattr(self.agent, "update"):  # the agents call self.update(): the instance attribute wins
+            self.agent.update = self._timed("update", self.agent.update)
+        if hasattr(self.agent, "replay"):
+            self.agent.replay.sample = self._timed("replay_sample", self.agent.replay.sample)
+        act = self._timed("act", self.agent.act)
+
+        def act_after_mark(obs, step):  # acting opens every loop iteration
+            if not self.marks and step >= self.measure_from:
+                self._mark()
+            return act(obs, step)
+        self.agent.act = act_after_mark
+
+    def _finish(self) -> None:
+        self._mark()
+        super()._finish()
+
+    def _mark(self) -> None:
+        self.marks.append((self.step, time.perf_counter(), collections.Counter(self.seconds)))
+
+    def _timed(self, part: str, fn):
+        def timed(*args, **kwargs):
             start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):  # the runner's "done: ..." line
-                run.train()
-            seconds.append(time.perf_counter() - start)
-    return (long - short) / (seconds[2] - seconds[1])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[part] += time.perf_counter() - start
+        return timed
+
+
+def runner_stretch(overrides: list[str], start: int, end: int) -> tuple[float, dict[str, float]]:
+    """(agent steps/s, seconds per agent step of each part) of the real runner between agent
+    steps ``start`` and ``end`` of one run. Parts: env, act, replay_sample, update (without its
+    sampling) and other (the loop itself: bookkeeping, storing transitions, logging)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        run = TimedRun(compose_config([*overrides, f"total_steps={end}", f"run_dir={tmp}", "log.progress=false",
+                                       "probe.interval=0", "checkpoint.interval=0"]), measure_from=start)
+        with contextlib.redirect_stdout(io.StringIO()):  # the runner's "done: ..." line
+            run.train()
+    (first_step, first_time, first_seconds), (last_step, last_time, last_seconds) = run.marks
+    steps, wall = last_step - first_step, last_time - first_time
+    parts = {part: (last_seconds[part] - first_seconds[part]) / steps for part in ("env", "act", "replay_sample", "update")
+             if part in last_seconds}
+    if "replay_sample" in parts:  # DQN samples inside its update
+        parts["update"] -= parts["replay_sample"]
+    parts["other"] = wall / steps - sum(parts.values())
+    return steps / wall, parts
 
 
 def large_replay(transitions: int = 1_000_000, num_envs: int = 8) -> tuple[float, float, float]:
@@ -185,7 +219,7 @@ TINY = {"dqn": ["agent.learning_starts=64", "agent.buffer_size=2000", "probe.ste
         "ppo": ["agent.num_steps=16", "agent.num_minibatches=2", "agent.update_epochs=1"]}
 
 
-# agent steps of the two runs whose difference is measured (DQN: after learning starts at 1,000)
+# agent steps at which the measured stretch of a run starts and ends (DQN: learning starts at 1,000)
 LENGTHS = {"dqn": {"atari": (2000, 4000), "minatar": (2000, 6000)},
            "ppo": {"atari": (1024, 5120), "minatar": (2048, 18432)}}
 TINY_LENGTHS = {"dqn": {"atari": (128, 192), "minatar": (128, 192)},
@@ -193,7 +227,7 @@ TINY_LENGTHS = {"dqn": {"atari": (128, 192), "minatar": (128, 192)},
 
 
 def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -> tuple[list[str], int, int, float]:
-    """The rows of one agent on one suite; returns (overrides, short, long, measured steps/s)."""
+    """The rows of one agent on one suite; returns (overrides, start, end of the stretch, measured steps/s)."""
     overrides = [f"env={suite}", f"agent={agent}"]
     if agent == "dqn":  # epsilon at its final value, so acting runs the network as it does
         overrides += ["agent.exploration_start=0", "agent.exploration_steps=1"]  # for most of a run
@@ -202,20 +236,19 @@ def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -
     elif agent == "dqn":  # learning from the start of the measured stretch, small buffer
         overrides += ["agent.learning_starts=1000", "agent.buffer_size=20000"]
     cfg = compose_config(overrides)
-    parts = components(cfg, repeats)
-    bound = 1 / sum(parts.values())
-    short, long = (TINY_LENGTHS if args.tiny else LENGTHS)[agent][suite]
-    long = short + max(int((long - short) * (1 if args.tiny else scale)), 1)
-    if agent == "ppo":  # whole rollouts, so both runs end on an update
+    start, end = (TINY_LENGTHS if args.tiny else LENGTHS)[agent][suite]
+    end = start + max(int((end - start) * (1 if args.tiny else scale)), 1)
+    if agent == "ppo":  # whole rollouts: the stretch starts just after an update and ends on one
         rollout = cfg.agent.num_steps * cfg.env.num_envs
-        short, long = max(rollout, short // rollout * rollout), max(2 * rollout, long // rollout * rollout)
-    measured = agent_rate(overrides, short, long)
+        start, end = max(rollout, start // rollout * rollout), max(2 * rollout, end // rollout * rollout)
+    measured, parts = runner_stretch(overrides, start, end)
+    bound = 1 / (sum(parts.values()) - parts["other"])  # agent steps/s if the loop itself took no time
     tag = f"{suite} {agent}"
     for part, seconds in parts.items():
-        add(f"{tag}: {part}", 1e3 * seconds, "ms/agent step", f"{100 * seconds * bound:.0f}% of the bound")
-    add(f"{tag}: bound from the components", bound, "agent steps/s")
+        add(f"{tag}: {part}", 1e3 * seconds, "ms/agent step", f"{100 * seconds * measured:.0f}% of wall time")
+    add(f"{tag}: bound from the components", bound, "agent steps/s", "env + act + sampling + update only")
     add(f"{tag}: measured (runner, learning)", measured, "agent steps/s")
-    add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound")
+    add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound = 1 - other's share")
     by_threads = update_seconds_by_threads(cfg, repeats)
     for n, seconds in by_threads.items():
         note = f"{by_threads[1] / seconds:.2f}x the 1-thread speed" if n > 1 else ""
@@ -224,7 +257,7 @@ def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -
         seconds, share = probe_overhead(cfg, measured)
         add(f"{tag}: probe at the default interval ({cfg.probe.interval:,})", share, "% of wall time",
             f"{seconds:.1f} s per probe")
-    return overrides, short, long, measured
+    return overrides, start, end, measured
 
 
 def main(argv=None) -> int:
@@ -233,7 +266,7 @@ def main(argv=None) -> int:
     size.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke check, noisier)")
     size.add_argument("--tiny", action="store_true", help="toy sizes: checks that the benchmark runs (for tests)")
     p.add_argument("--large", action="store_true", help="also allocate and fill a 1M-transition Atari replay buffer (7 GB)")
-    p.add_argument("--repeats", type=int, default=20, help="repeats per component timing (median)")
+    p.add_argument("--repeats", type=int, default=20, help="repeats per isolated update timing (median)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results CSV (default {RESULTS})")
     args = p.parse_args(argv)
     repeats = 2 if args.tiny else 3 if args.quick else args.repeats
@@ -253,9 +286,9 @@ def main(argv=None) -> int:
     measured_rates = {f"{suite} {agent}": bench_agent(agent, suite, args, repeats, scale, add)
                       for agent in ("dqn", "ppo") for suite in ("atari", "minatar")}
     # what the headline interventions cost: the same MinAtar DQN stretch with each
-    overrides, short, long, base = measured_rates["minatar dqn"]
+    overrides, start, end, base = measured_rates["minatar dqn"]
     for intervention in ("ln", "l2", "ln_l2"):
-        rate = agent_rate([*overrides, f"intervention={intervention}"], short, long)
+        rate, _ = runner_stretch([*overrides, f"intervention={intervention}"], start, end)
         add(f"minatar dqn + {intervention}: measured (runner, learning)", rate, "agent steps/s", f"{rate / base:.2f}x none")
     buffer = ReplayBuffer(10000, 8, (4, 84, 84), np.uint8, 4, 0.99, 1)
     add("atari replay: bytes per slot", buffer.nbytes / 10000, "bytes", "a stored transition adds one frame")

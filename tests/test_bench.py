@@ -20,6 +20,7 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
                          "loop efficiency", "one update at 1 torch thread(s)"):
                 value = float(rows[f"{tag}: {what}"]["value"])
                 assert math.isfinite(value) and value > 0, (tag, what, value)
+            assert math.isfinite(float(rows[f"{tag}: other"]["value"]))  # the loop's own share, timed in the runner
         assert f"{suite} dqn: probe at the default interval" in " ".join(rows)
     for intervention in ("ln", "l2", "ln_l2"):
         assert float(rows[f"minatar dqn + {intervention}: measured (runner, learning)"]["value"]) > 0
