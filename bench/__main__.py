@@ -8,7 +8,8 @@ Prints one table and writes bench/results.csv (DESIGN.md section 8):
   the *bound* the first four imply (agent steps/s if the loop added nothing) and loop efficiency
   = measured / bound;
 - the update at 1 torch thread and at all of them (why a single run keeps every core);
-- MinAtar DQN with ln, l2 and ln_l2: what each headline intervention costs in steps/s;
+- MinAtar DQN with ln, l2 and ln_l2: what each headline intervention costs in steps/s, and in
+  update time with the four updates taking turns in one process;
 - probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS;
 - ``--large``: a 1M-transition Atari replay buffer actually allocated and filled (about 7 GB).
 
@@ -76,7 +77,8 @@ def make_agent(cfg):
     env = make_env(cfg.env, 0)
     obs, _ = env.reset(seed=0)
     agent = agents.AGENTS[cfg.agent.name](OmegaConf.to_object(cfg.agent), env.single_observation_shape, obs.dtype,
-                                          env.num_actions, env.num_envs, torch.device("cpu"), 0, Composition("none"))
+                                          env.num_actions, env.num_envs, torch.device("cpu"), 0,
+                                          Composition(cfg.intervention, cfg.interventions))
     return env, obs, agent
 
 
@@ -98,6 +100,27 @@ def prepared_update(cfg, env, obs, agent, repeats: int):
         return agent.update, repeats
     zeros = torch.zeros(cfg.agent.num_steps, env.num_envs)
     return (lambda: agent.update(zeros, zeros, 0)), max(1, repeats // 5)
+
+
+def interleaved_update_seconds(overrides: list[str], interventions: list[str], rounds: int,
+                               calls: int = 20) -> dict[str, float]:
+    """Seconds of one DQN update with each intervention, the updates taking turns in one process
+    (median over ``rounds`` rounds of ``calls`` updates each): the machine's drift hits them alike."""
+    updates = {}
+    for name in interventions:
+        cfg = compose_config([*overrides, f"intervention={name}"])
+        env, obs, agent = make_agent(cfg)
+        updates[name], _ = prepared_update(cfg, env, obs, agent, rounds)
+        env.close()
+        updates[name]()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in interventions}
+    for _ in range(rounds):
+        for name, update in updates.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                update()
+            times[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def update_seconds_by_threads(cfg, repeats: int) -> dict[int, float]:
@@ -285,11 +308,17 @@ def main(argv=None) -> int:
         add(f"{suite}: env alone, {cfg.env.num_envs} env(s), random actions", env_rate(cfg, int(20000 * scale)), "agent steps/s")
     measured_rates = {f"{suite} {agent}": bench_agent(agent, suite, args, repeats, scale, add)
                       for agent in ("dqn", "ppo") for suite in ("atari", "minatar")}
-    # what the headline interventions cost: the same MinAtar DQN stretch with each
+    # what the headline interventions cost: the same MinAtar DQN stretch with each, and (robust
+    # to the machine's drift between those runs) their updates taking turns
     overrides, start, end, base = measured_rates["minatar dqn"]
-    for intervention in ("ln", "l2", "ln_l2"):
+    headline = ("ln", "l2", "ln_l2")
+    for intervention in headline:
         rate, _ = runner_stretch([*overrides, f"intervention={intervention}"], start, end)
         add(f"minatar dqn + {intervention}: measured (runner, learning)", rate, "agent steps/s", f"{rate / base:.2f}x none")
+    updates = interleaved_update_seconds(overrides, ["none", *headline], rounds=repeats)
+    for intervention in headline:
+        add(f"minatar dqn + {intervention}: one update, interleaved with none", 1e3 * updates[intervention], "ms",
+            f"{updates[intervention] / updates['none']:.2f}x none's {1e3 * updates['none']:.2f} ms")
     buffer = ReplayBuffer(10000, 8, (4, 84, 84), np.uint8, 4, 0.99, 1)
     add("atari replay: bytes per slot", buffer.nbytes / 10000, "bytes", "a stored transition adds one frame")
     if args.large:

@@ -24,6 +24,7 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
         assert f"{suite} dqn: probe at the default interval" in " ".join(rows)
     for intervention in ("ln", "l2", "ln_l2"):
         assert float(rows[f"minatar dqn + {intervention}: measured (runner, learning)"]["value"]) > 0
+        assert float(rows[f"minatar dqn + {intervention}: one update, interleaved with none"]["value"]) > 0
     assert float(rows["atari replay: bytes per slot"]["value"]) < 7200
     assert {"machine", "torch", "threads"} <= set(next(iter(rows.values())))
     printed = capsys.readouterr().out
