@@ -212,11 +212,12 @@ class Run:
             self.metrics_log.write(self.step, name, "", value)
         self.metrics_log.flush()
         start_step, start_time, last_step, last_time = self._session
-        now = time.perf_counter()
-        self.timing_log.write(self.step, start_step, round(now - start_time, 3),
-                              round((self.step - last_step) / max(now - last_time, 1e-9), 2))
-        self.timing_log.flush()
-        self._session = (start_step, start_time, self.step, now)
+        if self.step > last_step:  # a run that ends on a log interval has its last row already
+            now = time.perf_counter()
+            self.timing_log.write(self.step, start_step, round(now - start_time, 3),
+                                  round((self.step - last_step) / max(now - last_time, 1e-9), 2))
+            self.timing_log.flush()
+            self._session = (start_step, start_time, self.step, now)
         if self.recent_returns:
             bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
 
