@@ -32,6 +32,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _numerics() -> str:
+    """What decides float rounding on this machine: the torch build and the CPU kernels it picks."""
+    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()} kernels"
+
+
 def crossed(before: int, after: int, interval: int) -> bool:
     return interval > 0 and after // interval > before // interval
 
@@ -102,6 +107,7 @@ class Run:
             "interventions": self.interventions.state_dict(), "averager": self.averager.state_dict(),
             "torch_rng": torch.get_rng_state(), "prober": self.prober.state_dict() if self.prober else None,
             "log_offsets": {"returns": self.returns_log.offset(), "metrics": self.metrics_log.offset()},
+            "numerics": _numerics(),
         })
 
     def restore(self, directory: Path) -> None:
@@ -130,6 +136,9 @@ class Run:
         self.recent_returns.extend(state["recent_returns"])
         self.averager.load_state_dict(state["averager"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("numerics", _numerics()) != _numerics():
+            print(f"note: this run was checkpointed with {state['numerics']} and resumes with {_numerics()}; "
+                  "float rounding differs, so from here it will not match an uninterrupted run byte for byte")
         # Rows written after this checkpoint will be written again, identically: drop them.
         self.returns_log.truncate(state["log_offsets"]["returns"])
         self.metrics_log.truncate(state["log_offsets"]["metrics"])

@@ -6,6 +6,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 
 import agents
 from conftest import ROOT, TINY_DQN, TINY_PPO, runner_cmd
@@ -91,6 +92,8 @@ INJECTION = ("intervention=plasticity_injection", "interventions.plasticity_inje
     (signal.SIGKILL, TINY_DQN, "dqn", "none"), (signal.SIGINT, TINY_DQN, "dqn", "none"),
     # the network changes shape at step 600, before the checkpoint at 800
     (signal.SIGKILL, [*TINY_DQN, *INJECTION], "dqn", "plasticity_injection"),
+    # SIGTERM is how a sweep stops its jobs; ln_l2 is the headline intervention
+    (signal.SIGTERM, [*TINY_DQN, "intervention=ln_l2"], "dqn", "ln_l2"),
     # the checkpoint at 800 falls in the middle of a 128-step PPO rollout
     (signal.SIGKILL, TINY_PPO, "ppo", "none")])
 def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention):
@@ -137,6 +140,16 @@ def test_resume_with_another_config_is_refused(run, tmp_path):
     _interrupted_run(tmp_path, "m")
     result = run(*TINY_DQN, f"run_dir={tmp_path / 'm'}", "agent.lr=0.5", check=False)
     assert result.returncode == 1 and "agent.lr" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_resume_on_other_float_kernels_says_the_bytes_will_differ(run, tmp_path):
+    d = _interrupted_run(tmp_path, "k")
+    state = torch.load(d / "checkpoint" / "state.pt", weights_only=False)
+    assert state["numerics"].startswith(f"torch {torch.__version__}")
+    state["numerics"] = "torch 0.0, AVX2 kernels"
+    torch.save(state, d / "checkpoint" / "state.pt")
+    resumed = run(*TINY_DQN, f"run_dir={tmp_path / 'k'}")
+    assert "checkpointed with torch 0.0, AVX2 kernels" in resumed.stdout and (d / "done").exists()
 
 
 def test_unwritable_run_dir(run, tmp_path):
