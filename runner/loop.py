@@ -136,8 +136,9 @@ class Run:
         self.recent_returns.extend(state["recent_returns"])
         self.averager.load_state_dict(state["averager"])
         torch.set_rng_state(state["torch_rng"])
-        if state.get("numerics", _numerics()) != _numerics():
-            print(f"note: this run was checkpointed with {state['numerics']} and resumes with {_numerics()}; "
+        numerics = _numerics()
+        if state.get("numerics", numerics) != numerics:
+            print(f"note: this run was checkpointed with {state['numerics']} and resumes with {numerics}; "
                   "float rounding differs, so from here it will not match an uninterrupted run byte for byte")
         # Rows written after this checkpoint will be written again, identically: drop them.
         self.returns_log.truncate(state["log_offsets"]["returns"])
