@@ -28,6 +28,16 @@ class Agent(Protocol):
         """A batch of the agent's own recent inputs for the probes, drawn with ``rng`` (the
         probe's, not the agent's); None while there is none. Only for agents with a network."""
 
+    def truncate(self, obs: np.ndarray) -> None:
+        """The episodes in progress end here without terminating (the runner restarts the envs,
+        as at an Atari resume): treat each env's last transition as a time limit that
+        bootstraps from ``obs``, the observation that followed it."""
+
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The network's prediction as one scalar per input, from its outputs (batch, outputs):
+        the scalar the eNTK probe differentiates (DQN: Q of action 0; PPO: the value). Only for
+        agents with a network."""
+
     def state_dict(self) -> dict:
         """Everything needed to resume exactly: networks, optimizer, replay, RNG, counters."""
 

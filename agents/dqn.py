@@ -1,6 +1,6 @@
 """DQN (Mnih et al. 2015), vectorized over a batch of envs.
 
-Defaults are the Atari reference (CleanRL-style, see ../shared/paper.md); the MinAtar preset
+Defaults are the Atari reference (CleanRL-style, see docs/science.md); the MinAtar preset
 (Young & Tian 2019) is ``configs/preset/dqn_minatar.yaml``. Read top to bottom: config ->
 networks and optimizer -> acting -> storing and learning -> checkpoint state.
 """
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from agents import register
-from agents.networks import build_network
+from agents.networks import build_network, eval_mode
 from agents.optim import CenteredRMSprop, gradient_step
 from agents.replay import ReplayBuffer
 
@@ -82,6 +82,7 @@ class DQN:
         self.target = interventions.build(factory).to(device)
         self.target.load_state_dict(self.network.state_dict())
         self.target.requires_grad_(False)
+        self.target.eval()  # never trained: a spectral_norm target must not run power iterations
         self.optimizer = self.make_optimizer()
 
         stack = obs_shape[0] if np.dtype(obs_dtype) == np.uint8 else 1  # pixels: dedupe frames
@@ -108,7 +109,7 @@ class DQN:
         explore = self.rng.random(self.num_envs) < self.epsilon(step)
         actions = self.rng.integers(self.num_actions, size=self.num_envs)
         if not explore.all():
-            with torch.inference_mode():
+            with torch.inference_mode(), eval_mode(self.network):  # acting is not a training forward
                 q = self.values.q_values(self.network(torch.as_tensor(obs, device=self.device)), self.num_actions)
             actions = np.where(explore, actions, q.argmax(1).cpu().numpy())
         return actions
@@ -130,16 +131,23 @@ class DQN:
             hooks.update(self.interventions.after_update(self, step))  # an interval hook fires once
         return {**{k: v / count for k, v in sums.items()}, **hooks}
 
+    @torch.no_grad()
+    def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``rewards + discounts x Q_target(next_obs, a*)``: the replay gives the n-step return and
+        gamma^k (0 after a termination); a* is the target network's argmax, or the online
+        network's with Double DQN."""
+        next_q = self.values.q_values(self.target(batch["next_obs"]), self.num_actions)
+        if self.cfg.double_dqn:
+            with eval_mode(self.network):
+                best = self.values.q_values(self.network(batch["next_obs"]), self.num_actions).argmax(1, keepdim=True)
+        else:
+            best = next_q.argmax(1, keepdim=True)
+        return batch["rewards"] + batch["discounts"] * next_q.gather(1, best).squeeze(1)
+
     def update(self) -> dict[str, torch.Tensor]:
         c = self.cfg
         batch = {k: torch.as_tensor(v, device=self.device) for k, v in self.replay.sample(c.batch_size, self.rng).items()}
-        with torch.no_grad():
-            next_q = self.values.q_values(self.target(batch["next_obs"]), self.num_actions)
-            if c.double_dqn:
-                best = self.values.q_values(self.network(batch["next_obs"]), self.num_actions).argmax(1, keepdim=True)
-            else:
-                best = next_q.argmax(1, keepdim=True)
-            target = batch["rewards"] + batch["discounts"] * next_q.gather(1, best).squeeze(1)
+        target = self.td_target(batch)
         loss_fn = F.mse_loss if c.loss == "mse" else F.smooth_l1_loss
         loss, q = self.values.td_loss(self.network(batch["obs"]), batch["actions"], target, loss_fn)
         total = self.interventions.loss(self.network, loss)
@@ -148,19 +156,31 @@ class DQN:
         self.updates += 1
         if self.updates % c.target_update_interval == 0:
             self.sync_target()
-        return {"loss": loss.detach(), "q_mean": q.detach().mean(), "grad_norm": grad_norm}
+        return {"loss": loss.detach(), "q_mean": q.detach().mean(), "grad_norm": grad_norm,
+                **self.values.target_metrics(target)}
 
     @torch.no_grad()
     def sync_target(self) -> None:
+        """Hard copy, or Polyak averaging of the floating-point entries (integer and bool
+        buffers, such as plasticity_injection's ``active`` flag, are copied)."""
         for t, p in zip(self.target.state_dict().values(), self.network.state_dict().values()):
-            t.copy_(p) if self.cfg.tau >= 1.0 else t.lerp_(p, self.cfg.tau)
+            t.copy_(p) if self.cfg.tau >= 1.0 or not t.is_floating_point() else t.lerp_(p, self.cfg.tau)
+
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The scalar per input that the eNTK probe differentiates: Q(s, action 0), the expected
+        Q for a categorical head."""
+        return self.values.q_values(outputs, self.num_actions)[:, 0]
 
     def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
         """Observations from the replay buffer for the probes (drawn with the probe's RNG)."""
-        try:
-            return torch.as_tensor(self.replay.sample(batch_size, rng)["obs"], device=self.device)
-        except ValueError:  # nothing sampleable yet
+        if not self.replay.can_sample():
             return None
+        return torch.as_tensor(self.replay.sample(batch_size, rng)["obs"], device=self.device)
+
+    def truncate(self, obs: np.ndarray) -> None:
+        """The episodes in progress end here (a resume that restarts the envs): each env's last
+        transition is cut as a time limit, bootstrapping from its stored next observation."""
+        self.replay.truncate()
 
     # ---- checkpoint state ---------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -23,14 +23,18 @@ ARCHS = {"nature_cnn": NATURE_CNN, "minatar_cnn": MINATAR_CNN, "mlp": MLP}
 
 
 class ToFloat(nn.Module):
-    """uint8 pixels -> [0, 1] floats (bool MinAtar grids -> 0/1)."""
+    """uint8 pixels -> [0, 1] floats (bool MinAtar grids -> 0/1), in the dtype of the network's
+    parameters: ``dtype`` is a buffer that ``.double()`` (or a functional call with float64
+    buffers, as the eNTK probe makes) converts with them. Not persistent: not in checkpoints."""
 
     def __init__(self, scale: float):
         super().__init__()
         self.scale = scale
+        self.register_buffer("dtype", torch.zeros(()), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().mul_(self.scale) if self.scale != 1.0 else x.float()
+        x = x.to(self.dtype.dtype)
+        return x.mul_(self.scale) if self.scale != 1.0 else x
 
 
 class CReLU(nn.Module):

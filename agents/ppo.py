@@ -1,6 +1,6 @@
 """PPO (Schulman et al. 2017) for discrete actions, CleanRL-style, vectorized over a batch of envs.
 
-Defaults are CleanRL's EnvPool Atari reference (see ../shared/paper.md); the MinAtar preset is
+Defaults are CleanRL's EnvPool Atari reference (see docs/science.md); the MinAtar preset is
 ``configs/preset/ppo_minatar.yaml``. One network: the body's features feed a head whose outputs
 are the policy logits followed by the value (one scalar, or ``bins`` logits when an intervention
 makes the critic categorical), so probes and interventions see the body/head split as for DQN.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from agents import register
-from agents.networks import build_network
+from agents.networks import build_network, eval_mode
 from agents.optim import gradient_step
 
 
@@ -123,7 +123,7 @@ class PPO:
         return logits, self.values.q_values(critic, 1).squeeze(1), critic
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(self.network):  # acting is not a training forward
             logits, value, _ = self.policy_and_value(torch.as_tensor(obs, device=self.device))
         # Gumbel-max sampling with the agent's numpy RNG: exact to resume, independent of torch's
         gumbel = torch.as_tensor(self.rng.gumbel(size=logits.shape), dtype=logits.dtype, device=self.device)
@@ -132,7 +132,7 @@ class PPO:
         return actions.cpu().numpy()
 
     def value(self, obs: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(self.network):
             return self.policy_and_value(torch.as_tensor(obs, device=self.device))[1]
 
     # ---- rollout and GAE ----------------------------------------------------------------
@@ -156,6 +156,21 @@ class PPO:
         r = self.rollout
         advantages = gae(r["rewards"], r["values"], r["dones"], self.value(next_obs), c.gamma, c.gae_lambda)
         return self.update(advantages, advantages + r["values"], step)
+
+    def truncate(self, obs: np.ndarray) -> None:
+        """The episodes in progress end here (a resume that restarts the envs): the rollout's
+        last row is cut as a time limit, bootstrapped with the value of ``obs``, the observation
+        that followed it; GAE then never runs across the seam."""
+        if self.t == 0:
+            return
+        row, c = self.t - 1, self.cfg
+        alive = 1.0 - self.rollout["dones"][row]
+        self.rollout["rewards"][row] += c.gamma * alive * self.value(obs)
+        self.rollout["dones"][row] = 1.0
+
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The scalar per input that the eNTK probe differentiates: the critic's value."""
+        return self.values.q_values(outputs[:, self.num_actions:], 1)[:, 0]
 
     # ---- update -------------------------------------------------------------------------
     def learning_rate(self, step: int) -> float:
@@ -204,7 +219,7 @@ class PPO:
             clip_frac = ((ratio - 1).abs() > c.clip_coef).float().mean()
         return {"loss": loss.detach(), "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
                 "entropy": entropy.detach(), "approx_kl": approx_kl, "clip_frac": clip_frac,
-                "value_mean": value.detach().mean(), "grad_norm": grad_norm}
+                "value_mean": value.detach().mean(), "grad_norm": grad_norm, **self.values.target_metrics(mb["returns"])}
 
     def value_loss(self, value, critic, mb) -> torch.Tensor:
         """0.5 x squared error, clipped around the rollout's values (CleanRL), for a scalar

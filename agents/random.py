@@ -29,6 +29,9 @@ class RandomAgent:
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
         return {}
 
+    def truncate(self, obs):
+        """Nothing to cut: it keeps no transitions."""
+
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state}
 

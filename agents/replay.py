@@ -47,6 +47,19 @@ class ReplayBuffer:
         return int(sum(((self.flags[i, : min(w, self.slots)] & VALID) > 0).sum()
                        for i, w in enumerate(self.written)))
 
+    def can_sample(self) -> bool:
+        """Whether ``sample`` can draw: some env holds at least ``n_step`` transitions."""
+        slots = [self.flags[i, : min(w, self.slots)] for i, w in enumerate(self.written)]
+        return any(((flags & VALID) > 0).sum() >= self.n_step for flags in slots)
+
+    def truncate(self) -> None:
+        """End every env's episode in progress at its last transition, as a time limit: its
+        n-step returns stop there and bootstrap from its stored next observation, and the next
+        ``add`` starts a new episode (used when the envs restart, e.g. at a resume)."""
+        for env in np.flatnonzero(~self.episode_start & (self.written > 0)):
+            self.flags[env, (self.head[env] - 1) % self.slots] |= TRUNCATED
+        self.episode_start[:] = True
+
     def _padding(self, obs: np.ndarray) -> np.ndarray:
         """Frames of a reset observation to store: leading repeats of a frame stored once."""
         if self.stack == 1:

@@ -76,6 +76,9 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     final[FINAL_COLUMNS + ["episodes", "complete"]].to_csv(tables / "final_scores.csv", index=False)
+    final, notes = stats.comparable(final)  # every method on the same games and seed counts
+    for line in notes:
+        print(line)
     aggregate = stats.aggregate(final, args.reps, args.seed)
     aggregate.to_csv(tables / "aggregate.csv", index=False)
     (tables / "aggregate.md").write_text(markdown(aggregate))
@@ -84,7 +87,8 @@ def main(argv: list[str]) -> int:
 
     for (suite, agent), final_rows in final.groupby(["suite", "agent"]):
         tag, unit = f"{suite}_{agent}", NORMALISATION.get(suite, "raw score")
-        mine = runs.returns[(runs.returns.suite == suite) & (runs.returns.agent == agent)]
+        shared = set(final_rows.game)
+        mine = runs.returns[(runs.returns.suite == suite) & (runs.returns.agent == agent) & runs.returns.game.isin(shared)]
         horizon = int(runs.runs[(runs.runs.suite == suite) & (runs.runs.agent == agent)].total_steps.max())
         grid = step_grid(with_normalised(mine, "episode_return"), "normalized_score", args.bins,
                          ["suite", "agent", "intervention", "game", "seed"], horizon)
@@ -109,7 +113,7 @@ def main(argv: list[str]) -> int:
             written += plots.save(plots.interval_bars(better, "panel", "probability of improvement",
                                                       f"{suite} / {agent}: intervention X vs none"), out,
                                   f"{tag}_probability_of_improvement")
-        probes = runs.metrics[(runs.metrics.suite == suite) & (runs.metrics.agent == agent) &
+        probes = runs.metrics[(runs.metrics.suite == suite) & (runs.metrics.agent == agent) & runs.metrics.game.isin(shared) &
                               (runs.metrics.layer.fillna("") == "") & runs.metrics.metric.isin(PROBE_METRICS)]
         if len(probes):
             probe_grid = step_grid(probes, "value", args.bins, ["suite", "agent", "intervention", "metric", "game", "seed"],

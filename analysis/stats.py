@@ -17,9 +17,34 @@ STATISTICS = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean,
 METHOD = ["suite", "agent", "intervention"]
 
 
+def comparable(final: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The final scores that methods can be compared on, and one line per (suite, agent) saying
+    what was left out: only the games that every intervention of that suite and agent has a
+    score on (each method aggregated over its own games would compare different averages), and
+    in each game as many seeds per method as the method with the fewest there (seed order;
+    rliable needs a rectangle)."""
+    kept, notes = [], []
+    for (suite, agent), rows in final.dropna(subset=["normalized_score"]).groupby(["suite", "agent"]):
+        games_of = rows.groupby("intervention").game.agg(set)
+        shared = set.intersection(*games_of)
+        dropped = {m: sorted(g - shared) for m, g in games_of.items() if g - shared}
+        rows = rows[rows.game.isin(shared)]
+        seeds = rows.groupby(["game", "intervention"]).seed.nunique()
+        fewest = seeds.groupby("game").min()
+        rows = rows[rows.groupby(["game", "intervention"]).seed.rank(method="first") <= rows.game.map(fewest)]
+        cut = seeds[seeds > seeds.index.get_level_values("game").map(fewest)]
+        if dropped or len(cut):
+            parts = [f"{m} also ran {', '.join(g)}" for m, g in dropped.items()]
+            parts += [f"{m} on {g} cut from {n} to {fewest[g]} seeds" for (g, m), n in cut.items()]
+            notes.append(f"note: {suite}/{agent} compared on {len(shared)} shared game(s) "
+                         f"({', '.join(sorted(shared)) or 'none'}); left out: {'; '.join(parts)}")
+        kept.append(rows)
+    return (pd.concat(kept, ignore_index=True) if kept else final.iloc[:0]), notes
+
+
 def score_matrix(frame: pd.DataFrame, value: str, games: list[str] | None = None) -> np.ndarray:
     """(runs, games) matrix of ``value``; a game with more runs than another is cut to the
-    smallest count (seed order), since rliable needs a rectangle."""
+    smallest count (seed order), since rliable needs a rectangle (``comparable`` says so)."""
     frame = frame.dropna(subset=[value])
     games = sorted(frame.game.unique()) if games is None else games
     columns = [frame[frame.game == g].sort_values("seed")[value].to_numpy() for g in games]

@@ -2,7 +2,8 @@
 
 An intervention is a small object with any of these optional hooks, called in order:
 ``build(factory) -> factory`` (change the architecture), ``loss(network, loss) -> loss``,
-``after_update(agent, step) -> dict`` (act at intervals; returns metrics to log).
+``after_update(agent, step) -> dict`` (after every gradient update; acts at intervals and
+returns metrics to log), ``on_shift(agent) -> dict`` (at a task switch of a task sequence).
 Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseline. A family
 lists the families it cannot be composed with in ``incompatible`` (checked both ways).
 """
@@ -85,6 +86,18 @@ class Composition:
                 metrics.update(part.after_update(agent, step) or {})
         return metrics
 
+    def on_shift(self, agent) -> dict:
+        """At a task switch: the parts configured to act there (``at_shift``) act."""
+        metrics = {}
+        for part in self.parts:
+            if hasattr(part, "on_shift"):
+                metrics.update(part.on_shift(agent) or {})
+        return metrics
+
+    def acts_at_shifts(self) -> list[str]:
+        """Families of this composition configured to act at task switches."""
+        return [p.name for p in self.parts if getattr(p.cfg, "at_shift", False)]
+
     def state_dict(self) -> dict:
         return {p.name: p.state_dict() for p in self.parts if hasattr(p, "state_dict")}
 
@@ -99,6 +112,10 @@ class ScalarValues:
 
     def q_values(self, outputs, num_actions: int):
         return outputs
+
+    def target_metrics(self, target) -> dict:
+        """Nothing to report: a scalar output takes any target."""
+        return {}
 
     def td_loss(self, outputs, actions, target, loss_fn):
         """(loss, Q of the actions taken)."""

@@ -29,7 +29,10 @@ def two_hot(values: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
 
 def hl_gauss(values: torch.Tensor, atoms: torch.Tensor, sigma: float) -> torch.Tensor:
     """(B,) scalars -> (B, bins): a Normal(value, sigma) integrated over each atom's bin, the
-    mass outside the support renormalised away."""
+    mass outside the support renormalised away. Values are clamped to the support first: in
+    float32 a value some 5.5 sigma past an edge has no mass left in any bin, and its target would
+    be all zeros (zero loss, zero gradient)."""
+    values = values.clamp(atoms[0], atoms[-1])
     width = atoms[1] - atoms[0]
     edges = torch.cat([atoms - width / 2, (atoms[-1] + width / 2)[None]])
     cdf = torch.special.ndtr((edges[None, :] - values[:, None]) / sigma)
@@ -54,6 +57,11 @@ class CategoricalValues:
     def q_values(self, outputs: torch.Tensor, num_actions: int) -> torch.Tensor:
         logits = outputs.view(len(outputs), num_actions, self.cfg.bins)
         return (logits.softmax(-1) * self._atoms(outputs)).sum(-1)
+
+    def target_metrics(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training metric: the fraction of TD targets outside the support (clamped to its edge)."""
+        outside = (target < self.cfg.v_min) | (target > self.cfg.v_max)
+        return {"target_clamped_frac": outside.float().mean()}
 
     def td_loss(self, outputs, actions, target, loss_fn):
         """Cross entropy to the projected target (``loss_fn``, the agent's scalar loss, is not

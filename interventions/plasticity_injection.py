@@ -1,13 +1,24 @@
-"""``plasticity_injection`` (Nikishin et al. 2023): at agent step ``at``, freeze the head theta
-and add a fresh head theta' minus a frozen copy of it: ``h(x) = h_theta(x) + h_theta'(x) -
-h_theta'_0(x)``. The output does not change at injection, but from then on the new head learns
-with the plasticity of a fresh initialisation. The body keeps training.
+"""``plasticity_injection`` (Nikishin et al. 2023, "Deep Reinforcement Learning with Plasticity
+Injection"): at agent step ``at``, freeze the network's head theta and add a fresh head theta'
+minus a frozen copy of it, ``h(z) = h_theta(z) + h_theta'(z) - h_theta'_0(z)``, where z is the
+output of the encoder. The output does not change at injection, but from then on the new head
+learns with the plasticity of a fresh initialisation; the encoder keeps training.
+
+The head here is everything above the encoder, hidden layers included, as in the paper: for a
+convolutional body (Nature CNN, MinAtar CNN), every layer after the convolutions (``fc*`` with
+their norms and activations) plus the output layer; for an MLP, its last hidden layer plus the
+output layer. A fresh copy of a lone output layer would be a zero-initialised linear readout
+with no fresh nonlinear units.
 
 The injected head exists from the start (inactive, its weights frozen), so a checkpoint has the
 same shape before and after injection and resumes either way; the target network mirrors it.
+``network.body`` stays the whole old path (encoder and old hidden layers), so the probes and
+diagnostics walk the same layers as for any other network.
 """
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -24,22 +35,43 @@ class PlasticityInjectionConfig:
     """Agent step of the injection (the paper: halfway through training)."""
 
 
-class InjectedHead(nn.Module):
-    def __init__(self, head: nn.Module):
+def encoder_end(body: nn.Sequential) -> int:
+    """Index of the body's first layer above the encoder: the first after ``flatten`` when there
+    are convolutions, else the last Linear layer (an MLP keeps its other layers as encoder)."""
+    children = list(body.children())
+    if any(isinstance(m, nn.Conv2d) for m in children):
+        return next(i for i, m in enumerate(children) if isinstance(m, nn.Flatten)) + 1
+    return max(i for i, m in enumerate(children) if isinstance(m, nn.Linear))
+
+
+class InjectedNetwork(nn.Module):
+    """``body`` (encoder, then the old hidden layers), ``head`` (the old output layer), and the
+    injected branch ``new`` (a copy of the old hidden layers and head, freshly initialised)
+    minus its frozen copy ``new_frozen``, added once ``active``."""
+
+    def __init__(self, network: nn.Module):
         super().__init__()
-        self.old, self.new, self.new_frozen = head, reinitialised(head), reinitialised(head)
+        self.body, self.head = network.body, network.head
+        self.split = encoder_end(self.body)
+        above = list(self.body.children())[self.split:]
+        branch = nn.Sequential(OrderedDict(trunk=nn.Sequential(*copy.deepcopy(above)), head=copy.deepcopy(self.head)))
+        self.new, self.new_frozen = reinitialised(branch), reinitialised(branch)
         self.register_buffer("active", torch.zeros((), dtype=torch.bool))
         self.register_load_state_dict_post_hook(lambda module, _: module.set_trainable())
         self.set_trainable()
 
+    def old_trainables(self) -> list[nn.Module]:
+        return [*list(self.body.children())[self.split:], self.head]
+
     def set_trainable(self) -> None:
-        """Before injection only ``old`` trains; after it only ``new``."""
+        """Before injection the whole old network trains; after it the encoder and ``new``."""
         active = bool(self.active)
-        self.old.requires_grad_(not active)
+        for module in self.old_trainables():
+            module.requires_grad_(not active)
         self.new.requires_grad_(active)
         self.new_frozen.requires_grad_(False)
-        for frozen in (self.new_frozen, self.new if not active else self.old):
-            for param in frozen.parameters():
+        for module in (self.new_frozen, *([self.new] if not active else self.old_trainables())):
+            for param in module.parameters():
                 param.grad = None  # a stale gradient would otherwise outlive the freeze
 
     @torch.no_grad()
@@ -50,8 +82,12 @@ class InjectedHead(nn.Module):
         self.set_trainable()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.old(x)
-        return out + self.new(x) - self.new_frozen(x) if self.active else out
+        for i, layer in enumerate(self.body):
+            if i == self.split:
+                encoded = x
+            x = layer(x)
+        out = self.head(x)
+        return out + self.new(encoded) - self.new_frozen(encoded) if self.active else out
 
 
 @register("plasticity_injection")
@@ -64,19 +100,19 @@ class PlasticityInjection:
 
     def build(self, factory):
         def with_injectable_head(**kwargs):
-            network = factory(**kwargs)
-            network.head = InjectedHead(network.head)
-            return network
+            return InjectedNetwork(factory(**kwargs))
         return with_injectable_head
 
     def after_update(self, agent, step: int) -> dict:
-        head = agent.network.head
-        if bool(head.active) or step < self.cfg.at:
+        network = agent.network
+        if bool(network.active) or step < self.cfg.at:
             return {}
-        head.inject()
+        network.inject()
         target = getattr(agent, "target", None)  # DQN's target network; PPO has none
-        if target is not None:
-            target.head.load_state_dict(head.state_dict())
+        if target is not None:  # the same branch, so the targets do not jump either
+            target.new.load_state_dict(network.new.state_dict())
+            target.new_frozen.load_state_dict(network.new_frozen.state_dict())
+            target.active.fill_(True)
             target.requires_grad_(False)
         rebuild_optimizer(agent)
         return {"plasticity_injected": torch.tensor(1.0)}

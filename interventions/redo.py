@@ -1,7 +1,14 @@
-"""``redo``: Recycling Dormant neurons (Sokar et al. 2023). Every ``interval`` agent steps, on a
-batch of the agent's own inputs, each body unit whose tau-dormant score (probes.units) is <= tau
-gets fresh incoming weights, zero outgoing weights (so the network's output does not jump), and
-zeroed optimizer moments for both."""
+"""``redo``: Recycling Dormant neurons (Sokar, Agarwal, Castro and Evci 2023, "The Dormant Neuron
+Phenomenon in Deep Reinforcement Learning", ICML). Every ``interval`` gradient updates, on a batch
+of the agent's own inputs, each body unit whose tau-dormant score (probes.units) is <= tau gets
+fresh incoming weights and a zero bias, zero outgoing weights (so the network's output does not
+jump), and zeroed optimizer moments for all three, as in the authors' Dopamine code.
+
+Defaults follow the paper's hyper-parameter table: recycling period 1,000 gradient updates, scores
+on a minibatch of 64 inputs; tau 0.1, the paper's value at replay ratio 1 (it uses 0.025 at the
+default ratio 0.25: ``interventions.redo.tau=0.025``). Counting updates, not agent steps, keeps
+the period the same whatever ``agent.updates_per_step`` is.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,18 +18,20 @@ from torch import nn
 
 from agents.networks import reinitialised
 from interventions import register
-from interventions.surgery import Every, trained_weight, weight_layers, zero_moments
+from interventions.surgery import Scheduled, trained_weight, weight_layers, zero_moments
 from probes.units import capture, dormant_scores
 
 
 @dataclass
 class ReDoConfig:
-    interval: int = 250_000
-    """Agent steps between recycling rounds."""
+    interval: int = 1000
+    """Gradient updates between recycling rounds (Sokar et al. 2023)."""
     tau: float = 0.1
-    """Dormancy threshold on the unit's normalised mean |activation| (0.025 for some games)."""
-    batch_size: int = 256
+    """Dormancy threshold on the unit's normalised mean |activation| (the paper: 0.025 at replay ratio 0.25)."""
+    batch_size: int = 64
     """Inputs the scores are measured on."""
+    at_shift: bool = False
+    """Recycle at every task switch instead of every ``interval`` updates (task sequences only)."""
 
 
 def outgoing_columns(unit_mask: torch.Tensor, next_layer: nn.Module) -> torch.Tensor:
@@ -33,16 +42,12 @@ def outgoing_columns(unit_mask: torch.Tensor, next_layer: nn.Module) -> torch.Te
 
 
 @register("redo")
-class ReDo:
+class ReDo(Scheduled):
     Config = ReDoConfig
-
-    def __init__(self, cfg: ReDoConfig):
-        self.cfg, self.every = cfg, Every(cfg.interval)
+    unit = "updates"
 
     @torch.no_grad()
-    def after_update(self, agent, step: int) -> dict:
-        if not self.every(step):
-            return {}
+    def apply(self, agent) -> dict:
         inputs = agent.probe_inputs(self.cfg.batch_size, agent.rng)  # part of training: the agent's RNG
         if inputs is None:
             return {}
@@ -50,12 +55,16 @@ class ReDo:
         layers = dict(weight_layers(agent.network))
         names = list(layers)
         masks = {name: dormant_scores(a) <= self.cfg.tau for name, a in activations.items()}
-        for name, mask in masks.items():  # fresh incoming weights first, for every layer ...
-            fresh = reinitialised(layers[name])
-            for param, new in ((trained_weight(layers[name]), trained_weight(fresh)), (layers[name].bias, fresh.bias)):
-                if param is not None and mask.any():
-                    param[mask] = new[mask]
-                    zero_moments(agent.optimizer, param, _rows(mask, param))
+        for name, mask in masks.items():  # fresh incoming weights and zero biases first, for every layer ...
+            if not mask.any():
+                continue
+            weight, fresh = trained_weight(layers[name]), trained_weight(reinitialised(layers[name]))
+            weight[mask] = fresh[mask]
+            zero_moments(agent.optimizer, weight, _rows(mask, weight))
+            bias = layers[name].bias
+            if bias is not None:
+                bias[mask] = 0
+                zero_moments(agent.optimizer, bias, mask)
         for name, mask in masks.items():  # ... then zero outgoing weights, so no recycled unit's
             following = layers[names[names.index(name) + 1]]  # output reaches the next layer
             columns = outgoing_columns(mask, following)
@@ -64,12 +73,6 @@ class ReDo:
             zero_moments(agent.optimizer, weight, _columns(columns, weight))
         recycled, total = sum(int(m.sum()) for m in masks.values()), sum(len(m) for m in masks.values())
         return {"redo_reset_frac": torch.tensor(recycled / max(total, 1))}
-
-    def state_dict(self) -> dict:
-        return {"last": self.every.last}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.every.last = state["last"]
 
 
 def _rows(mask: torch.Tensor, param: torch.Tensor) -> torch.Tensor:

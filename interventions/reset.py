@@ -9,7 +9,7 @@ import torch
 
 from agents.networks import reinitialised
 from interventions import register
-from interventions.surgery import Every, weight_layers, zero_moments
+from interventions.surgery import Scheduled, weight_layers, zero_moments
 
 
 @dataclass
@@ -18,28 +18,19 @@ class ResetConfig:
     """Agent steps between resets."""
     layers: int = 1
     """How many weight layers, counted from the output, to re-initialise (1 = head only)."""
+    at_shift: bool = False
+    """Reset at every task switch instead of every ``interval`` agent steps (task sequences only)."""
 
 
 @register("reset")
-class Reset:
+class Reset(Scheduled):
     Config = ResetConfig
 
-    def __init__(self, cfg: ResetConfig):
-        self.cfg, self.every = cfg, Every(cfg.interval)
-
     @torch.no_grad()
-    def after_update(self, agent, step: int) -> dict:
-        if not self.every(step):
-            return {}
+    def apply(self, agent) -> dict:
         for _, layer in weight_layers(agent.network)[-self.cfg.layers:]:
             fresh = reinitialised(layer)
             for param, new in zip(layer.parameters(), fresh.parameters()):
                 param.copy_(new)
                 zero_moments(agent.optimizer, param)
         return {"reset_layers": torch.tensor(float(self.cfg.layers))}
-
-    def state_dict(self) -> dict:
-        return {"last": self.every.last}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.every.last = state["last"]

@@ -9,7 +9,7 @@ import torch
 
 from agents.networks import reinitialised
 from interventions import register
-from interventions.surgery import Every, zero_moments
+from interventions.surgery import Scheduled, zero_moments
 
 
 @dataclass
@@ -20,27 +20,18 @@ class ShrinkPerturbConfig:
     """Shrink factor of the current weights."""
     sigma: float = 0.2
     """Scale of the fresh initialisation added."""
+    at_shift: bool = False
+    """Apply at every task switch instead of every ``interval`` agent steps (task sequences only)."""
 
 
 @register("shrink_perturb")
-class ShrinkPerturb:
+class ShrinkPerturb(Scheduled):
     Config = ShrinkPerturbConfig
 
-    def __init__(self, cfg: ShrinkPerturbConfig):
-        self.cfg, self.every = cfg, Every(cfg.interval)
-
     @torch.no_grad()
-    def after_update(self, agent, step: int) -> dict:
-        if not self.every(step):
-            return {}
+    def apply(self, agent) -> dict:
         fresh = reinitialised(agent.network)
         for param, new in zip(agent.network.parameters(), fresh.parameters()):
             param.mul_(self.cfg.alpha).add_(new, alpha=self.cfg.sigma)
             zero_moments(agent.optimizer, param)
         return {"shrink_perturb_applied": torch.tensor(1.0)}
-
-    def state_dict(self) -> dict:
-        return {"last": self.every.last}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.every.last = state["last"]

@@ -3,8 +3,13 @@
 The invariant (tested after every hook): the optimizer holds exactly the network's trainable
 parameters, and the moments of re-initialised weights are zero, so a fresh weight is not pushed
 by the running averages of the weight it replaced (the defect Dopamine's ReDo fixes and
-Plasticine's does not). Adam's and RMSProp's per-parameter ``step`` is kept: bias correction
-then treats zeroed moments as long-run averages of zero, which only damps the first updates.
+Plasticine's does not). Adam's per-parameter ``step`` is kept (it is one count per tensor, and
+ReDo zeroes only some rows of one): its bias correction then treats the zeroed moments as
+long-run averages of zero, so the first update of a zeroed weight is about 3.2 x lr
+((1 - b1) / sqrt(1 - b2) with torch's defaults), growing to about 6.5 x lr by the tenth, before
+the second moment catches up over some thousand steps; a fresh Adam's first step is 1 x lr (pinned
+in tests/test_interventions.py). Centred RMSProp has no bias correction: zeroed moments behave
+as a fresh optimizer's (first step about 4.6 x lr with alpha 0.95).
 """
 from __future__ import annotations
 
@@ -47,18 +52,37 @@ def optimizer_holds_exactly(optimizer: torch.optim.Optimizer, network: nn.Module
     return len(held) == len(live) and {id(p) for p in held} == {id(p) for p in live}
 
 
-class Every:
-    """Fires once each time the agent step crosses a multiple of ``interval`` (several updates
-    can share one step); its state goes into checkpoints."""
+class Scheduled:
+    """An intervention that acts now and then: ``apply(agent) -> metrics`` runs each time the
+    count crosses a multiple of ``cfg.interval``, where the count is the agent step (``unit =
+    "steps"``) or the gradient updates so far (``unit = "updates"``: one per ``after_update``
+    call); or, with ``cfg.at_shift``, at every task switch of a task sequence (``on_shift``)
+    and never on the interval. Several updates can share one agent step: it fires once."""
 
-    def __init__(self, interval: int):
-        self.interval, self.last = interval, 0
+    unit = "steps"
 
-    def __call__(self, step: int) -> bool:
-        if self.interval <= 0 or step // self.interval <= self.last:
-            return False
-        self.last = step // self.interval
-        return True
+    def __init__(self, cfg):
+        self.cfg, self.last, self.updates = cfg, 0, 0
+
+    def apply(self, agent) -> dict:
+        raise NotImplementedError
+
+    def after_update(self, agent, step: int) -> dict:
+        self.updates += 1
+        count = self.updates if self.unit == "updates" else step
+        if self.cfg.at_shift or self.cfg.interval <= 0 or count // self.cfg.interval <= self.last:
+            return {}
+        self.last = count // self.cfg.interval
+        return self.apply(agent)
+
+    def on_shift(self, agent) -> dict:
+        return self.apply(agent) if self.cfg.at_shift else {}
+
+    def state_dict(self) -> dict:
+        return {"last": self.last, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last, self.updates = state["last"], state.get("updates", 0)  # older checkpoints: no count
 
 
 def rebuild_optimizer(agent) -> None:

@@ -4,7 +4,7 @@ The functions in this package are pure: ``(network, inputs, ...) -> metrics``, a
 copies. ``Prober`` is what the runner holds: it draws the inputs with its own RNG, forks
 torch's RNG around every probe, and keeps the initial weights (outside ``parameters()``) for
 ``dist_from_init``, so a run with probes acts exactly like the same run without them.
-Definitions: ../shared/paper.md, "Probes".
+Definitions: docs/science.md, "Probes".
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from probes.ntk import entk_diagnostics, entk_gram
 from probes.units import unit_diagnostics
 from probes.weights import dist_from_init, param_norm
 
-__all__ = ["ProbeConfig", "Prober", "probe_loss", "reinitialised", "entk_gram", "entk_diagnostics",
+__all__ = ["ProbeConfig", "Prober", "first_distinct", "probe_loss", "reinitialised", "entk_gram", "entk_diagnostics",
            "unit_diagnostics", "param_norm", "dist_from_init"]
 
 
@@ -40,6 +40,16 @@ class ProbeConfig:
     """probe_loss learning rate when optimizer=adam."""
     entk_batch: int = 64
     """Inputs of the eNTK Gram matrix (per-example gradients: memory = batch x parameters)."""
+
+
+def first_distinct(inputs: torch.Tensor, count: int) -> torch.Tensor:
+    """The first ``count`` distinct rows of ``inputs``, in draw order: a random sample of the
+    distinct states (a repeated state, frequent in MinAtar, makes any Gram singular).
+    ``torch.unique`` alone would sort them, i.e. pick the lexicographically smallest states."""
+    _, inverse = torch.unique(inputs.flatten(1), dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(inputs), dtype=torch.long, device=inputs.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(inputs), device=inputs.device), reduce="amin")
+    return inputs[first.sort().values[:count]]
 
 
 class Prober:
@@ -75,9 +85,9 @@ class Prober:
                 rows.append(("probe_loss_fresh", "", fit(reinitialised(network))))
                 self.fresh_reference_done = True
             rows += unit_diagnostics(network, inputs)
-            # Distinct inputs only: a repeated state (frequent in MinAtar) makes any Gram singular.
-            distinct = torch.unique(inputs, dim=0)[: self.cfg.entk_batch]
-            rows += [(k, "", v) for k, v in entk_diagnostics(entk_gram(network, distinct)).items()]
+            distinct = first_distinct(inputs, self.cfg.entk_batch)
+            gram = entk_gram(network, distinct, agent.prediction)
+            rows += [(k, "", v) for k, v in entk_diagnostics(gram).items()]
         rows += [("param_norm", "", param_norm(network)), ("dist_from_init", "", dist_from_init(network, self.initial))]
         self.last_seconds = time.perf_counter() - started  # not logged: CSVs stay deterministic
         return rows

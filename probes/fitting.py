@@ -15,16 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.networks import reinitialised
+from agents.networks import Network, reinitialised
 
 
 def with_new_head(network: nn.Module, inputs: torch.Tensor, outputs: int) -> nn.Module:
-    """A copy of ``network`` whose head is a fresh linear layer with ``outputs`` units."""
-    model = copy.deepcopy(network)
+    """A copy of ``network.body`` under a fresh linear head with ``outputs`` units."""
+    body = copy.deepcopy(network.body)
     with torch.no_grad():
-        features = model.body(inputs[:1]).flatten(1).shape[1]
-    model.head = nn.Sequential(nn.Flatten(), nn.Linear(features, outputs)).to(inputs.device)
-    return model
+        features = body(inputs[:1]).flatten(1).shape[1]
+    return Network(body, nn.Sequential(nn.Flatten(), nn.Linear(features, outputs)).to(inputs.device))
 
 
 def random_targets(network: nn.Module, inputs: torch.Tensor, outputs: int) -> torch.Tensor:

@@ -1,9 +1,14 @@
 """The empirical NTK on a small batch: the Gram matrix of per-example parameter gradients.
 
 A network that lost plasticity has an ill-conditioned, low-rank eNTK and more gradient
-interference between inputs (Lyle et al. 2024). The scalar per example is the mean output.
+interference between inputs (Lyle et al. 2024). The scalar differentiated per example is the
+agent's own prediction (``agent.prediction``: Q of action 0, the expected Q of a categorical
+head, PPO's value), not the mean of all outputs, whose bin-logit or policy-logit directions the
+agent never reads. Gradients and Gram are computed in double precision (docs/science.md, "eNTK").
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -12,37 +17,52 @@ from torch.func import functional_call, grad, vmap
 from agents.networks import eval_mode
 
 
-def per_example_gradients(network: nn.Module, inputs: torch.Tensor, chunk: int = 16) -> torch.Tensor:
-    """(batch, parameters) matrix of d mean_output(x_i) / d theta."""
-    params = {k: v.detach() for k, v in network.named_parameters()}
-    buffers = {k: v.detach() for k, v in network.named_buffers()}
+# Eigenvalues below this fraction of the largest count as zero, and the condition number is
+# capped at its inverse. Fixed, so the cap does not move with the batch size; in double precision
+# the rounding noise of the Gram is about n x 1e-16 of its largest eigenvalue, far below it.
+RELATIVE_FLOOR = 1e-12
 
-    def mean_output(p, x):
-        return functional_call(network, (p, buffers), (x[None],)).mean()
 
+def mean_output(outputs: torch.Tensor) -> torch.Tensor:
+    return outputs.mean(1)
+
+
+def per_example_gradients(network: nn.Module, inputs: torch.Tensor, prediction: Callable = mean_output,
+                          chunk: int = 16) -> torch.Tensor:
+    """(batch, parameters) matrix of d prediction(x_i) / d theta, in float64.
+
+    ``prediction`` maps the network's outputs (batch, outputs) to one scalar per example."""
+    as_double = lambda t: t.detach().double() if t.is_floating_point() else t.detach()  # noqa: E731
+    params = {k: as_double(v) for k, v in network.named_parameters()}
+    buffers = {k: as_double(v) for k, v in network.named_buffers()}
+
+    def scalar(p, x):
+        return prediction(functional_call(network, (p, buffers), (x[None],)))[0]
+
+    inputs = as_double(inputs)  # pixels and grids stay integer: the network's ToFloat converts them
     rows = []
     with eval_mode(network):  # a training-mode spectral_norm would write its buffers inside vmap
         for start in range(0, len(inputs), chunk):  # chunks bound the memory of vmap's activations
-            grads = vmap(grad(mean_output), in_dims=(None, 0))(params, inputs[start:start + chunk])
+            grads = vmap(grad(scalar), in_dims=(None, 0))(params, inputs[start:start + chunk])
             rows.append(torch.cat([g.flatten(1) for g in grads.values()], dim=1))
     return torch.cat(rows)
 
 
-def entk_gram(network: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    jacobian = per_example_gradients(network, inputs).double()
+def entk_gram(network: nn.Module, inputs: torch.Tensor, prediction: Callable = mean_output) -> torch.Tensor:
+    jacobian = per_example_gradients(network, inputs, prediction)
     return jacobian @ jacobian.T
 
 
 def entk_diagnostics(gram: torch.Tensor) -> dict[str, float]:
     """Condition number and numerical rank of the Gram, and the mean off-diagonal cosine.
 
-    The rank tolerance is that of float32 gradients (largest eigenvalue x n x eps32); the
-    smallest eigenvalue is floored at it, so a rank-deficient Gram reads a finite, large
-    condition number (about 1 / (n x eps32)) instead of inf."""
+    Eigenvalues at or below ``RELATIVE_FLOOR`` x the largest count as zero for the rank, and the
+    smallest is floored there: a rank-deficient Gram reads 1 / RELATIVE_FLOOR (1e12), whatever
+    the batch size, instead of inf."""
     n = gram.shape[0]
-    eigenvalues = torch.linalg.eigvalsh(gram)
+    eigenvalues = torch.linalg.eigvalsh(gram.double())
     largest = float(eigenvalues[-1])
-    tolerance = largest * n * torch.finfo(torch.float32).eps
+    tolerance = largest * RELATIVE_FLOOR
     norms = gram.diagonal().clamp_min(1e-30).sqrt()
     cosine = gram / norms[:, None] / norms[None, :]
     off_diagonal = cosine[~torch.eye(n, dtype=torch.bool, device=gram.device)]

@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A bad command line or config; the message is one line naming the valid choices."""
 
 
+class RunError(RuntimeError):
+    """A run that cannot go on; the message says why and what to do, in one line."""
+
+
 def register_schemas() -> None:
     """Typed defaults (the dataclasses) become Hydra schemas that the YAML files extend."""
     store = ConfigStore.instance()
@@ -76,9 +80,13 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise _config_error(error) from None
     try:
         cfg.env.game = check_game(cfg.env.suite, cfg.env.game)
-        interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
+        composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
     except (UnknownChoice, ValueError) as error:
         raise ConfigError(str(error)) from None
+    shifting = composition.acts_at_shifts()
+    if shifting:
+        raise ConfigError(f"interventions.{shifting[0]}.at_shift=true needs task switches, which only the shifts "
+                          f"suite has (make shifts); in an RL run use interventions.{shifting[0]}.interval")
     for key in ("seed", "total_steps", "log.interval", "checkpoint.interval", "probe.interval", "probe.steps",
                 "probe.batch_size", "probe.entk_batch"):
         value = OmegaConf.select(cfg, key)
@@ -96,14 +104,14 @@ def run_path(cfg: DictConfig) -> Path:
     return Path(cfg.run_dir) / cfg.env.suite / cfg.env.game / cfg.agent.name / cfg.intervention / f"seed{cfg.seed}"
 
 
-def config_differences(saved: DictConfig, new: DictConfig) -> list[str]:
-    """Keys whose values differ, apart from those a resumed run may change."""
+def config_differences(saved: DictConfig, new: DictConfig, resumable: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
+    """Keys whose values differ, apart from those a resumed run may change (``resumable``)."""
     a, b = OmegaConf.to_container(saved), OmegaConf.to_container(new)
     # Only the families this run uses matter: a newer version adding a family stays resumable.
     used = set(interventions.split_name(new.intervention))
     for d in (a, b):
         d["interventions"] = {f: v for f, v in (d.get("interventions") or {}).items() if f in used}
-    for key in RESUMABLE_CHANGES:
+    for key in resumable:
         for d in (a, b):
             *parents, leaf = key.split(".")
             for p in parents:

@@ -16,12 +16,8 @@ from envs import make_env
 from interventions import Composition
 from probes import ProbeConfig, Prober
 from runner import checkpoint
-from runner.config import config_differences, run_path
+from runner.config import RunError, config_differences, run_path
 from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS, CSVLog, MetricAverager
-
-
-class RunError(RuntimeError):
-    """A run that cannot go on; the message says why and what to do, in one line."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -130,7 +126,8 @@ class Run:
         if state["env"]:
             self.env.load_state_dict(state["env"])
             self.obs = state["obs"]
-        else:  # EnvPool cannot save emulator state: the episodes in progress are dropped
+        else:  # EnvPool cannot save emulator state: the episodes in progress end here, as time
+            self.agent.truncate(state["obs"])  # limits, and new ones start
             self.obs, _ = self.env.reset(seed=self.cfg.seed + self.step)
             self.episode_return[:], self.episode_length[:] = 0, 0
         self.recent_returns.extend(state["recent_returns"])

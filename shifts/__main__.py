@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from runner.checkpoint import CorruptCheckpoint
+from runner.config import RunError
 from shifts.train import config_from, train
 
 
@@ -18,6 +19,9 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except CorruptCheckpoint as error:
         print(f"error: corrupt checkpoint: {error}; delete the run directory to start over", file=sys.stderr)
         return 1

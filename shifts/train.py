@@ -6,7 +6,13 @@ seed<k>/`` (``metrics.csv``, ``config.yaml``, ``done``), with ``step`` = optimiz
 Per task: ``task`` (its index), ``train_loss``, ``train_accuracy`` (classification) or ``fvu``
 (regression: fraction of variance unexplained), then the probes (probe_loss, dormant/zombie units,
 feature rank, eNTK, weight norms; ``probe_loss_fresh`` once). A checkpoint after every task makes
-a killed run resume where it stopped and write the same CSV.
+a killed run resume where it stopped and write the same CSV; a resume with another config is
+refused, as for the RL runner.
+
+Interval interventions act where a task sequence makes them meaningful: ``redo``, ``reset`` and
+``shrink_perturb`` at every task switch (``at_shift=true``, before the new task trains, so the
+end-of-task measurements come a whole task later), logging what they did at the switch's step;
+``plasticity_injection`` at the first update after the switch halfway through the run.
 """
 from __future__ import annotations
 
@@ -21,9 +27,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import interventions
+from interventions.categorical import CategoricalValues
 from agents.networks import build_network
 from probes import ProbeConfig, Prober
 from runner import checkpoint
+from runner.config import RunError, config_differences
 from runner.logger import METRICS_COLUMNS, CSVLog
 from shifts.tasks import TASKS, digits
 
@@ -58,7 +66,12 @@ class ShiftsConfig:
     probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(interval=1, batch_size=256, steps=200))
     """The probes, run after every task (interval is not used here)."""
     interventions: Any = None
-    """Per-family hyper-parameters (the RL defaults, but L2 1e-4: the reference scale)."""
+    """Per-family hyper-parameters: the RL defaults, but L2 1e-4 (the reference scale), redo,
+    reset and shrink_perturb at every task switch, plasticity_injection at the middle switch."""
+
+# Keys a resumed shifts run may change: they do not change what was trained so far.
+RESUMABLE = ("tasks", "threads", "run_dir", "probe")
+SHIFT_FAMILIES = ("redo", "reset", "shrink_perturb")
 
 
 class Learner:
@@ -85,6 +98,13 @@ class Learner:
     def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
         return self.task.x[torch.as_tensor(rng.integers(len(self.task.x), size=batch_size))]
 
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The scalar per input the eNTK probe differentiates: the regression output (the
+        expected value of a categorical head), or the log-probability of class 0."""
+        if self.task.kind == "regression":
+            return self.values.q_values(outputs, 1)[:, 0]
+        return torch.log_softmax(outputs, 1)[:, 0]
+
 
 def run_path(cfg: ShiftsConfig) -> Path:
     return Path(cfg.run_dir) / "shifts" / cfg.task / cfg.arch / cfg.intervention / f"seed{cfg.seed}"
@@ -96,6 +116,14 @@ def train(cfg: ShiftsConfig) -> Path:
         print(f"{d}: finished already (done marker); skipping. Delete the directory to run it again.")
         return d
     d.mkdir(parents=True, exist_ok=True)
+    found = checkpoint.find(d)
+    saved, current = d / "config.yaml", OmegaConf.structured(cfg)
+    if found and saved.exists():
+        differences = config_differences(OmegaConf.load(saved), current, RESUMABLE)
+        if differences:
+            raise RunError(f"{d} holds a run with another config ({'; '.join(differences[:3])}); "
+                           "use another run_dir or seed, or delete that directory")
+    OmegaConf.save(current, saved)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     composition = interventions.Composition(cfg.intervention, cfg.interventions)
@@ -103,7 +131,6 @@ def train(cfg: ShiftsConfig) -> Path:
     task = TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)
     learner = Learner(cfg, task, composition)
     prober = Prober(cfg.probe, learner.network, cfg.seed)
-    found = checkpoint.find(d)
     log = CSVLog(d / "metrics.csv", METRICS_COLUMNS, ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.seed),
                  append=found is not None)
     first = 0
@@ -120,11 +147,13 @@ def train(cfg: ShiftsConfig) -> Path:
         torch.set_rng_state(state["torch_rng"])
         log.truncate(state["log_offset"])
         print(f"resuming {d} at task {first + 1}")
-    OmegaConf.save(OmegaConf.structured(cfg), d / "config.yaml")
     for t in range(first, cfg.tasks):
         task.start(t)
         learner.set_target_stats(task)
         step = t * cfg.steps_per_task
+        if t > 0:  # a task switch: the interventions that act there act now, before training
+            for metric, value in composition.on_shift(learner).items():
+                log.write(step, metric, "", float(value))
         for i in range(cfg.steps_per_task):
             train_step(learner, composition, task, (i + 1) / cfg.steps_per_task, step + i + 1)
         step += cfg.steps_per_task
@@ -178,6 +207,7 @@ def evaluate(learner: Learner, task) -> dict[str, float]:
         metrics["train_accuracy"] = float((outputs.argmax(1) == targets).float().mean())
     else:
         mean, spread = learner.target_stats
+        metrics.update({k: float(v) for k, v in learner.values.target_metrics((targets[:, 0] - mean) / spread).items()})
         error = F.mse_loss(learner.values.q_values(outputs, 1) * spread + mean, targets)
         metrics["fvu"] = float(error) / float(targets.var(unbiased=False).clamp_min(1e-12))
     return metrics
@@ -186,7 +216,8 @@ def evaluate(learner: Learner, task) -> dict[str, float]:
 def config_from(argv: list[str]) -> ShiftsConfig:
     """``key=value`` overrides onto the typed defaults; any bad input is a one-line ValueError."""
     base = OmegaConf.structured(ShiftsConfig)
-    base.interventions = OmegaConf.merge(OmegaConf.structured(interventions.params_schema()), {"l2": {"coef": 1e-4}})
+    base.interventions = OmegaConf.merge(OmegaConf.structured(interventions.params_schema()), {"l2": {"coef": 1e-4}},
+                                         {family: {"at_shift": True} for family in SHIFT_FAMILIES})
     try:
         cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))
     except Exception as error:  # omegaconf's errors span lines: keep the first
@@ -200,5 +231,29 @@ def config_from(argv: list[str]) -> ShiftsConfig:
     for key in ("tasks", "steps_per_task", "batch_size", "inputs", "threads"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    if not any(a.startswith("interventions.plasticity_injection.at=") for a in argv):
+        cfg.interventions.plasticity_injection.at = cfg.tasks // 2 * cfg.steps_per_task + 1  # first update of the middle task
     obj = OmegaConf.to_object(cfg)
-    return dataclasses.replace(obj, interventions=OmegaConf.to_container(cfg.interventions))
+    obj = dataclasses.replace(obj, interventions=OmegaConf.to_container(cfg.interventions))
+    check_support(obj, composition)
+    return obj
+
+
+def check_support(cfg: ShiftsConfig, composition) -> None:
+    """A categorical value head must cover the targets it is trained on: refuse a run in which a
+    task would clamp most of its targets to the support's edge (the regression targets of
+    target_offset and target_scale grow far past the RL default [-10, 10])."""
+    head = composition.value_head()
+    if not isinstance(head, CategoricalValues) or cfg.target_norm:
+        return
+    x, labels = digits(cfg.inputs)
+    task = TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)  # the run's own task draws
+    for t in range(cfg.tasks):
+        task.start(t)
+        targets = task.targets(1.0)[:, 0]
+        clamped = float(head.target_metrics(targets)["target_clamped_frac"])
+        if clamped > 0.5:
+            family, bound = head.name, float(targets.abs().max())
+            raise ValueError(f"interventions.{family}: the support [{head.cfg.v_min:g}, {head.cfg.v_max:g}] would clamp "
+                             f"{clamped:.0%} of task {t + 1}'s targets (they reach {bound:.3g}); set target_norm=true "
+                             f"or widen it, e.g. interventions.{family}.v_min=-{bound:.0f} interventions.{family}.v_max={bound:.0f}")

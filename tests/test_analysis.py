@@ -43,15 +43,39 @@ def synthetic_runs(root):
 
 
 def test_iqm_of_a_known_score_matrix():
+    # 8 scores with two outliers: IQM = mean of the middle half (3, 4, 5, 6) = 4.5, while the mean
+    # is 87 / 8 and rliable's median (of the per-game means -7 and 28.75) is 10.875
     final = pd.DataFrame({"suite": "minatar", "agent": "dqn", "intervention": "none",
                           "game": ["a"] * 4 + ["b"] * 4, "seed": [0, 1, 2, 3] * 2,
-                          "normalized_score": [1.0, 2, 3, 4, 5, 6, 7, 8]})
+                          "normalized_score": [-40.0, 3, 4, 5, 6, 7, 100, 2]})
     table = stats.aggregate(final, reps=50).set_index("statistic")
-    assert table.loc["iqm", "value"] == pytest.approx(4.5)  # mean of the middle half: 3, 4, 5, 6
-    assert table.loc["mean", "value"] == pytest.approx(4.5) and table.loc["median", "value"] == pytest.approx(4.5)
-    assert table.loc["optimality_gap", "value"] == pytest.approx(0.0)  # every score >= 1
+    assert table.loc["iqm", "value"] == pytest.approx(4.5)
+    assert table.loc["mean", "value"] == pytest.approx(87 / 8) and table.loc["median", "value"] == pytest.approx(10.875)
+    assert table.loc["optimality_gap", "value"] == pytest.approx((41 + 0 + 0 + 0 + 0 + 0 + 0 + 0) / 8)
     assert (table.ci_low <= table.value).all() and (table.value <= table.ci_high).all()
     assert table.runs.iloc[0] == 4 and table.games.iloc[0] == 2
+
+
+def test_methods_are_compared_on_the_games_and_seed_counts_they_share(tmp_path, capsys):
+    rows = [("none", g, s, 1.0) for g in ("a", "b") for s in range(3)]
+    rows += [("ln_l2", "a", s, 2.0) for s in range(2)] + [("ln_l2", "c", 0, 50.0)]
+    final = pd.DataFrame(rows, columns=["intervention", "game", "seed", "normalized_score"]).assign(suite="minatar", agent="dqn")
+    kept, notes = stats.comparable(final)
+    assert set(kept.game) == {"a"} and sorted(kept.groupby("intervention").seed.nunique().tolist()) == [2, 2]
+    assert notes == ["note: minatar/dqn compared on 1 shared game(s) (a); left out: ln_l2 also ran c; "
+                     "none also ran b; none on a cut from 3 to 2 seeds"]
+    aggregate = stats.aggregate(kept, reps=20).set_index(["intervention", "statistic"])
+    assert aggregate.loc[("ln_l2", "mean"), "value"] == pytest.approx(2.0)  # game c's 50 is not averaged in
+    root = tmp_path / "runs"
+    for intervention, game, seeds in (("none", "breakout", 2), ("none", "asterix", 1), ("ln_l2", "breakout", 1)):
+        for seed in range(seeds):
+            write_run(root, "minatar", game, intervention, seed, [(step, 5.0) for step in range(100, 1001, 100)])
+    assert main([str(root), str(tmp_path / "out"), "--reps", "20", "--curve-reps", "10", "--bins", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: minatar/dqn compared on 1 shared game(s) (breakout); left out: none also ran asterix; " \
+           "none on breakout cut from 2 to 1 seeds" in printed
+    aggregate = pd.read_csv(tmp_path / "out" / "tables" / "aggregate.csv")
+    assert set(aggregate.games) == {1} and set(aggregate.runs) == {1}
 
 
 def test_normalisation():

@@ -108,3 +108,65 @@ def test_metrics_cover_every_update_of_a_step_and_keep_interval_hook_metrics():
     assert agent.updates == 6
     assert [("reset_layers" in m) for m in seen] == [False, True, False]  # fired at step 16, kept
     assert all({"loss", "q_mean", "grad_norm"} <= set(m) for m in seen)
+
+
+def linear(weight, bias=None):
+    """A tiny network with fixed weights: Q(s) = W s (+ b)."""
+    from torch import nn
+    from agents.networks import Network
+    head = nn.Linear(len(weight[0]), len(weight), bias=bias is not None)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        if bias is not None:
+            head.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    return Network(torch.nn.Sequential(torch.nn.Flatten()), head)
+
+
+def hand_made_replay(agent):
+    """One env, gamma 0.5, 3-step returns; s_t = [t, 1, 0] and the action taken is t (its id).
+    t=2 is truncated (true last obs [30, 1, 0]), t=4 terminates; t=6, 7 have no 3-step future."""
+    rewards = {0: 1.0, 1: 2.0, 2: 4.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0, 7: 1.0}
+    for t, r in rewards.items():
+        nxt = [30.0 if t == 2 else t + 1.0, 1.0, 0.0]
+        agent.replay.add(np.array([[t, 1.0, 0.0]], np.float32), [t], [r], np.array([nxt], np.float32),
+                         np.array([t == 4]), np.array([t == 2]))
+    batch = agent.replay.sample(400, np.random.default_rng(0))
+    by_id = {int(a): i for i, a in enumerate(batch["actions"])}
+    assert set(by_id) == {0, 1, 2, 3, 4, 5}
+    return {k: torch.as_tensor(v) for k, v in batch.items()}, by_id
+
+
+@pytest.mark.parametrize("double_dqn", [False, True])
+def test_td_targets_by_hand_terminal_truncated_n_step_and_double(double_dqn):
+    agent = DQN(DQNConfig(buffer_size=100, gamma=0.5, n_step=3, double_dqn=double_dqn), (3,), np.float32, 8, 1,
+                torch.device("cpu"), 0, Composition("none"))
+    agent.target = linear([[1, 0, 0], [0, 2, 0]] + [[0, 0, 0]] * 6)  # Q_target(s) = (s0, 2, 0, ...)
+    agent.network = linear([[0, 1, 0], [1, 0, 0]] + [[0, 0, 0]] * 6)  # Q_online(s) = (1, s0, 0, ...)
+    batch, by_id = hand_made_replay(agent)
+    target = agent.td_target(batch)
+    # plain: bootstrap max_a Q_target = s0; double: a* = argmax Q_online = 1 when s0 > 1, valued 2 by the target
+    bootstrap = (lambda s0: 2.0) if double_dqn else (lambda s0: s0)
+    expected = {0: 1 + 0.5 * 2 + 0.25 * 4 + 0.125 * bootstrap(30),  # truncated at t=2: bootstraps from [30, 1, 0]
+                1: 2 + 0.5 * 4 + 0.25 * bootstrap(30),
+                2: 4 + 0.5 * bootstrap(30),
+                3: 1 + 0.5 * 1,  # terminated at t=4: no bootstrap
+                4: 1.0,
+                5: 1 + 0.5 + 0.25 + 0.125 * bootstrap(8)}  # a full 3-step chain to s_8
+    for t, value in expected.items():
+        assert float(target[by_id[t]]) == pytest.approx(value), t
+
+
+def test_td_target_and_loss_by_hand_with_a_two_hot_head():
+    comp = Composition("two_hot", {"two_hot": {"bins": 21, "v_min": -10, "v_max": 10}})  # atoms -10, -9, ..., 10
+    agent = DQN(DQNConfig(buffer_size=100, gamma=0.5, n_step=3), (3,), np.float32, 8, 1, torch.device("cpu"), 0, comp)
+    logits = np.zeros((8, 21))
+    logits[0, 14], logits[1, 12] = 100, 100  # Q_target(., 0) = 4, Q_target(., 1) = 2, the others 0
+    agent.target = linear(np.zeros((8 * 21, 3)).tolist(), logits.ravel().tolist())
+    batch, by_id = hand_made_replay(agent)
+    target = agent.td_target(batch)
+    assert float(target[by_id[0]]) == pytest.approx(3 + 0.125 * 4) and float(target[by_id[3]]) == pytest.approx(1.5)
+    uniform = torch.zeros(1, 8 * 21)  # online logits: every atom equally likely
+    loss, q = comp.value_head().td_loss(uniform, torch.tensor([0]), target[by_id[0]][None], None)
+    assert float(loss) == pytest.approx(np.log(21)) and float(q) == pytest.approx(0.0, abs=1e-6)
+    projected = comp.parts[0].project(target[by_id[0]][None], comp.parts[0]._atoms(uniform))
+    assert projected[0, 13].item() == pytest.approx(0.5) and projected[0, 14].item() == pytest.approx(0.5)  # 3.5

@@ -134,7 +134,7 @@ def test_redo_recycles_exactly_the_dormant_units():
     dormant = {name: dormant_scores(a) <= 0.1 for name, a in activations.items()}
     assert dormant["fc1"][:10].all()
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
-    metrics = Composition("redo", {"redo": {"interval": 10, "tau": 0.1}}).after_update(agent, step=10)
+    metrics = Composition("redo", {"redo": {"interval": 1, "tau": 0.1}}).after_update(agent, step=10)
     total = sum(len(m) for m in dormant.values())
     assert metrics["redo_reset_frac"] == pytest.approx(sum(int(m.sum()) for m in dormant.values()) / total)
     layers, incoming = ["fc1", "fc2", "fc3", "head"], torch.zeros(6, dtype=torch.bool)  # no dormant inputs
@@ -240,9 +240,10 @@ def test_plasticity_injection_keeps_outputs_and_trains_only_the_new_head():
     make = lambda: torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)  # noqa: E731
     agent = types.SimpleNamespace(network=net, target=target, make_optimizer=make)
     agent.optimizer = make()
+    old = [*net.body.fc3.parameters(), *net.head.parameters()]  # the head: last hidden layer + output layer
     trainable_before = {id(p) for p in net.parameters() if p.requires_grad}
-    assert {id(p) for p in net.head.old.parameters()} <= trainable_before
-    assert not {id(p) for p in net.head.new.parameters()} & trainable_before
+    assert {id(p) for p in old} <= trainable_before
+    assert not {id(p) for p in net.new.parameters()} & trainable_before
     net(x).pow(2).mean().backward()
     agent.optimizer.step()
     body_state = {k: v.clone() for k, v in agent.optimizer.state[net.body.fc1.weight].items()}
@@ -251,41 +252,61 @@ def test_plasticity_injection_keeps_outputs_and_trains_only_the_new_head():
     assert comp.after_update(agent, step=100)["plasticity_injected"] == 1
     torch.testing.assert_close(net(x), before)  # the output does not jump
     assert optimizer_holds_exactly(agent.optimizer, net)
-    assert all(not p.requires_grad for p in net.head.old.parameters())
+    assert all(not p.requires_grad for p in old)
     assert all(torch.equal(v, agent.optimizer.state[net.body.fc1.weight][k]) for k, v in body_state.items())
-    old_head = [p.clone() for p in net.head.old.parameters()]
+    old_values = [p.clone() for p in old]
     agent.optimizer.zero_grad()
     net(x).pow(2).mean().backward()
     agent.optimizer.step()
-    assert all(torch.equal(a, b) for a, b in zip(old_head, net.head.old.parameters()))
-    assert not torch.equal(net.head.new.weight, net.head.new_frozen.weight)
-    assert torch.equal(target.head.new_frozen.weight, net.head.new_frozen.weight) and bool(target.head.active)
+    assert all(torch.equal(a, b) for a, b in zip(old_values, old))
+    assert not torch.equal(net.new.head.weight, net.new_frozen.head.weight)
+    assert torch.equal(target.new_frozen.head.weight, net.new_frozen.head.weight) and bool(target.active)
     resumed = comp.build(factory)  # a checkpoint loads into a freshly built network
     resumed.load_state_dict(net.state_dict())
-    assert bool(resumed.head.active) and not resumed.head.old.weight.requires_grad and resumed.head.new.weight.requires_grad
+    assert bool(resumed.active) and not resumed.head.weight.requires_grad and resumed.new.head.weight.requires_grad
     assert comp.after_update(agent, step=200) == {}  # once
 
 
 def fires_often() -> list[str]:
-    """Overrides that make every family that acts at a step or interval act within a smoke run."""
-    fields = {name: {f.name for f in dataclasses.fields(cls.Config)} for name, cls in sorted(INTERVENTIONS.items())}
-    return [f"interventions.{name}.{key}=100" for name, keys in fields.items() for key in ("interval", "at") if key in keys]
+    """Overrides that make every family that acts at a step or interval act within a smoke run
+    (several times: every 100 agent steps, or every 5 gradient updates for ReDo)."""
+    overrides = []
+    for name, cls in sorted(INTERVENTIONS.items()):
+        keys = {f.name for f in dataclasses.fields(cls.Config)}
+        every = 5 if getattr(cls, "unit", "steps") == "updates" else 100
+        overrides += [f"interventions.{name}.{key}={every}" for key in ("interval", "at") if key in keys]
+    return overrides
 
 
 SMOKE_INTERVENTIONS = ["none", *sorted(INTERVENTIONS), "ln_l2"]
+HOOK_METRICS = {"redo": "redo_reset_frac", "reset": "reset_layers", "shrink_perturb": "shrink_perturb_applied",
+                "plasticity_injection": "plasticity_injected"}
 
 
 @pytest.mark.parametrize("agent", sorted(agents.AGENTS))
 @pytest.mark.parametrize("intervention", SMOKE_INTERVENTIONS)
-def test_every_agent_runs_with_every_intervention(tmp_path, agent, intervention):
+def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, intervention):
     overrides = [f"agent={agent}", f"intervention={intervention}", "total_steps=400", "log.interval=100",
                  "log.progress=false", f"run_dir={tmp_path}", "env.num_envs=2", *fires_often()]
-    if agent == "dqn":
-        overrides += ["agent.learning_starts=100", "agent.batch_size=4", "agent.buffer_size=500"]
+    if agent == "dqn":  # Polyak target updates (tau < 1) every 50 updates
+        overrides += ["agent.learning_starts=100", "agent.batch_size=4", "agent.buffer_size=500", "agent.tau=0.5",
+                      "agent.target_update_interval=50"]
+    fired = []
+    real = Composition.after_update
+
+    def checked(self, learner, step):  # after every hook that acted, the optimizer holds exactly the trainables
+        metrics = real(self, learner, step)
+        if metrics:
+            assert optimizer_holds_exactly(learner.optimizer, learner.network), (metrics, step)
+            fired.extend(metrics)
+        return metrics
+    monkeypatch.setattr(Composition, "after_update", checked)
     run = Run(compose_config(overrides))
     assert run.train() == 0
     if run.agent.network is not None:
         assert optimizer_holds_exactly(run.agent.optimizer, run.agent.network)
+        expected = {HOOK_METRICS[f] for f in split_name(intervention) if f in HOOK_METRICS}
+        assert expected <= set(fired), f"interval hooks that never fired: {expected - set(fired)}"
     d = tmp_path / "minatar" / "breakout" / agent / intervention / "seed0"
     returns = pd.read_csv(d / "returns.csv")
     assert (returns["intervention"] == intervention).all() and (d / "done").exists()

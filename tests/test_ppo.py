@@ -137,3 +137,18 @@ def test_a_categorical_critic_trains_with_two_hot():
 def test_minibatches_must_divide_the_rollout():
     with pytest.raises(ValueError, match="num_minibatches"):
         make_ppo(num_envs=3, num_steps=5, num_minibatches=2)
+
+
+def test_a_resume_seam_cuts_the_rollout_and_bootstraps_from_the_last_observation():
+    agent = make_ppo(2, gamma=GAMMA)
+    agent.truncate(random_obs(np.random.default_rng(9)))  # nothing stored yet: nothing to cut
+    rng = np.random.default_rng(0)
+    obs = random_obs(rng)
+    for t in range(2):
+        nxt = random_obs(rng)
+        agent.observe(obs, agent.act(obs, 2 * t), np.ones(2), nxt, np.zeros(2, bool), np.zeros(2, bool), 2 * t + 2)
+        obs = nxt
+    rewards = agent.rollout["rewards"][1].clone()
+    agent.truncate(obs)
+    torch.testing.assert_close(agent.rollout["rewards"][1], rewards + GAMMA * agent.value(obs))
+    assert agent.rollout["dones"][1].tolist() == [1.0, 1.0] and agent.rollout["dones"][0].tolist() == [0.0, 0.0]

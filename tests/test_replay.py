@@ -88,7 +88,8 @@ def test_n_step_returns_stop_at_episode_end():
     got = {int(a): (r, d, n[0]) for a, r, d, n in zip(batch["actions"], batch["rewards"], batch["discounts"], batch["next_obs"])}
     assert got[0] == pytest.approx((1.75, 0.0, 3.0))  # 1 + .5 + .25, terminated at t=2
     assert got[2] == pytest.approx((1.0, 0.0, 3.0))
-    assert 3 in got and got[3] == pytest.approx((1.75, 0.125, 6.0)) or 3 not in got
+    assert set(got) == {0, 1, 2, 3}  # 4 and 5 have no 3-step future yet; 200 draws see all four
+    assert got[1] == pytest.approx((1.5, 0.0, 3.0)) and got[3] == pytest.approx((1.75, 0.125, 6.0))
 
 
 def test_checkpoint_round_trip_continues_identically():
@@ -117,3 +118,40 @@ def test_minatar_style_whole_observations():
         obs = np.where(term[:, None, None, None], rng.random((2, 4, 10, 10)) < 0.5, nxt)
     batch = buffer.sample(128, rng)
     assert all((o.tobytes(), n.tobytes()) in seen for o, n in zip(batch["obs"], batch["next_obs"]))
+
+
+def chain_pairs(seen, n_step):
+    """(obs, next_obs, bootstraps) of every n-step transition the env's episodes contain."""
+    pairs = set()
+    for t, (obs, *_rest) in enumerate(seen):
+        for i in range(len(obs)):
+            for k in range(n_step):
+                if t + k >= len(seen):
+                    break
+                _, _, _, final, term, trunc = seen[t + k]
+                if k == n_step - 1 or term[i] or trunc[i] or t + k == len(seen) - 1:
+                    pairs.add((obs[i].tobytes(), final[i].tobytes(), not term[i]))
+                if term[i] or trunc[i]:
+                    break
+    return pairs
+
+
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_a_resume_seam_keeps_every_sampled_transition_one_the_env_returned(n_step):
+    """At an Atari resume the envs restart: the agent cuts every episode at the seam (truncate),
+    so no frame stack and no n-step return reaches across it."""
+    env = FakeStackedEnv(n=3)
+    buffer = ReplayBuffer(10_000, 3, (4, 2, 2), np.uint8, stack=4, gamma=0.5, n_step=n_step)
+    rng = np.random.default_rng(1)
+    before = fill(buffer, env, 60, rng)
+    buffer.truncate()
+    env.episode += 1  # new episodes (EnvPool cannot restore the emulator)
+    env.t[:] = 0
+    after = fill(buffer, env, 60, rng)
+    obs, actions, rewards, final, term, trunc = before[-1]
+    before[-1] = (obs, actions, rewards, final, term, np.ones_like(trunc))  # what the seam means
+    known = chain_pairs(before, n_step) | chain_pairs(after, n_step)
+    batch = buffer.sample(2048, np.random.default_rng(2))
+    got = {(o.tobytes(), f.tobytes(), bool(d > 0)) for o, f, d in zip(batch["obs"], batch["next_obs"], batch["discounts"])}
+    assert got <= known
+    assert not buffer.episode_start.any()

@@ -104,3 +104,49 @@ def test_target_norm_trains_in_standard_units_and_reports_fvu_in_the_original_on
     m = pd.read_csv(d / "metrics.csv").pivot_table(index="step", columns="metric", values="value")
     # standardised targets have variance 1, so the loss in those units is the fvu (up to n / (n - 1))
     assert np.allclose(m.fvu, m.train_loss, rtol=0.01) and (m.fvu < 2).all()
+
+
+@pytest.mark.parametrize("intervention, metric", [("reset", "reset_layers"), ("redo", "redo_reset_frac"),
+                                                  ("shrink_perturb", "shrink_perturb_applied")])
+def test_interval_interventions_act_at_every_task_switch(tmp_path, intervention, metric):
+    d = train(config_from([*SMALL, f"run_dir={tmp_path}", f"intervention={intervention}"]))
+    m = pd.read_csv(d / "metrics.csv")
+    assert m[m.metric == metric].step.tolist() == [20, 40]  # the switches into tasks 2 and 3
+    plain = pd.read_csv(train(config_from([*SMALL, f"run_dir={tmp_path}"])) / "metrics.csv")
+    acted = m[m.metric == "train_loss"].value.to_numpy()
+    assert acted[0] == plain[plain.metric == "train_loss"].value.iloc[0]  # task 1: identical to none
+    assert not np.array_equal(acted[1:], plain[plain.metric == "train_loss"].value.to_numpy()[1:])
+
+
+def test_plasticity_injection_happens_at_the_middle_switch(tmp_path):
+    cfg = config_from([*SMALL, "tasks=4", f"run_dir={tmp_path}", "intervention=plasticity_injection"])
+    assert cfg.interventions["plasticity_injection"]["at"] == 41  # the first update of task 3
+    assert config_from([*SMALL, "intervention=plasticity_injection", "interventions.plasticity_injection.at=7"]
+                       ).interventions["plasticity_injection"]["at"] == 7
+
+
+def test_a_categorical_support_must_cover_the_targets():
+    with pytest.raises(ValueError, match=r"support \[-10, 10\] would clamp .* of task 2's targets .* target_norm=true"):
+        config_from([*SMALL, "task=target_offset", "intervention=two_hot"])
+    config_from([*SMALL, "task=target_offset", "intervention=two_hot", "target_norm=true"])  # standardised: fits
+    config_from([*SMALL, "task=target_offset", "intervention=hl_gauss", "interventions.hl_gauss.v_max=40"])
+
+
+def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
+    calls, real = [], shifts_train.evaluate
+
+    def crash_on_second_task(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(shifts_train, "evaluate", crash_on_second_task)
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from([*SMALL, f"run_dir={tmp_path}"]))
+    monkeypatch.setattr(shifts_train, "evaluate", real)
+    saved = (run_dir := next(tmp_path.rglob("config.yaml"))).read_text()
+    result = subprocess.run([sys.executable, "-m", "shifts", *SMALL, "lr=0.01", f"run_dir={tmp_path}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "holds a run with another config (lr: 0.001 -> 0.01)" in result.stderr
+    assert run_dir.read_text() == saved  # config.yaml is not overwritten
+    train(config_from([*SMALL, f"run_dir={tmp_path}", "threads=2"]))  # threads do not change the run: resumes
