@@ -16,53 +16,54 @@ from agents import register
 from agents.networks import build_network, eval_mode
 from agents.optim import CenteredRMSprop, gradient_step
 from agents.replay import ReplayBuffer
+from validation import ranged
 
 
 @dataclass
 class DQNConfig:
     name: str = "dqn"
     """Registry name."""
-    lr: float = 1e-4
+    lr: float = ranged(1e-4, gt=0)
     """Learning rate."""
-    optimizer: str = "adam"
+    optimizer: str = ranged("adam", choices=("adam", "rmsprop"))
     """adam | rmsprop (centred, as in the MinAtar paper)."""
-    optimizer_eps: float = 1e-8
+    optimizer_eps: float = ranged(1e-8, gt=0)
     """Adam/RMSProp epsilon (MinAtar: 0.01, the paper's minimum squared gradient)."""
-    rmsprop_alpha: float = 0.95
+    rmsprop_alpha: float = ranged(0.95, ge=0, lt=1)
     """RMSProp squared-gradient momentum."""
-    buffer_size: int = 1_000_000
+    buffer_size: int = ranged(1_000_000, ge=1)
     """Replay capacity in transitions (frames are stored once)."""
-    batch_size: int = 32
+    batch_size: int = ranged(32, ge=1)
     """Transitions per update."""
-    gamma: float = 0.99
+    gamma: float = ranged(0.99, gt=0, le=1)
     """Discount."""
-    n_step: int = 1
+    n_step: int = ranged(1, ge=1)
     """n-step returns (1 = plain DQN)."""
-    learning_starts: int = 80_000
+    learning_starts: int = ranged(80_000, ge=0)
     """Agent steps before the first update."""
-    updates_per_step: float = 0.25
+    updates_per_step: float = ranged(0.25, gt=0)
     """Updates per agent step (0.25 = one update every 4 steps, whatever the number of envs)."""
-    target_update_interval: int = 1000
+    target_update_interval: int = ranged(1000, ge=1)
     """Updates between target network syncs."""
-    tau: float = 1.0
+    tau: float = ranged(1.0, gt=0, le=1)
     """Target update: 1.0 = hard copy, < 1 = Polyak averaging at every sync."""
     double_dqn: bool = False
     """Double DQN targets. Off by default to match the reference DQN the presets reproduce."""
-    loss: str = "mse"
+    loss: str = ranged("mse", choices=("mse", "huber"))
     """mse (CleanRL Atari) | huber (MinAtar paper)."""
-    max_grad_norm: float = 0.0
+    max_grad_norm: float = ranged(0.0, ge=0)
     """Clip the gradient norm to this; 0 = no clipping."""
-    epsilon_start: float = 1.0
+    epsilon_start: float = ranged(1.0, ge=0, le=1)
     """Initial exploration rate."""
-    epsilon_end: float = 0.01
+    epsilon_end: float = ranged(0.01, ge=0, le=1)
     """Final exploration rate."""
-    exploration_start: int = 0
+    exploration_start: int = ranged(0, ge=0)
     """Agent step at which epsilon starts to decay."""
-    exploration_steps: int = 1_000_000
+    exploration_steps: int = ranged(1_000_000, ge=0)
     """Agent steps over which epsilon decays linearly."""
     reward_clip: bool = True
     """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
-    arch: str = "auto"
+    arch: str = ranged("auto", choices=("auto", "nature_cnn", "minatar_cnn", "mlp"))
     """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
 
 

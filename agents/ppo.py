@@ -21,45 +21,46 @@ import torch.nn.functional as F
 from agents import register
 from agents.networks import build_network, eval_mode
 from agents.optim import gradient_step
+from validation import ranged
 
 
 @dataclass
 class PPOConfig:
     name: str = "ppo"
     """Registry name."""
-    lr: float = 2.5e-4
+    lr: float = ranged(2.5e-4, gt=0)
     """Adam learning rate (at the start, when annealed)."""
     anneal_lr: bool = True
     """Decay the learning rate linearly to 0 over ``anneal_steps``."""
-    anneal_steps: int = 10_000_000
+    anneal_steps: int = ranged(10_000_000, ge=1)
     """Agent steps of the decay (configs/agent/ppo.yaml sets it to the run's total_steps)."""
-    adam_eps: float = 1e-5
+    adam_eps: float = ranged(1e-5, gt=0)
     """Adam epsilon."""
-    num_steps: int = 128
+    num_steps: int = ranged(128, ge=1)
     """Rollout length per env; a rollout is num_steps x num_envs transitions."""
-    num_minibatches: int = 4
+    num_minibatches: int = ranged(4, ge=1)
     """Minibatches per epoch."""
-    update_epochs: int = 4
+    update_epochs: int = ranged(4, ge=1)
     """Passes over each rollout."""
-    gamma: float = 0.99
+    gamma: float = ranged(0.99, gt=0, le=1)
     """Discount."""
-    gae_lambda: float = 0.95
+    gae_lambda: float = ranged(0.95, ge=0, le=1)
     """GAE lambda."""
-    clip_coef: float = 0.1
+    clip_coef: float = ranged(0.1, gt=0)
     """Policy ratio clip (and value clip, when on)."""
     clip_value: bool = True
     """Clip the value update around the rollout's values (scalar critic only)."""
-    ent_coef: float = 0.01
+    ent_coef: float = ranged(0.01, ge=0)
     """Entropy bonus."""
-    vf_coef: float = 0.5
+    vf_coef: float = ranged(0.5, ge=0)
     """Value loss weight."""
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = ranged(0.5, ge=0)
     """Clip the gradient norm to this; 0 = no clipping."""
     norm_adv: bool = True
     """Normalise advantages per minibatch."""
     reward_clip: bool = True
     """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
-    arch: str = "auto"
+    arch: str = ranged("auto", choices=("auto", "nature_cnn", "minatar_cnn", "mlp"))
     """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
 
 
@@ -86,9 +87,7 @@ class PPO:
         self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
         self.interventions = interventions
         self.rng = np.random.default_rng(seed)
-        batch = cfg.num_steps * num_envs
-        if cfg.num_minibatches < 1 or batch % cfg.num_minibatches:
-            raise ValueError(f"ppo: num_steps x num_envs = {batch} must divide into num_minibatches={cfg.num_minibatches}")
+        self.check_config({"agent": vars(cfg), "env": {"num_envs": num_envs}})
 
         obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
 
@@ -108,6 +107,14 @@ class PPO:
         self.filled = 0  # rows holding data (for the probes)
         self.updates = 0
         self.acted: tuple[torch.Tensor, torch.Tensor] | None = None  # (logprobs, values) of the last act
+
+    @staticmethod
+    def check_config(cfg) -> None:
+        """What the field ranges cannot say: a rollout must split into equal minibatches."""
+        batch = cfg["agent"]["num_steps"] * cfg["env"]["num_envs"]
+        if batch % cfg["agent"]["num_minibatches"]:
+            raise ValueError(f"agent.num_minibatches={cfg['agent']['num_minibatches']} must divide the rollout "
+                             f"(agent.num_steps x env.num_envs = {batch})")
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Built from the live parameters; interventions that replace parameters call it again."""

@@ -17,7 +17,7 @@ from analysis import plots, shifts, stats
 from analysis.load import AnalysisError, Runs, load_runs
 from analysis.scores import NORMALISATION, final_scores, step_grid, with_normalised
 
-FINAL_COLUMNS = ["suite", "game", "agent", "intervention", "seed", "final_return", "normalized_score"]
+FINAL_COLUMNS = ["suite", "game", "agent", "intervention", "variant", "seed", "final_return", "normalized_score"]
 PROBE_METRICS = ["probe_loss", "dormant_frac@0.1", "zombie_frac", "feature_srank", "param_norm", "dist_from_init",
                  "entk_condition", "grad_cosine", "grad_norm", "loss", "q_mean"]
 
@@ -38,10 +38,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def markdown(aggregate: pd.DataFrame) -> str:
-    """Final score statistics per intervention, 'value [ci_low, ci_high]'."""
+    """Final score statistics per variant, 'value [ci_low, ci_high]'."""
     cell = aggregate.assign(text=[f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in
                                   zip(aggregate.value, aggregate.ci_low, aggregate.ci_high)])
-    table = cell.pivot_table(index=["suite", "agent", "intervention", "runs", "games"], columns="statistic",
+    table = cell.pivot_table(index=["suite", "agent", "intervention", "variant", "runs", "games"], columns="statistic",
                              values="text", aggfunc="first")[list(stats.STATISTICS)].reset_index()
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
@@ -91,11 +91,11 @@ def main(argv: list[str]) -> int:
         mine = runs.returns[(runs.returns.suite == suite) & (runs.returns.agent == agent) & runs.returns.game.isin(shared)]
         horizon = int(runs.runs[(runs.runs.suite == suite) & (runs.runs.agent == agent)].total_steps.max())
         grid = step_grid(with_normalised(mine, "episode_return"), "normalized_score", args.bins,
-                         ["suite", "agent", "intervention", "game", "seed"], horizon)
+                         [*stats.METHOD, "game", "seed"], horizon)
         curve = stats.iqm_curves(grid, "normalized_score", args.curve_reps, args.seed).assign(panel=f"{suite} / {agent}")
         written += plots.save(plots.curves(curve, "panel", "IQM normalised score", f"{unit}\n{note}"), out,
                               f"{tag}_learning_curves")
-        raw = step_grid(mine, "episode_return", args.bins, ["suite", "agent", "intervention", "game", "seed"], horizon)
+        raw = step_grid(mine, "episode_return", args.bins, [*stats.METHOD, "game", "seed"], horizon)
         per_game = stats.iqm_curves(raw, "episode_return", args.curve_reps, args.seed, by=("game",))
         written += plots.save(plots.curves(per_game, "game", "IQM episode return (raw score)",
                                            f"{suite} / {agent}: per game, IQM over seeds", sharey=False), out,
@@ -111,19 +111,19 @@ def main(argv: list[str]) -> int:
         better = improvement[(improvement.suite == suite) & (improvement.agent == agent)].assign(panel="P(X > none)")
         if len(better):
             written += plots.save(plots.interval_bars(better, "panel", "probability of improvement",
-                                                      f"{suite} / {agent}: intervention X vs none"), out,
+                                                      f"{suite} / {agent}: variant X vs none"), out,
                                   f"{tag}_probability_of_improvement")
         probes = runs.metrics[(runs.metrics.suite == suite) & (runs.metrics.agent == agent) & runs.metrics.game.isin(shared) &
                               (runs.metrics.layer.fillna("") == "") & runs.metrics.metric.isin(PROBE_METRICS)]
         if len(probes):
-            probe_grid = step_grid(probes, "value", args.bins, ["suite", "agent", "intervention", "metric", "game", "seed"],
+            probe_grid = step_grid(probes, "value", args.bins, [*stats.METHOD, "metric", "game", "seed"],
                                    horizon)
             probe_curves = stats.iqm_curves(probe_grid, "value", args.curve_reps, args.seed, by=("metric",))
             written += plots.save(plots.curves(probe_curves, "metric", "IQM over games and seeds",
                                                f"{suite} / {agent}: probes and diagnostics", sharey=False), out,
                                   f"{tag}_probes")
     print(f"{len(runs.runs)} runs ({running} in progress) -> {tables} and {len(written)} figure files in {out}")
-    shown = aggregate[aggregate.statistic == "iqm"][["suite", "agent", "intervention", "value", "ci_low", "ci_high", "runs", "games"]]
+    shown = aggregate[aggregate.statistic == "iqm"][["suite", "agent", "variant", "value", "ci_low", "ci_high", "runs", "games"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 

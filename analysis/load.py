@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from runner.logger import IDENTITY, METRICS_COLUMNS, RETURNS_COLUMNS
+from runner.logger import IDENTITY, METRICS_COLUMNS, RETURNS_COLUMNS, legacy_columns
 
 
 class AnalysisError(ValueError):
@@ -28,15 +28,20 @@ class Runs:
 
 
 def _read(path: Path, columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:
+    """One CSV of the contract; a file written before runs had variants (no ``variant`` column)
+    reads as variant = intervention."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    if not rows or tuple(rows[0]) != columns:
+    header = tuple(rows[0]) if rows else ()
+    if header not in (columns, legacy_columns(columns)):
         found = ",".join(rows[0]) if rows else "an empty file"
         raise AnalysisError(f"{path}:1: header is {found!r}; expected {','.join(columns)!r}")
     for number, row in enumerate(rows[1:], start=2):
-        if len(row) != len(columns):
-            raise AnalysisError(f"{path}:{number}: {len(row)} fields, expected {len(columns)} ({','.join(columns)})")
-    frame = pd.DataFrame(rows[1:], columns=list(columns))
+        if len(row) != len(header):
+            raise AnalysisError(f"{path}:{number}: {len(row)} fields, expected {len(header)} ({','.join(header)})")
+    frame = pd.DataFrame(rows[1:], columns=list(header))
+    if "variant" not in frame:
+        frame.insert(header.index("intervention") + 1, "variant", frame["intervention"])
     for column in numeric:
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() & ~frame[column].str.lower().isin(["nan", "inf", "-inf"])
@@ -91,10 +96,12 @@ def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: 
         identity = distinct.iloc[0].to_dict()
     elif config.get("task"):  # a shifts run (shifts/train.py ShiftsConfig)
         identity = {"suite": "shifts", "game": config["task"], "agent": config["arch"],
-                    "intervention": config["intervention"], "seed": config["seed"]}
+                    "intervention": config["intervention"], "variant": config.get("variant", config["intervention"]),
+                    "seed": config["seed"]}
     elif config:
         identity = {"suite": config["env"]["suite"], "game": config["env"]["game"], "agent": config["agent"]["name"],
-                    "intervention": config["intervention"], "seed": config["seed"]}
+                    "intervention": config["intervention"], "variant": config.get("variant", config["intervention"]),
+                    "seed": config["seed"]}
     else:
         raise AnalysisError(f"{path}: no rows and no config.yaml; cannot tell which run it is")
     identity["seed"] = int(identity["seed"])

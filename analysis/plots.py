@@ -23,17 +23,18 @@ def save(fig, out: Path, name: str) -> list[Path]:
 
 
 def _palette(frame: pd.DataFrame) -> dict:
-    names = sorted(frame.intervention.unique(), key=lambda n: (n != "none", n))  # baseline first
+    """A colour per variant (a method: an intervention with its own settings), baseline first."""
+    names = sorted(frame.variant.unique(), key=lambda n: (n != "none", n))
     return dict(zip(names, sns.color_palette("colorblind", len(names))))
 
 
 def _bands(data: pd.DataFrame, palette: dict, **_):
-    """Lines with their CI bands, one per intervention, on the current axes."""
+    """Lines with their CI bands, one per variant, on the current axes."""
     ax = plt.gca()
-    for intervention, rows in data.groupby("intervention"):
+    for variant, rows in data.groupby("variant"):
         rows = rows.sort_values("step")
-        ax.plot(rows.step, rows.value, color=palette[intervention], label=intervention)
-        ax.fill_between(rows.step, rows.ci_low, rows.ci_high, color=palette[intervention], alpha=0.2, linewidth=0)
+        ax.plot(rows.step, rows.value, color=palette[variant], label=variant)
+        ax.fill_between(rows.step, rows.ci_low, rows.ci_high, color=palette[variant], alpha=0.2, linewidth=0)
 
 
 def curves(frame: pd.DataFrame, col: str, ylabel: str, title: str, sharey: bool = True) -> plt.Figure:
@@ -44,20 +45,20 @@ def curves(frame: pd.DataFrame, col: str, ylabel: str, title: str, sharey: bool 
     grid.map_dataframe(_bands, palette=palette)
     grid.set_titles("{col_name}")
     grid.set_axis_labels("agent steps", ylabel)
-    grid.add_legend(title="intervention")
+    grid.add_legend(title="variant")
     grid.figure.suptitle(title, y=1.0, va="bottom")  # above the panel titles, however many lines
     return grid.figure
 
 
 def interval_bars(frame: pd.DataFrame, col: str, xlabel: str, title: str) -> plt.Figure:
-    """Point estimates with CI whiskers per intervention, one panel per value of ``col``."""
+    """Point estimates with CI whiskers per variant, one panel per value of ``col``."""
     palette = _palette(frame)
     panels = list(dict.fromkeys(frame[col]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 1.2 + 0.45 * frame.intervention.nunique()),
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 1.2 + 0.45 * frame.variant.nunique()),
                              squeeze=False, layout="constrained")
     for ax, panel in zip(axes[0], panels):
-        rows = frame[frame[col] == panel].sort_values("intervention", key=lambda s: s.map(list(palette).index))
-        sns.barplot(rows, x="value", y="intervention", hue="intervention", palette=palette, ax=ax, errorbar=None,
+        rows = frame[frame[col] == panel].sort_values("variant", key=lambda s: s.map(list(palette).index))
+        sns.barplot(rows, x="value", y="variant", hue="variant", palette=palette, ax=ax, errorbar=None,
                     legend=False)
         value, low, high = rows.value.to_numpy(), rows.ci_low.to_numpy(), rows.ci_high.to_numpy()
         ax.errorbar(value, range(len(rows)), xerr=[value - low, high - value], fmt="none", ecolor="black", capsize=3)
@@ -71,5 +72,5 @@ def profiles(frame: pd.DataFrame, title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     _bands(frame.rename(columns={"tau": "step"}), palette)
     ax.set(xlabel="normalised score threshold tau", ylabel="fraction of runs with score > tau", title=title)
-    ax.legend(title="intervention")
+    ax.legend(title="variant")
     return fig

@@ -49,7 +49,7 @@ def with_normalised(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 def final_scores(runs: Runs, fraction: float = 0.1) -> pd.DataFrame:
     """One row per run: mean return of its episodes that ended in the last ``fraction`` of its
     steps (of its budget if complete, of the steps reached so far if still running)."""
-    identity = ["suite", "game", "agent", "intervention", "seed"]
+    identity = ["suite", "game", "agent", "intervention", "variant", "seed"]
     runs_frame = runs.runs.assign(horizon=np.where(runs.runs.complete, runs.runs.total_steps, runs.runs.last_step))
     episodes = runs.returns.merge(runs_frame[[*identity, "horizon"]], on=identity)
     late = episodes[episodes.step > episodes.horizon * (1 - fraction)]

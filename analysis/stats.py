@@ -14,24 +14,24 @@ from rliable import metrics
 
 STATISTICS = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean,
               "median": metrics.aggregate_median, "optimality_gap": metrics.aggregate_optimality_gap}
-METHOD = ["suite", "agent", "intervention"]
+METHOD = ["suite", "agent", "intervention", "variant"]  # a method is a variant (its intervention beside it)
 
 
 def comparable(final: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The final scores that methods can be compared on, and one line per (suite, agent) saying
-    what was left out: only the games that every intervention of that suite and agent has a
+    what was left out: only the games that every variant of that suite and agent has a
     score on (each method aggregated over its own games would compare different averages), and
     in each game as many seeds per method as the method with the fewest there (seed order;
     rliable needs a rectangle)."""
     kept, notes = [], []
     for (suite, agent), rows in final.dropna(subset=["normalized_score"]).groupby(["suite", "agent"]):
-        games_of = rows.groupby("intervention").game.agg(set)
+        games_of = rows.groupby("variant").game.agg(set)
         shared = set.intersection(*games_of)
         dropped = {m: sorted(g - shared) for m, g in games_of.items() if g - shared}
         rows = rows[rows.game.isin(shared)]
-        seeds = rows.groupby(["game", "intervention"]).seed.nunique()
+        seeds = rows.groupby(["game", "variant"]).seed.nunique()
         fewest = seeds.groupby("game").min()
-        rows = rows[rows.groupby(["game", "intervention"]).seed.rank(method="first") <= rows.game.map(fewest)]
+        rows = rows[rows.groupby(["game", "variant"]).seed.rank(method="first") <= rows.game.map(fewest)]
         cut = seeds[seeds > seeds.index.get_level_values("game").map(fewest)]
         if dropped or len(cut):
             parts = [f"{m} also ran {', '.join(g)}" for m, g in dropped.items()]
@@ -59,7 +59,7 @@ def _estimates(score_dict: dict, func, reps: int, seed: int) -> tuple[dict, dict
 
 
 def aggregate(final: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per (suite, agent, intervention, statistic): value, ci_low, ci_high."""
+    """One row per (suite, agent, intervention, variant, statistic): value, ci_low, ci_high."""
     scores = {key: score_matrix(rows, "normalized_score") for key, rows in final.groupby(METHOD)}
     scores = {k: v for k, v in scores.items() if v.size}
     func = lambda x: np.array([f(x) for f in STATISTICS.values()])  # noqa: E731
@@ -76,16 +76,16 @@ def aggregate(final: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFr
 
 def probability_of_improvement(final: pd.DataFrame, baseline: str = "none", reps: int = 2000,
                                seed: int = 0) -> pd.DataFrame:
-    """P(intervention > baseline) per (suite, agent), on the games both were run on."""
+    """P(variant > baseline variant) per (suite, agent), on the games both were run on."""
     pairs = {}
     for (suite, agent), rows in final.groupby(["suite", "agent"]):
-        base = rows[rows.intervention == baseline]
-        for intervention, mine in rows[rows.intervention != baseline].groupby("intervention"):
+        base = rows[rows.variant == baseline]
+        for (intervention, variant), mine in rows[rows.variant != baseline].groupby(["intervention", "variant"]):
             games = sorted(set(mine.dropna(subset=["normalized_score"]).game)
                            & set(base.dropna(subset=["normalized_score"]).game))
             if games:
-                pairs[f"{suite}|{agent}|{intervention}"] = [score_matrix(mine, "normalized_score", games),
-                                                            score_matrix(base, "normalized_score", games)]
+                pairs[f"{suite}|{agent}|{intervention}|{variant}"] = [
+                    score_matrix(mine, "normalized_score", games), score_matrix(base, "normalized_score", games)]
     if not pairs:
         return pd.DataFrame(columns=[*METHOD, "baseline", "value", "ci_low", "ci_high"])
     points, intervals = _estimates(pairs, metrics.probability_of_improvement, reps, seed)

@@ -16,6 +16,8 @@ import envpool
 import numpy as np
 from envpool.registration import registry
 
+from validation import ranged
+
 
 @dataclass
 class AtariConfig:
@@ -23,21 +25,21 @@ class AtariConfig:
     """Suite name written into every CSV row."""
     game: str = "Breakout"
     """ALE game, as EnvPool names it without the version suffix (Breakout, Pong, ...)."""
-    num_envs: int = 8
+    num_envs: int = ranged(8, ge=1)
     """Environments stepped together (one agent step = one step of one env = 4 frames)."""
-    sticky_action_prob: float = 0.25
+    sticky_action_prob: float = ranged(0.25, ge=0, le=1)
     """Machado et al. 2018 sticky actions; EnvPool's default is 0, so we set it explicitly."""
-    max_episode_frames: int = 108_000
+    max_episode_frames: int = ranged(108_000, ge=1)
     """Episode cap in emulator frames (27,000 agent steps)."""
-    frame_skip: int = 4
+    frame_skip: int = ranged(4, ge=1)
     """Emulator frames per agent step (max-pooled over the last two)."""
-    stack: int = 4
+    stack: int = ranged(4, ge=1)
     """Frames stacked into one observation."""
-    noop_max: int = 30
+    noop_max: int = ranged(30, ge=0)
     """Up to this many no-ops at reset, for start-state diversity."""
-    num_threads: int = 0
+    num_threads: int = ranged(0, ge=0)
     """EnvPool worker threads; 0 = as many as envs, capped at the cores we have."""
-    total_steps: int = 10_000_000
+    total_steps: int = ranged(10_000_000, ge=1)
     """Default agent-step budget of a run on this suite."""
 
 

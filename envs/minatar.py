@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from minatar import Environment
 
+from validation import ranged
+
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
 
@@ -23,17 +25,17 @@ class MinAtarConfig:
     """Suite name written into every CSV row."""
     game: str = "breakout"
     """One of asterix, breakout, freeway, seaquest, space_invaders."""
-    num_envs: int = 1
+    num_envs: int = ranged(1, ge=1)
     """Environments stepped together. 1 matches the MinAtar paper's DQN."""
-    sticky_action_prob: float = 0.1
+    sticky_action_prob: float = ranged(0.1, ge=0, le=1)
     """The MinAtar paper's sticky actions."""
     difficulty_ramping: bool = True
     """MinAtar's default: games speed up as the agent progresses."""
     minimal_action_set: bool = False
     """False = all 6 actions, as in the MinAtar paper; True = the game's minimal set."""
-    max_episode_steps: int = 0
+    max_episode_steps: int = ranged(0, ge=0)
     """Truncate episodes after this many steps; 0 = no cap (as in the MinAtar paper)."""
-    total_steps: int = 5_000_000
+    total_steps: int = ranged(5_000_000, ge=1)
     """Default agent-step budget of a run on this suite (frames: MinAtar has no frame skip)."""
 
 

@@ -14,6 +14,8 @@ import importlib
 import pkgutil
 from typing import Any, Callable
 
+import validation
+
 INTERVENTIONS: dict[str, type] = {}
 
 
@@ -59,7 +61,11 @@ class Composition:
         """``params[family]`` overrides that family's typed defaults (its ``Config``)."""
         self.name = name
         params = params or {}
-        self.parts = [INTERVENTIONS[f](INTERVENTIONS[f].Config(**dict(params.get(f, {})))) for f in split_name(name)]
+        self.parts = []
+        for family in split_name(name):
+            cfg = INTERVENTIONS[family].Config(**dict(params.get(family, {})))
+            validation.check(cfg, type(cfg), f"interventions.{family}.")  # each field's declared range
+            self.parts.append(INTERVENTIONS[family](cfg))
 
     def build(self, factory: Callable):
         for part in self.parts:

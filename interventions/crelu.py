@@ -8,11 +8,12 @@ import math
 from dataclasses import dataclass
 
 from interventions import register
+from validation import ranged
 
 
 @dataclass
 class CReLUConfig:
-    width_scale: float = 1 / math.sqrt(2)
+    width_scale: float = ranged(1 / math.sqrt(2), gt=0)
     """Width multiplier of every layer (1/sqrt(2) keeps the parameter count)."""
 
 

@@ -7,17 +7,18 @@ from dataclasses import dataclass
 
 from interventions import register
 from interventions.categorical import CategoricalValues, hl_gauss
+from validation import ranged
 
 
 @dataclass
 class HLGaussConfig:
-    bins: int = 51
+    bins: int = ranged(51, ge=2)
     """Atoms of the support."""
     v_min: float = -10.0
     """Lowest value of the support."""
     v_max: float = 10.0
     """Highest value (clipped Atari rewards; raise it for MinAtar's unclipped returns)."""
-    sigma_ratio: float = 0.75
+    sigma_ratio: float = ranged(0.75, gt=0)
     """Gaussian sigma in bin widths (0.75 in Farebrother et al. 2024)."""
 
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import torch
 
 from interventions import register
+from validation import ranged
 
 
 @dataclass
 class L2Config:
-    coef: float = 1e-5
+    coef: float = ranged(1e-5, ge=0)
     """lambda in lambda * ||theta||^2 (Lyle et al. 2024 use about 1e-5 with Adam)."""
 
 

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import torch
 
 from interventions import register
+from validation import ranged
 
 
 @dataclass
 class L2InitConfig:
-    coef: float = 1e-5
+    coef: float = ranged(1e-5, ge=0)
     """lambda in lambda * ||theta - theta_0||^2."""
 
 

@@ -27,11 +27,12 @@ from torch import nn
 from agents.networks import reinitialised
 from interventions import register
 from interventions.surgery import rebuild_optimizer
+from validation import ranged
 
 
 @dataclass
 class PlasticityInjectionConfig:
-    at: int = 5_000_000
+    at: int = ranged(5_000_000, ge=0)
     """Agent step of the injection (the paper: halfway through training)."""
 
 

@@ -1,8 +1,9 @@
 """``redo``: Recycling Dormant neurons (Sokar, Agarwal, Castro and Evci 2023, "The Dormant Neuron
 Phenomenon in Deep Reinforcement Learning", ICML). Every ``interval`` gradient updates, on a batch
 of the agent's own inputs, each body unit whose tau-dormant score (probes.units) is <= tau gets
-fresh incoming weights and a zero bias, zero outgoing weights (so the network's output does not
-jump), and zeroed optimizer moments for all three, as in the authors' Dopamine code.
+fresh incoming weights and a zero bias, and zero outgoing weights (so the network's output does
+not jump), as in the authors' Dopamine code; the optimizer moments of all three are zeroed (the
+Dopamine code leaves the bias moments; here every re-initialised weight starts from zero moments).
 
 Defaults follow the paper's hyper-parameter table: recycling period 1,000 gradient updates, scores
 on a minibatch of 64 inputs; tau 0.1, the paper's value at replay ratio 1 (it uses 0.025 at the
@@ -20,15 +21,16 @@ from agents.networks import reinitialised
 from interventions import register
 from interventions.surgery import Scheduled, trained_weight, weight_layers, zero_moments
 from probes.units import capture, dormant_scores
+from validation import ranged
 
 
 @dataclass
 class ReDoConfig:
-    interval: int = 1000
+    interval: int = ranged(1000, ge=1)
     """Gradient updates between recycling rounds (Sokar et al. 2023)."""
-    tau: float = 0.1
+    tau: float = ranged(0.1, ge=0)
     """Dormancy threshold on the unit's normalised mean |activation| (the paper: 0.025 at replay ratio 0.25)."""
-    batch_size: int = 64
+    batch_size: int = ranged(64, ge=1)
     """Inputs the scores are measured on."""
     at_shift: bool = False
     """Recycle at every task switch instead of every ``interval`` updates (task sequences only)."""

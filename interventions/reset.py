@@ -10,13 +10,14 @@ import torch
 from agents.networks import reinitialised
 from interventions import register
 from interventions.surgery import Scheduled, weight_layers, zero_moments
+from validation import ranged
 
 
 @dataclass
 class ResetConfig:
-    interval: int = 2_000_000
+    interval: int = ranged(2_000_000, ge=1)
     """Agent steps between resets."""
-    layers: int = 1
+    layers: int = ranged(1, ge=1)
     """How many weight layers, counted from the output, to re-initialise (1 = head only)."""
     at_shift: bool = False
     """Reset at every task switch instead of every ``interval`` agent steps (task sequences only)."""

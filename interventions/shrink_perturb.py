@@ -10,15 +10,16 @@ import torch
 from agents.networks import reinitialised
 from interventions import register
 from interventions.surgery import Scheduled, zero_moments
+from validation import ranged
 
 
 @dataclass
 class ShrinkPerturbConfig:
-    interval: int = 1_000_000
+    interval: int = ranged(1_000_000, ge=1)
     """Agent steps between applications."""
-    alpha: float = 0.8
+    alpha: float = ranged(0.8, ge=0)
     """Shrink factor of the current weights."""
-    sigma: float = 0.2
+    sigma: float = ranged(0.2, ge=0)
     """Scale of the fresh initialisation added."""
     at_shift: bool = False
     """Apply at every task switch instead of every ``interval`` agent steps (task sequences only)."""

@@ -15,20 +15,16 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from interventions import register
 from interventions.surgery import weight_layers
+from validation import ranged
 
 
 @dataclass
 class SpectralNormConfig:
-    layers: int = 1
+    layers: int = ranged(1, ge=1)
     """How many of the body's weight layers, counted from its output, are normalised
     (1 = the penultimate layer of the network, Gogianu et al.'s choice)."""
-    power_iterations: int = 1
+    power_iterations: int = ranged(1, ge=1)
     """Power iterations per training forward pass."""
-
-    def __post_init__(self):
-        if self.layers < 1 or self.power_iterations < 1:
-            raise ValueError(f"spectral_norm: layers and power_iterations must be >= 1, got {self.layers}, "
-                             f"{self.power_iterations}")
 
 
 @register("spectral_norm")

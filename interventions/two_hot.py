@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from interventions import register
 from interventions.categorical import CategoricalValues, two_hot
+from validation import ranged
 
 
 @dataclass
 class TwoHotConfig:
-    bins: int = 51
+    bins: int = ranged(51, ge=2)
     """Atoms of the support."""
     v_min: float = -10.0
     """Lowest value of the support (targets below are clamped)."""

@@ -19,6 +19,7 @@ from probes.fitting import probe_loss
 from probes.ntk import entk_diagnostics, entk_gram
 from probes.units import unit_diagnostics
 from probes.weights import dist_from_init, param_norm
+from validation import ranged
 
 __all__ = ["ProbeConfig", "Prober", "first_distinct", "probe_loss", "reinitialised", "entk_gram", "entk_diagnostics",
            "unit_diagnostics", "param_norm", "dist_from_init"]
@@ -26,19 +27,19 @@ __all__ = ["ProbeConfig", "Prober", "first_distinct", "probe_loss", "reinitialis
 
 @dataclass
 class ProbeConfig:
-    interval: int = 100_000
+    interval: int = ranged(100_000, ge=0)
     """Agent steps between probes; 0 = never."""
-    batch_size: int = 256
+    batch_size: int = ranged(256, ge=1)
     """Inputs drawn from the agent's own data (replay buffer, latest rollout)."""
-    steps: int = 500
+    steps: int = ranged(500, ge=0)
     """probe_loss: full-batch optimizer steps fitting the random targets."""
-    outputs: int = 10
+    outputs: int = ranged(10, ge=1)
     """probe_loss: outputs of the fresh head (random targets per input)."""
-    optimizer: str = "adam"
+    optimizer: str = ranged("adam", choices=("adam", "agent"))
     """probe_loss optimizer: adam (at probe.lr; comparable across agents) | agent (the agent's own)."""
-    lr: float = 1e-3
+    lr: float = ranged(1e-3, gt=0)
     """probe_loss learning rate when optimizer=adam."""
-    entk_batch: int = 64
+    entk_batch: int = ranged(64, ge=2)
     """Inputs of the eNTK Gram matrix (per-example gradients: memory = batch x parameters)."""
 
 

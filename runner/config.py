@@ -1,23 +1,40 @@
 """Compose the run config with Hydra and turn every bad input into a one-line ConfigError."""
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+import torch
 
 import agents
 import interventions
 from probes import ProbeConfig
 from envs import SUITES, UnknownChoice, check_game
+from validation import Range, check, check_value
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Keys that may change between a run and its resumption without changing the run itself.
 # Probes never change training (they work on copies with their own RNG), so they are one.
-RESUMABLE_CHANGES = ("total_steps", "device", "threads", "log.progress", "checkpoint.interval", "run_dir", "probe")
+RESUMABLE_CHANGES = ("total_steps", "device", "threads", "log.progress", "log.tensorboard", "checkpoint.interval",
+                     "run_dir", "probe", "variant")
+# Keys that do not change what is trained: they stay out of a run's variant label. seed has its
+# own level in the run path; total_steps is a run's length (a longer run of a config is the same
+# experiment).
+NOT_TRAINING = ("seed", "total_steps", "env.total_steps", "device", "threads", "run_dir", "log", "checkpoint", "probe",
+                "variant")
+
+
+# The valid values of the run-level keys of configs/config.yaml (the dataclass configs declare
+# theirs on their fields: validation.ranged).
+RUN_RANGES = {"seed": Range(ge=0), "total_steps": Range(ge=1), "threads": Range(ge=0), "log.interval": Range(ge=1),
+              "checkpoint.interval": Range(ge=0), "device": Range(choices=("auto", "cpu", "cuda"))}
 
 
 class ConfigError(ValueError):
@@ -53,16 +70,37 @@ def _check_group_overrides(overrides: list[str]) -> None:
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
-    """The resolved config of one run, validated (agent, suite, game, intervention)."""
+    """The resolved config of one run, validated (agent, suite, game, intervention, ranges),
+    with its ``variant`` label."""
+    return validate(_compose(overrides))
+
+
+def _compose(overrides: list[str]) -> DictConfig:
     register_schemas()
     _check_group_overrides(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        if GlobalHydra.instance().is_initialized():  # inside a sweep job: Hydra already reads CONFIG_DIR
             cfg = compose(config_name="config", overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as error:
         raise _config_error(error) from None
-    return validate(cfg)
+    return cfg
+
+
+@functools.lru_cache(maxsize=64)
+def _defaults(suite: str, agent: str, intervention: str, game: str, total_steps: int) -> dict:
+    """The config these choices give with nothing else overridden (PPO's annealing follows
+    ``total_steps``, so the defaults take the run's)."""
+    return OmegaConf.to_container(_compose([f"env={suite}", f"agent={agent}", f"intervention={intervention}",
+                                            f"env.game={game}", f"total_steps={total_steps}"]))
+
+
+def rl_variant(cfg: DictConfig) -> str:
+    defaults = _defaults(cfg.env.suite, cfg.agent.name, cfg.intervention, cfg.env.game, cfg.total_steps)
+    return variant_label(cfg.intervention, defaults, OmegaConf.to_container(cfg), NOT_TRAINING)
 
 
 def _config_error(error: Exception) -> ConfigError:
@@ -87,21 +125,80 @@ def validate(cfg: DictConfig) -> DictConfig:
     if shifting:
         raise ConfigError(f"interventions.{shifting[0]}.at_shift=true needs task switches, which only the shifts "
                           f"suite has (make shifts); in an RL run use interventions.{shifting[0]}.interval")
-    for key in ("seed", "total_steps", "log.interval", "checkpoint.interval", "probe.interval", "probe.steps",
-                "probe.batch_size", "probe.entk_batch"):
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{key} must be a non-negative integer, got {value!r}")
-    if cfg.probe.optimizer not in ("adam", "agent"):
-        raise ConfigError(f"unknown probe.optimizer '{cfg.probe.optimizer}'; valid: adam, agent")
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"unknown device '{cfg.device}'; valid: auto, cpu, cuda")
+    try:
+        check(cfg.agent, agents.AGENTS[cfg.agent.name].Config, "agent.")
+        check(cfg.env, SUITES[cfg.env.suite][0], "env.")
+        check(cfg.probe, ProbeConfig, "probe.")
+        for family, intervention_cls in interventions.INTERVENTIONS.items():  # used or not
+            check(cfg.interventions[family], intervention_cls.Config, f"interventions.{family}.")
+        for key, valid in RUN_RANGES.items():  # after the nodes: total_steps may follow env.total_steps
+            check_value(key, OmegaConf.select(cfg, key), valid)
+        agent_cls = agents.AGENTS[cfg.agent.name]
+        if hasattr(agent_cls, "check_config"):  # constraints across keys, e.g. PPO's minibatches
+            agent_cls.check_config(cfg)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda asked for, but torch sees no CUDA device; use device=cpu or auto")
+    if cfg.variant == "auto":
+        cfg.variant = rl_variant(cfg)
+    elif not cfg.variant or "/" in cfg.variant:
+        raise ConfigError(f"variant={cfg.variant!r}: a label needs at least one character and no '/'")
     return cfg
 
 
 def run_path(cfg: DictConfig) -> Path:
-    """RUN_DIR/<suite>/<game>/<agent>/<intervention>/seed<k> (the contract)."""
-    return Path(cfg.run_dir) / cfg.env.suite / cfg.env.game / cfg.agent.name / cfg.intervention / f"seed{cfg.seed}"
+    """RUN_DIR/<suite>/<game>/<agent>/<variant>/seed<k> (the contract)."""
+    return Path(cfg.run_dir) / cfg.env.suite / cfg.env.game / cfg.agent.name / cfg.variant / f"seed{cfg.seed}"
+
+
+def variant_label(intervention: str, defaults: dict, config: dict, ignored: tuple[str, ...]) -> str:
+    """The intervention name, plus the ``key=value`` of every value that differs from
+    ``defaults`` and changes training, in key order: ``ln_l2[agent.lr=0.001,l2.coef=0.001]``.
+    Intervention keys are named without their ``interventions.`` prefix and only for the
+    families the run uses. A long list keeps its first keys and a hash of all of them."""
+    used = set(interventions.split_name(intervention))
+    changes = []
+    for key, _, value in _flat_diff(_flat(defaults), _flat(config)):
+        if any(key == i or key.startswith(i + ".") for i in ignored):
+            continue
+        if key.startswith("interventions."):
+            family = key.split(".")[1]
+            if family not in used:
+                continue
+            key = key[len("interventions."):]
+        changes.append(f"{key}={_short(value)}")
+    if not changes:
+        return intervention
+    inner = ",".join(changes)
+    if len(inner) > 100:  # stable: the same changes always give the same label
+        digest = hashlib.sha1(inner.encode()).hexdigest()[:8]
+        kept = []
+        for change in changes:
+            if len(",".join([*kept, change])) > 60:
+                break
+            kept.append(change)
+        inner = ",".join([*kept, f"+{len(changes) - len(kept)}_more", digest])
+    return f"{intervention}[{inner}]"
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short(value) -> str:
+    """A value as a path-safe token: no '/' and no blanks."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("/", "_").replace(" ", "")
 
 
 def config_differences(saved: DictConfig, new: DictConfig, resumable: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:

@@ -5,7 +5,9 @@ import csv
 import os
 from pathlib import Path
 
-IDENTITY = ("suite", "game", "agent", "intervention", "seed")
+IDENTITY = ("suite", "game", "agent", "intervention", "variant", "seed")
+# Before runs had variants: the same columns without ``variant`` (read as variant = intervention).
+LEGACY_IDENTITY = ("suite", "game", "agent", "intervention", "seed")
 RETURNS_COLUMNS = (*IDENTITY, "step", "episode_return", "episode_length")
 METRICS_COLUMNS = (*IDENTITY, "step", "metric", "layer", "value")
 # Wall-clock speed, kept apart from metrics.csv so that the logs a run is judged by stay
@@ -18,8 +20,9 @@ class CSVLog:
     file back to the byte offset its checkpoint recorded, so no row is duplicated or lost."""
 
     def __init__(self, path: Path, columns: tuple[str, ...], identity: tuple, append: bool):
-        self.path, self.identity = Path(path), tuple(identity)
+        self.path, self.identity, self.columns = Path(path), tuple(identity), tuple(columns)
         fresh = not append or not self.path.exists() or self.path.stat().st_size == 0
+        self.legacy = not fresh and _header(self.path) == legacy_columns(self.columns)
         self._file = open(self.path, "w" if fresh else "a", newline="")
         self._writer = csv.writer(self._file)
         if fresh:
@@ -37,12 +40,59 @@ class CSVLog:
         return self._file.tell()
 
     def truncate(self, offset: int) -> None:
+        """Cut the file back to ``offset`` (a checkpoint's). A file written before runs had a
+        ``variant`` column gets it now, after the cut (its offsets are in the old layout)."""
         self._file.flush()
         os.truncate(self.path, offset)
         self._file.seek(offset)
+        if self.legacy:
+            self._file.close()
+            with open(self.path, newline="") as f:
+                rows = list(csv.reader(f))
+            at = self.columns.index("variant")
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerows([list(self.columns)] + [r[:at] + [r[at - 1]] + r[at:] for r in rows[1:]])
+            self._file = open(self.path, "a", newline="")
+            self._writer = csv.writer(self._file)
+            self.legacy = False
 
     def close(self) -> None:
         self._file.close()
+
+
+def legacy_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c for c in columns if c != "variant")
+
+
+def _header(path: Path) -> tuple[str, ...]:
+    with open(path, newline="") as f:
+        return tuple(next(csv.reader(f), ()))
+
+
+class TensorBoardLog:
+    """An optional mirror of the logged values as TensorBoard scalars (``log.tensorboard=true``):
+    the CSVs stay the source of truth and are written the same with it on or off. A resumed run
+    passes its checkpoint step as ``purge_step``, so TensorBoard drops the events written after
+    that checkpoint by the session that was killed."""
+
+    def __init__(self, directory: Path | None, purge_step: int | None = None):
+        self._writer = None
+        if directory is not None:
+            from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
+
+            self._writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 class MetricAverager:

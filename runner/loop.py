@@ -17,7 +17,7 @@ from interventions import Composition
 from probes import ProbeConfig, Prober
 from runner import checkpoint
 from runner.config import RunError, config_differences, run_path
-from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS, CSVLog, MetricAverager
+from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS, CSVLog, MetricAverager, TensorBoardLog
 
 
 def pick_device(name: str) -> torch.device:
@@ -84,7 +84,7 @@ class Run:
                                self.env.num_actions, self.env.num_envs, self.device, cfg.seed, self.interventions)
         network = getattr(self.agent, "network", None)
         self.prober = Prober(ProbeConfig(**cfg.probe), network, cfg.seed) if network is not None else None
-        identity = (cfg.env.suite, cfg.env.game, cfg.agent.name, cfg.intervention, cfg.seed)
+        identity = (cfg.env.suite, cfg.env.game, cfg.agent.name, cfg.intervention, cfg.variant, cfg.seed)
         self.returns_log = CSVLog(self.dir / "returns.csv", RETURNS_COLUMNS, identity, append=resuming)
         self.metrics_log = CSVLog(self.dir / "metrics.csv", METRICS_COLUMNS, identity, append=resuming)
         self.timing_log = CSVLog(self.dir / "timing.csv", TIMING_COLUMNS, identity, append=resuming)
@@ -145,6 +145,12 @@ class Run:
     def train(self) -> int:
         cfg = self.cfg
         if (self.dir / "done").exists():
+            saved = self.dir / "config.yaml"
+            finished_at = OmegaConf.load(saved).total_steps if saved.exists() else cfg.total_steps
+            if finished_at != cfg.total_steps:
+                raise RunError(f"{self.dir} finished at total_steps={finished_at:,} and this asks for "
+                               f"{cfg.total_steps:,}; a finished run cannot be extended (its checkpoint is gone): "
+                               "delete that directory to run it again, or pass another RUN_DIR")
             print(f"{self.dir}: finished already (done marker); skipping. Delete the directory to run it again.")
             return 0
         found = self.prepare_dir()
@@ -152,6 +158,8 @@ class Run:
         if found:
             self.restore(found)
             print(f"resuming {self.dir} from step {self.step:,}")
+        self.tensorboard = TensorBoardLog(self.dir / "tensorboard" if cfg.log.tensorboard else None,
+                                          purge_step=self.step if found else None)
 
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         n = self.env.num_envs
@@ -187,6 +195,7 @@ class Run:
         recent = f"{np.mean(self.recent_returns):.2f}" if self.recent_returns else "n/a"
         if self.stop_signal is not None:
             self.save()
+            self.tensorboard.close()
             print(f"stopped by {signal.Signals(self.stop_signal).name} at step {self.step:,}; checkpoint saved. "
                   "Run the same command again to resume.")
             return 128 + self.stop_signal
@@ -205,6 +214,7 @@ class Run:
         if done.any():
             for i in np.flatnonzero(done):
                 self.returns_log.write(self.step, float(self.episode_return[i]), int(self.episode_length[i]))
+                self.tensorboard.scalar("returns/episode_return", float(self.episode_return[i]), self.step)
                 self.recent_returns.append(float(self.episode_return[i]))
             self.episode_return[done] = 0
             self.episode_length[done] = 0
@@ -217,13 +227,16 @@ class Run:
                 raise RunError(f"{name} became {value} at step {self.step:,}; the last checkpoint and the logs "
                                f"up to here are kept in {self.dir}. Lower agent.lr or check the config")
             self.metrics_log.write(self.step, name, "", value)
+            self.tensorboard.scalar(f"train/{name}", value, self.step)
         self.metrics_log.flush()
         start_step, start_time, last_step, last_time = self._session
         if self.step > last_step:  # a run that ends on a log interval has its last row already
             now = time.perf_counter()
-            self.timing_log.write(self.step, start_step, round(now - start_time, 3),
-                                  round((self.step - last_step) / max(now - last_time, 1e-9), 2))
+            rate = round((self.step - last_step) / max(now - last_time, 1e-9), 2)
+            self.timing_log.write(self.step, start_step, round(now - start_time, 3), rate)
             self.timing_log.flush()
+            self.tensorboard.scalar("speed/steps_per_second", rate, self.step)
+            self.tensorboard.flush()
             self._session = (start_step, start_time, self.step, now)
         if self.recent_returns:
             bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
@@ -233,12 +246,13 @@ class Run:
         network whose gradients all vanished) is a measurement, not a failed run."""
         for metric, layer, value in self.prober(self.agent):
             self.metrics_log.write(self.step, metric, layer, value)
+            self.tensorboard.scalar(f"probes/{metric}" + (f"/{layer}" if layer else ""), value, self.step)
         self.metrics_log.flush()
 
     def _finish(self) -> None:
         if self.agent.network is not None:
             torch.save(self.agent.network.state_dict(), self.dir / "model.pt")
-        for log in (self.returns_log, self.metrics_log, self.timing_log):
+        for log in (self.returns_log, self.metrics_log, self.timing_log, self.tensorboard):
             log.close()
         (self.dir / "done").touch()
         # The run is over: its (possibly multi-GB) replay checkpoint is no longer needed.

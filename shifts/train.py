@@ -12,7 +12,8 @@ refused, as for the RL runner.
 Interval interventions act where a task sequence makes them meaningful: ``redo``, ``reset`` and
 ``shrink_perturb`` at every task switch (``at_shift=true``, before the new task trains, so the
 end-of-task measurements come a whole task later), logging what they did at the switch's step;
-``plasticity_injection`` at the first update after the switch halfway through the run.
+``plasticity_injection`` right after the first update of the middle task (its ``at`` follows
+``tasks``, so a run with it cannot change ``tasks`` on resume unless ``at`` is given).
 """
 from __future__ import annotations
 
@@ -31,38 +32,42 @@ from interventions.categorical import CategoricalValues
 from agents.networks import build_network
 from probes import ProbeConfig, Prober
 from runner import checkpoint
-from runner.config import RunError, config_differences
+from runner.config import RunError, config_differences, variant_label
 from runner.logger import METRICS_COLUMNS, CSVLog
 from shifts.tasks import TASKS, digits
+from validation import check, ranged
 
 
 @dataclass
 class ShiftsConfig:
-    task: str = "label_reset"
+    task: str = ranged("label_reset", choices=tuple(TASKS))
     """One of shifts.tasks.TASKS."""
     intervention: str = "none"
     """A registry name or an a_b composition, as for the RL suites."""
-    seed: int = 0
+    variant: str = "auto"
+    """The run's label in its path and CSVs; auto = the intervention plus every key that differs
+    from the defaults and changes training, e.g. ln_l2[lr=0.01]."""
+    seed: int = ranged(0, ge=0)
     run_dir: str = "runs"
     arch: str = "mlp"
     """The network (agents.networks.ARCHS); mlp = 3 x 256 ReLU."""
-    tasks: int = 30
-    steps_per_task: int = 400
-    batch_size: int = 128
-    lr: float = 1e-3
+    tasks: int = ranged(30, ge=1)
+    steps_per_task: int = ranged(400, ge=1)
+    batch_size: int = ranged(128, ge=1)
+    lr: float = ranged(1e-3, gt=0)
     """Adam learning rate."""
-    inputs: int = 1000
+    inputs: int = ranged(1000, ge=1, le=1797)
     """How many digits (the same inputs in every task)."""
     offset: float = 10.0
     """target_offset: the mean grows by this per task."""
-    scale: float = 10.0
+    scale: float = ranged(10.0, ge=0)
     """target_scale: the spread grows by 1 + this x task."""
-    smooth_fraction: float = 1.0
+    smooth_fraction: float = ranged(1.0, gt=0, le=1)
     """smooth_shift: the fraction of a task over which the targets move."""
     target_norm: bool = False
     """Regression: train on targets standardised with each task's mean and spread (fvu is
     measured in the original units), which takes the target offset and scale away."""
-    threads: int = 1
+    threads: int = ranged(1, ge=1)
     probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(interval=1, batch_size=256, steps=200))
     """The probes, run after every task (interval is not used here)."""
     interventions: Any = None
@@ -70,7 +75,10 @@ class ShiftsConfig:
     reset and shrink_perturb at every task switch, plasticity_injection at the middle switch."""
 
 # Keys a resumed shifts run may change: they do not change what was trained so far.
-RESUMABLE = ("tasks", "threads", "run_dir", "probe")
+RESUMABLE = ("tasks", "threads", "run_dir", "probe", "variant")
+# Keys that stay out of the variant label: they do not change training, have their own level in
+# the run path (task, arch, seed) or are the run's length (tasks).
+NOT_TRAINING = ("seed", "run_dir", "threads", "probe", "tasks", "variant", "task", "arch", "intervention")
 SHIFT_FAMILIES = ("redo", "reset", "shrink_perturb")
 
 
@@ -107,7 +115,7 @@ class Learner:
 
 
 def run_path(cfg: ShiftsConfig) -> Path:
-    return Path(cfg.run_dir) / "shifts" / cfg.task / cfg.arch / cfg.intervention / f"seed{cfg.seed}"
+    return Path(cfg.run_dir) / "shifts" / cfg.task / cfg.arch / cfg.variant / f"seed{cfg.seed}"
 
 
 def train(cfg: ShiftsConfig) -> Path:
@@ -131,8 +139,8 @@ def train(cfg: ShiftsConfig) -> Path:
     task = TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)
     learner = Learner(cfg, task, composition)
     prober = Prober(cfg.probe, learner.network, cfg.seed)
-    log = CSVLog(d / "metrics.csv", METRICS_COLUMNS, ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.seed),
-                 append=found is not None)
+    log = CSVLog(d / "metrics.csv", METRICS_COLUMNS, ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant,
+                                                      cfg.seed), append=found is not None)
     first = 0
     if found:
         state = checkpoint.load(found)
@@ -155,7 +163,9 @@ def train(cfg: ShiftsConfig) -> Path:
             for metric, value in composition.on_shift(learner).items():
                 log.write(step, metric, "", float(value))
         for i in range(cfg.steps_per_task):
-            train_step(learner, composition, task, (i + 1) / cfg.steps_per_task, step + i + 1)
+            hooks = train_step(learner, composition, task, (i + 1) / cfg.steps_per_task, step + i + 1)
+            for metric, value in hooks.items():  # an intervention acted after this update
+                log.write(step + i + 1, metric, "", float(value))
         step += cfg.steps_per_task
         measured = evaluate(learner, task)
         rows = [("task", "", t + 1), *((k, "", v) for k, v in measured.items()), *prober(learner)]
@@ -189,14 +199,15 @@ def loss_fn(learner: Learner, task, outputs: torch.Tensor, targets: torch.Tensor
     return learner.values.td_loss(outputs, first, (targets[:, 0] - mean) / spread, F.mse_loss)[0]
 
 
-def train_step(learner: Learner, composition, task, progress: float, step: int) -> None:
+def train_step(learner: Learner, composition, task, progress: float, step: int) -> dict:
+    """One Adam step on a minibatch; returns what the interventions did after it (usually {})."""
     indices = torch.as_tensor(learner.rng.integers(len(task.x), size=learner.cfg.batch_size))
     loss = loss_fn(learner, task, learner.network(task.x[indices]), task.targets(progress)[indices])
     total = composition.loss(learner.network, loss)
     learner.optimizer.zero_grad(set_to_none=True)
     total.backward()
     learner.optimizer.step()
-    composition.after_update(learner, step)
+    return composition.after_update(learner, step)
 
 
 @torch.no_grad()
@@ -213,8 +224,9 @@ def evaluate(learner: Learner, task) -> dict[str, float]:
     return metrics
 
 
-def config_from(argv: list[str]) -> ShiftsConfig:
-    """``key=value`` overrides onto the typed defaults; any bad input is a one-line ValueError."""
+def merged(argv: list[str]):
+    """The typed defaults with ``key=value`` overrides, as an OmegaConf node (plasticity
+    injection's ``at`` following ``tasks`` unless given)."""
     base = OmegaConf.structured(ShiftsConfig)
     base.interventions = OmegaConf.merge(OmegaConf.structured(interventions.params_schema()), {"l2": {"coef": 1e-4}},
                                          {family: {"at_shift": True} for family in SHIFT_FAMILIES})
@@ -222,17 +234,27 @@ def config_from(argv: list[str]) -> ShiftsConfig:
         cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))
     except Exception as error:  # omegaconf's errors span lines: keep the first
         raise ValueError(f"invalid override: {str(error).splitlines()[0]}") from None
+    if not any(a.startswith("interventions.plasticity_injection.at=") for a in argv):
+        cfg.interventions.plasticity_injection.at = cfg.tasks // 2 * cfg.steps_per_task + 1  # first update of the middle task
+    return cfg
+
+
+def config_from(argv: list[str]) -> ShiftsConfig:
+    """``key=value`` overrides onto the typed defaults; any bad input is a one-line ValueError."""
+    cfg = merged(argv)
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task '{cfg.task}'; valid: {', '.join(TASKS)}")
+    check(cfg, ShiftsConfig)
+    check(cfg.probe, ProbeConfig, "probe.")
     composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
     if TASKS[cfg.task].kind == "classification" and not isinstance(composition.value_head(), interventions.ScalarValues):
         raise ValueError(f"intervention '{cfg.intervention}': a categorical value head needs a regression task "
                          f"({', '.join(n for n, t in TASKS.items() if t.kind == 'regression')})")
-    for key in ("tasks", "steps_per_task", "batch_size", "inputs", "threads"):
-        if cfg[key] < 1:
-            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    if not any(a.startswith("interventions.plasticity_injection.at=") for a in argv):
-        cfg.interventions.plasticity_injection.at = cfg.tasks // 2 * cfg.steps_per_task + 1  # first update of the middle task
+    if cfg.variant == "auto":  # what differs from the defaults of the same task sequence
+        defaults = merged([f"task={cfg.task}", f"intervention={cfg.intervention}", f"tasks={cfg.tasks}",
+                           f"steps_per_task={cfg.steps_per_task}"])
+        cfg.variant = variant_label(cfg.intervention, OmegaConf.to_container(defaults), OmegaConf.to_container(cfg),
+                                    NOT_TRAINING)
     obj = OmegaConf.to_object(cfg)
     obj = dataclasses.replace(obj, interventions=OmegaConf.to_container(cfg.interventions))
     check_support(obj, composition)

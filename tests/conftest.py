@@ -19,6 +19,22 @@ TINY_PPO = ["env=minatar", "agent=ppo", "total_steps=4000", "env.num_envs=4", "a
             "probe.interval=600", "probe.steps=20", "probe.batch_size=32", "probe.entk_batch=16"]
 
 
+def find_run(root, suite="minatar", game="breakout", agent="dqn", intervention="none", seed=0):
+    """The run directory of ``intervention`` under ``root``: its variant is the intervention,
+    or the intervention with the overrides a test made (``none[agent.batch_size=8,...]``)."""
+    found = [d for d in Path(root).glob(f"{suite}/{game}/{agent}/*/seed{seed}")
+             if d.parent.name.split("[")[0] == intervention]
+    assert len(found) <= 1, found
+    return found[0] if found else Path(root) / suite / game / agent / intervention / f"seed{seed}"
+
+
+def planned_run(*args):
+    """The run directory ``python -m runner *args`` will use (composed here, as the runner does)."""
+    from runner.config import compose_config, run_path
+
+    return run_path(compose_config(list(args)))
+
+
 def runner_cmd(*args):
     return [sys.executable, "-m", "runner", *args]
 

@@ -9,14 +9,15 @@ from analysis import stats
 from analysis.__main__ import main
 from analysis.load import AnalysisError, load_runs
 from analysis.scores import final_scores, normalise, step_grid
-from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, CSVLog
+from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, CSVLog, legacy_columns
 
 
-def write_run(root, suite, game, intervention, seed, returns, metrics=(), total_steps=1000, done=True):
+def write_run(root, suite, game, intervention, seed, returns, metrics=(), total_steps=1000, done=True, variant=None):
     """returns: [(step, episode_return)], metrics: [(step, metric, value)] -> a contract run dir."""
-    d = root / suite / game / "dqn" / intervention / f"seed{seed}"
+    variant = variant or intervention
+    d = root / suite / game / "dqn" / variant / f"seed{seed}"
     d.mkdir(parents=True)
-    identity = (suite, game, "dqn", intervention, seed)
+    identity = (suite, game, "dqn", intervention, variant, seed)
     log = CSVLog(d / "returns.csv", RETURNS_COLUMNS, identity, append=False)
     for step, value in returns:
         log.write(step, value, 10)
@@ -45,7 +46,7 @@ def synthetic_runs(root):
 def test_iqm_of_a_known_score_matrix():
     # 8 scores with two outliers: IQM = mean of the middle half (3, 4, 5, 6) = 4.5, while the mean
     # is 87 / 8 and rliable's median (of the per-game means -7 and 28.75) is 10.875
-    final = pd.DataFrame({"suite": "minatar", "agent": "dqn", "intervention": "none",
+    final = pd.DataFrame({"suite": "minatar", "agent": "dqn", "intervention": "none", "variant": "none",
                           "game": ["a"] * 4 + ["b"] * 4, "seed": [0, 1, 2, 3] * 2,
                           "normalized_score": [-40.0, 3, 4, 5, 6, 7, 100, 2]})
     table = stats.aggregate(final, reps=50).set_index("statistic")
@@ -59,7 +60,8 @@ def test_iqm_of_a_known_score_matrix():
 def test_methods_are_compared_on_the_games_and_seed_counts_they_share(tmp_path, capsys):
     rows = [("none", g, s, 1.0) for g in ("a", "b") for s in range(3)]
     rows += [("ln_l2", "a", s, 2.0) for s in range(2)] + [("ln_l2", "c", 0, 50.0)]
-    final = pd.DataFrame(rows, columns=["intervention", "game", "seed", "normalized_score"]).assign(suite="minatar", agent="dqn")
+    final = pd.DataFrame(rows, columns=["intervention", "game", "seed", "normalized_score"]).assign(
+        suite="minatar", agent="dqn", variant=lambda f: f.intervention)
     kept, notes = stats.comparable(final)
     assert set(kept.game) == {"a"} and sorted(kept.groupby("intervention").seed.nunique().tolist()) == [2, 2]
     assert notes == ["note: minatar/dqn compared on 1 shared game(s) (a); left out: ln_l2 also ran c; "
@@ -109,10 +111,12 @@ def test_figures_and_tables_from_a_folder_of_runs(tmp_path, capsys):
     assert main([str(tmp_path / "runs"), str(tmp_path / "out"), "--reps", "50", "--curve-reps", "20", "--bins", "5"]) == 0
     tables = tmp_path / "out" / "tables"
     final = pd.read_csv(tables / "final_scores.csv")
-    assert list(final.columns[:7]) == ["suite", "game", "agent", "intervention", "seed", "final_return", "normalized_score"]
+    assert list(final.columns[:8]) == ["suite", "game", "agent", "intervention", "variant", "seed", "final_return",
+                                       "normalized_score"]
     assert len(final) == 12
     aggregate = pd.read_csv(tables / "aggregate.csv")
-    assert list(aggregate.columns[:7]) == ["suite", "agent", "intervention", "statistic", "value", "ci_low", "ci_high"]
+    assert list(aggregate.columns[:8]) == ["suite", "agent", "intervention", "variant", "statistic", "value", "ci_low",
+                                           "ci_high"]
     iqm = aggregate[aggregate.statistic == "iqm"].set_index("intervention").value
     assert iqm["ln_l2"] > iqm["none"]
     improvement = pd.read_csv(tables / "probability_of_improvement.csv")
@@ -150,7 +154,9 @@ def test_shifts_runs_get_per_task_figures_beside_rl_runs(tmp_path):
         for seed in range(2):
             d = tmp_path / "runs" / "shifts" / "label_reset" / "mlp" / intervention / f"seed{seed}"
             d.mkdir(parents=True)
-            log = CSVLog(d / "metrics.csv", METRICS_COLUMNS, ("shifts", "label_reset", "mlp", intervention, seed), False)
+            # written as before runs had variants (no variant column): still read, variant = intervention
+            log = CSVLog(d / "metrics.csv", legacy_columns(METRICS_COLUMNS), ("shifts", "label_reset", "mlp", intervention,
+                                                                           seed), False)
             for task in (1, 2, 3):
                 for metric, value in (("task", task), ("train_accuracy", accuracy), ("probe_loss", 1 - accuracy),
                                       ("dormant_frac@0.0", 0.1)):

@@ -88,8 +88,9 @@ def test_atari_dqn_smoke_run(tmp_path):
     cfg = compose_config(["env=atari", "agent=dqn", "env.num_envs=2", "total_steps=600", "agent.learning_starts=300",
                           "agent.buffer_size=2000", "agent.batch_size=4", "log.interval=100", "log.progress=false",
                           f"run_dir={tmp_path}"])
-    assert Run(cfg).train() == 0
-    d = tmp_path / "atari" / "Breakout" / "dqn" / "none" / "seed0"
+    run = Run(cfg)
+    assert run.train() == 0
+    d = run.dir
     metrics = pd.read_csv(d / "metrics.csv")
     assert {"loss", "q_mean"} <= set(metrics["metric"]) and np.isfinite(metrics["value"]).all()
     assert (d / "done").exists()

@@ -307,7 +307,8 @@ def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, 
         assert optimizer_holds_exactly(run.agent.optimizer, run.agent.network)
         expected = {HOOK_METRICS[f] for f in split_name(intervention) if f in HOOK_METRICS}
         assert expected <= set(fired), f"interval hooks that never fired: {expected - set(fired)}"
-    d = tmp_path / "minatar" / "breakout" / agent / intervention / "seed0"
+    d = run.dir
+    assert d.parent.name.split("[")[0] == intervention
     returns = pd.read_csv(d / "returns.csv")
     assert (returns["intervention"] == intervention).all() and (d / "done").exists()
 

@@ -12,7 +12,7 @@ from agents.networks import Network, build_network
 from probes import ProbeConfig, Prober, entk_diagnostics, entk_gram, probe_loss
 from probes.fitting import random_targets
 from probes.units import dormant_scores, effective_rank, unit_diagnostics, zombie_mask
-from tests.conftest import TINY_DQN
+from tests.conftest import TINY_DQN, find_run
 from tests.test_dqn import feed, make_dqn
 
 
@@ -103,10 +103,11 @@ def test_probes_leave_the_agent_untouched(intervention):
 def test_a_run_with_probes_acts_like_one_without(run, tmp_path):
     run(*TINY_DQN, f"run_dir={tmp_path / 'with'}")
     run(*TINY_DQN, "probe.interval=0", f"run_dir={tmp_path / 'without'}")
-    d = "minatar/breakout/dqn/none/seed0"
-    assert (tmp_path / "with" / d / "returns.csv").read_bytes() == (tmp_path / "without" / d / "returns.csv").read_bytes()
-    with_probes = pd.read_csv(tmp_path / "with" / d / "metrics.csv", dtype={"layer": str})
-    without = pd.read_csv(tmp_path / "without" / d / "metrics.csv", dtype={"layer": str})
+    with_dir, without_dir = find_run(tmp_path / "with"), find_run(tmp_path / "without")
+    assert with_dir.name == without_dir.name  # probes do not change training: the same variant
+    assert (with_dir / "returns.csv").read_bytes() == (without_dir / "returns.csv").read_bytes()
+    with_probes = pd.read_csv(with_dir / "metrics.csv", dtype={"layer": str})
+    without = pd.read_csv(without_dir / "metrics.csv", dtype={"layer": str})
     training = with_probes[with_probes.metric.isin(["loss", "q_mean", "grad_norm"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(training, without)
     probes = with_probes[~with_probes.metric.isin(["loss", "q_mean", "grad_norm"])]

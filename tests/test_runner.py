@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import agents
-from conftest import ROOT, TINY_DQN, TINY_PPO, runner_cmd
+from conftest import ROOT, TINY_DQN, TINY_PPO, find_run, planned_run, runner_cmd
 from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 
 
 def run_dir(tmp_path, intervention="none", agent="dqn", game="breakout", seed=0, suite="minatar"):
-    return tmp_path / suite / game / agent / intervention / f"seed{seed}"
+    return find_run(tmp_path, suite, game, agent, intervention, seed)
 
 
 def test_random_agent_writes_the_contract_run_directory(run, tmp_path):
@@ -23,8 +23,8 @@ def test_random_agent_writes_the_contract_run_directory(run, tmp_path):
     assert {p.name for p in d.iterdir()} >= {"config.yaml", "returns.csv", "metrics.csv", "done"}
     returns = pd.read_csv(d / "returns.csv")
     assert tuple(returns.columns) == RETURNS_COLUMNS and len(returns) > 10
-    identity = returns[["suite", "game", "agent", "intervention", "seed"]].iloc[0].tolist()
-    assert identity == ["minatar", "breakout", "random", "none", 0]
+    identity = returns[["suite", "game", "agent", "intervention", "variant", "seed"]].iloc[0].tolist()
+    assert identity == ["minatar", "breakout", "random", "none", "none", 0]
     assert returns["step"].is_monotonic_increasing and returns["step"].max() <= 3000
     assert returns["episode_length"].sum() <= 3000
     timing = pd.read_csv(d / "timing.csv")
@@ -52,7 +52,7 @@ def test_dqn_logs_losses_and_finished_runs_are_skipped(run, tmp_path):
     (["env=atari", "env.game=Hopper"], "unknown atari game 'Hopper'"),
     (["intervention=magic"], "unknown intervention 'magic'; valid: none"),
     (["agent.lrr=1"], "Key 'lrr' not in 'DQNConfig'"),
-    (["seed=abc"], "seed must be a non-negative integer"),
+    (["seed=abc"], "seed='abc' is out of range: must be >= 0"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_directory(run, tmp_path, args, message):
     result = run(*args, check=False)
@@ -98,7 +98,7 @@ INJECTION = ("intervention=plasticity_injection", "interventions.plasticity_inje
     (signal.SIGKILL, TINY_PPO, "ppo", "none")])
 def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention):
     run(*args, f"run_dir={tmp_path / 'whole'}")
-    d = run_dir(tmp_path / "killed", intervention, agent)
+    d = planned_run(*args, f"run_dir={tmp_path / 'killed'}")
     proc = _start(tmp_path, "killed", *args)
     _wait_for_checkpoint(d, proc)
     time.sleep(0.3)  # let it write rows past the checkpoint: resume must drop them
@@ -117,7 +117,7 @@ def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, in
 
 def _interrupted_run(tmp_path, sub):
     """A tiny DQN run stopped by SIGINT after its first checkpoint; returns its directory."""
-    d = run_dir(tmp_path / sub)
+    d = planned_run(*TINY_DQN, f"run_dir={tmp_path / sub}")
     proc = _start(tmp_path, sub, *TINY_DQN)
     _wait_for_checkpoint(d, proc)
     proc.send_signal(signal.SIGINT)
@@ -136,9 +136,17 @@ def test_corrupt_checkpoint_is_reported_and_kept(run, tmp_path):
     assert (d / "returns.csv").read_bytes() == returns_before
 
 
-def test_resume_with_another_config_is_refused(run, tmp_path):
-    _interrupted_run(tmp_path, "m")
-    result = run(*TINY_DQN, f"run_dir={tmp_path / 'm'}", "agent.lr=0.5", check=False)
+def test_another_config_is_another_run_and_a_label_cannot_hide_it(run, tmp_path):
+    d = _interrupted_run(tmp_path, "m")
+    other = run(*TINY_DQN, f"run_dir={tmp_path / 'm'}", "agent.lr=0.0005")  # a new variant: a new directory
+    assert "resuming from" not in other.stdout and not (d / "done").exists()
+    assert planned_run(*TINY_DQN, f"run_dir={tmp_path / 'm'}", "agent.lr=0.0005") != d
+    labelled = [*TINY_DQN, "variant=mine", f"run_dir={tmp_path / 'l'}"]
+    proc = _start(tmp_path, "l", *labelled[:-1])
+    _wait_for_checkpoint(planned_run(*labelled), proc)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    result = run(*labelled, "agent.lr=0.5", check=False)  # the same label, another config: refused
     assert result.returncode == 1 and "agent.lr" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -173,7 +181,7 @@ def test_atari_run_resumes_after_sigint(run, tmp_path):
     args = ["env=atari", "env.num_envs=2", "env.max_episode_frames=400", "total_steps=1600", "agent.learning_starts=200",
             "agent.buffer_size=2000", "agent.batch_size=4", "log.interval=100", "checkpoint.interval=400",
             "log.progress=false", "threads=1", f"run_dir={tmp_path}"]
-    d = tmp_path / "atari" / "Breakout" / "dqn" / "none" / "seed0"
+    d = planned_run(*args)
     proc = subprocess.Popen(runner_cmd(*args), cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(d, proc)

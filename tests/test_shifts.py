@@ -121,6 +121,8 @@ def test_interval_interventions_act_at_every_task_switch(tmp_path, intervention,
 def test_plasticity_injection_happens_at_the_middle_switch(tmp_path):
     cfg = config_from([*SMALL, "tasks=4", f"run_dir={tmp_path}", "intervention=plasticity_injection"])
     assert cfg.interventions["plasticity_injection"]["at"] == 41  # the first update of task 3
+    m = pd.read_csv(train(cfg) / "metrics.csv")
+    assert m[m.metric == "plasticity_injected"].step.tolist() == [41]
     assert config_from([*SMALL, "intervention=plasticity_injection", "interventions.plasticity_injection.at=7"]
                        ).interventions["plasticity_injection"]["at"] == 7
 
@@ -142,11 +144,15 @@ def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
         return real(*args)
     monkeypatch.setattr(shifts_train, "evaluate", crash_on_second_task)
     with pytest.raises(KeyboardInterrupt):
-        train(config_from([*SMALL, f"run_dir={tmp_path}"]))
+        train(config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}"]))
     monkeypatch.setattr(shifts_train, "evaluate", real)
     saved = (run_dir := next(tmp_path.rglob("config.yaml"))).read_text()
-    result = subprocess.run([sys.executable, "-m", "shifts", *SMALL, "lr=0.01", f"run_dir={tmp_path}"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    assert run_dir.parent.parent.name == "mine"
+    result = subprocess.run([sys.executable, "-m", "shifts", *SMALL, "variant=mine", "lr=0.01", f"run_dir={tmp_path}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "holds a run with another config (lr: 0.001 -> 0.01)" in result.stderr
     assert run_dir.read_text() == saved  # config.yaml is not overwritten
-    train(config_from([*SMALL, f"run_dir={tmp_path}", "threads=2"]))  # threads do not change the run: resumes
+    other = train(config_from([*SMALL, "lr=0.01", f"run_dir={tmp_path}"]))  # without a label: its own variant
+    assert other.parent.name == "none[inputs=200,lr=0.01]"
+    resumed = train(config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}", "threads=2"]))  # threads: resumes
+    assert (resumed / "done").exists() and resumed == run_dir.parent
