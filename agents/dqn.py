@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from agents import register
-from agents.networks import build_network, eval_mode
+from nets.networks import build_network, eval_mode
 from agents.optim import CenteredRMSprop, gradient_step
 from agents.replay import ReplayBuffer
-from validation import ranged
+from core.ranges import ranged
 
 
 @dataclass

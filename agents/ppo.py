@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from agents import register
-from agents.networks import build_network, eval_mode
+from nets.networks import build_network, eval_mode
 from agents.optim import gradient_step
-from validation import ranged
+from core.ranges import ranged
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from runner.logger import IDENTITY, METRICS_COLUMNS, RETURNS_COLUMNS, legacy_columns
+from core.schema import IDENTITY, METRICS_COLUMNS, RETURNS_COLUMNS, legacy_columns
 
 
 class AnalysisError(ValueError):

@@ -16,7 +16,7 @@ import envpool
 import numpy as np
 from envpool.registration import registry
 
-from validation import ranged
+from core.ranges import ranged
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from minatar import Environment
 
-from validation import ranged
+from core.ranges import ranged
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 

@@ -14,7 +14,8 @@ import importlib
 import pkgutil
 from typing import Any, Callable
 
-import validation
+from core import ranges
+from nets.values import ScalarValues
 
 INTERVENTIONS: dict[str, type] = {}
 
@@ -64,7 +65,7 @@ class Composition:
         self.parts = []
         for family in split_name(name):
             cfg = INTERVENTIONS[family].Config(**dict(params.get(family, {})))
-            validation.check(cfg, type(cfg), f"interventions.{family}.")  # each field's declared range
+            ranges.check(cfg, type(cfg), f"interventions.{family}.")  # each field's declared range
             self.parts.append(INTERVENTIONS[family](cfg))
 
     def build(self, factory: Callable):
@@ -111,22 +112,6 @@ class Composition:
         for p in self.parts:
             if hasattr(p, "load_state_dict"):
                 p.load_state_dict(state[p.name])
-
-
-class ScalarValues:
-    """Plain value outputs: Q(s, a) is output a; the TD loss is the agent's (MSE or Huber)."""
-
-    def q_values(self, outputs, num_actions: int):
-        return outputs
-
-    def target_metrics(self, target) -> dict:
-        """Nothing to report: a scalar output takes any target."""
-        return {}
-
-    def td_loss(self, outputs, actions, target, loss_fn):
-        """(loss, Q of the actions taken)."""
-        q = outputs.gather(1, actions[:, None]).squeeze(1)
-        return loss_fn(q, target), q
 
 
 for _module in pkgutil.iter_modules(__path__):

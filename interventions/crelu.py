@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from interventions import register
-from validation import ranged
+from core.ranges import ranged
 
 
 @dataclass

@@ -6,8 +6,8 @@ import functools
 from dataclasses import dataclass
 
 from interventions import register
-from interventions.categorical import CategoricalValues, hl_gauss
-from validation import ranged
+from nets.values import CategoricalValues, hl_gauss
+from core.ranges import ranged
 
 
 @dataclass

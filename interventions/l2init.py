@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from interventions import register
-from validation import ranged
+from core.ranges import ranged
 
 
 @dataclass

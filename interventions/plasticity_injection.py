@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agents.networks import reinitialised
+from nets.networks import reinitialised
 from interventions import register
-from interventions.surgery import rebuild_optimizer
-from validation import ranged
+from nets.surgery import rebuild_optimizer
+from core.ranges import ranged
 
 
 @dataclass

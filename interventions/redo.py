@@ -17,11 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from agents.networks import reinitialised
+from nets.networks import reinitialised
 from interventions import register
-from interventions.surgery import Scheduled, trained_weight, weight_layers, zero_moments
-from probes.units import capture, dormant_scores
-from validation import ranged
+from interventions.schedule import Scheduled
+from nets.surgery import trained_weight, weight_layers, zero_moments
+from nets.capture import capture, dormant_scores
+from core.ranges import ranged
 
 
 @dataclass

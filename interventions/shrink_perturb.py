@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.networks import reinitialised
+from nets.networks import reinitialised
 from interventions import register
-from interventions.surgery import Scheduled, zero_moments
-from validation import ranged
+from interventions.schedule import Scheduled
+from nets.surgery import zero_moments
+from core.ranges import ranged
 
 
 @dataclass

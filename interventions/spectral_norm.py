@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from torch.nn.utils.parametrizations import spectral_norm
 
 from interventions import register
-from interventions.surgery import weight_layers
-from validation import ranged
+from nets.surgery import weight_layers
+from core.ranges import ranged
 
 
 @dataclass

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from interventions import register
-from interventions.categorical import CategoricalValues, two_hot
-from validation import ranged
+from nets.values import CategoricalValues, two_hot
+from core.ranges import ranged
 
 
 @dataclass

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from agents.networks import reinitialised
+from core.intervals import crossed
+from core.ranges import ranged
+from nets.networks import reinitialised
 from probes.fitting import probe_loss
 from probes.ntk import entk_diagnostics, entk_gram
 from probes.units import unit_diagnostics
 from probes.weights import dist_from_init, param_norm
-from validation import ranged
 
 __all__ = ["ProbeConfig", "Prober", "first_distinct", "probe_loss", "reinitialised", "entk_gram", "entk_diagnostics",
            "unit_diagnostics", "param_norm", "dist_from_init"]
@@ -62,7 +63,7 @@ class Prober:
         self.last_seconds = 0.0
 
     def due(self, before: int, after: int) -> bool:
-        return self.cfg.interval > 0 and after // self.cfg.interval > before // self.cfg.interval
+        return crossed(before, after, self.cfg.interval)
 
     def make_optimizer(self, agent):
         if self.cfg.optimizer == "agent":

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.networks import Network, reinitialised
+from nets.networks import Network, reinitialised
 
 
 def with_new_head(network: nn.Module, inputs: torch.Tensor, outputs: int) -> nn.Module:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from agents.networks import eval_mode
+from nets.networks import eval_mode
 
 
 # Eigenvalues below this fraction of the largest count as zero, and the condition number is

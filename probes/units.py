@@ -1,63 +1,21 @@
 """Unit-level diagnostics from one forward pass: dormant, dead and zombie units, feature rank.
 
-The body's activation layers are the modules named ``act*`` (networks.py builds them so); each
-is reported under the name of the weight layer that feeds it (``conv1``, ``fc4``, ...). In a
-conv layer a unit is a channel, as in ReDo.
+The activations come from ``nets.capture`` (each reported under the name of the weight layer that
+feeds it: ``conv1``, ``fc4``, ...). In a conv layer a unit is a channel, as in ReDo.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from agents.networks import eval_mode
+from nets.capture import capture, dormant_scores, per_unit
 
 DORMANT_TAUS = (0.0, 0.025, 0.1)
 
 
-def weight_layer_names(body: nn.Sequential) -> dict[str, str]:
-    """``act`` module name -> name of the Conv2d/Linear layer feeding it."""
-    names, last = {}, ""
-    for name, module in body.named_children():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            last = name
-        elif name.startswith("act"):
-            names[name] = last or name
-    return names
-
-
-@torch.no_grad()
-def capture(network: nn.Module, inputs: torch.Tensor) -> tuple[dict, dict, torch.Tensor]:
-    """(pre-activations, activations) per reported layer, and the body's output features."""
-    labels = weight_layer_names(network.body)
-    pre, post, handles = {}, {}, []
-    for name, module in network.body.named_children():
-        if name in labels:
-            def hook(_, args, output, label=labels[name]):
-                pre[label], post[label] = args[0].detach(), output.detach()
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with eval_mode(network):
-            features = network.body(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return pre, post, features
-
-
-def _per_unit(x: torch.Tensor) -> torch.Tensor:
-    """(batch, units, *spatial) -> (batch, units, positions)."""
-    return x.reshape(x.shape[0], x.shape[1], -1)
-
-
-def dormant_scores(activation: torch.Tensor) -> torch.Tensor:
-    """ReDo's score per unit: mean |activation| over inputs (and positions) / the layer's mean."""
-    unit_mean = _per_unit(activation).abs().mean(dim=(0, 2))
-    return unit_mean / (unit_mean.mean() + 1e-9)
-
-
 def zombie_mask(preactivation: torch.Tensor) -> torch.Tensor:
     """Units whose pre-activation is positive on every input (and position): linearised."""
-    return (_per_unit(preactivation) > 0).all(dim=2).all(dim=0)
+    return (per_unit(preactivation) > 0).all(dim=2).all(dim=0)
 
 
 def effective_rank(features: torch.Tensor, delta: float = 0.01) -> int:

@@ -17,7 +17,7 @@ import agents
 import interventions
 from probes import ProbeConfig
 from envs import SUITES, UnknownChoice, check_game
-from validation import Range, check, check_value
+from core.ranges import Range, check, check_value
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Keys that may change between a run and its resumption without changing the run itself.
@@ -32,7 +32,7 @@ NOT_TRAINING = ("seed", "total_steps", "env.total_steps", "device", "threads", "
 
 
 # The valid values of the run-level keys of configs/config.yaml (the dataclass configs declare
-# theirs on their fields: validation.ranged).
+# theirs on their fields: core.ranges.ranged).
 RUN_RANGES = {"seed": Range(ge=0), "total_steps": Range(ge=1), "threads": Range(ge=0), "log.interval": Range(ge=1),
               "checkpoint.interval": Range(ge=0), "device": Range(choices=("auto", "cpu", "cuda"))}
 

@@ -1,18 +1,12 @@
-"""Long-format, append-only CSV logs that carry the run identity on every row."""
+"""Long-format, append-only CSV logs that carry the run identity on every row (columns:
+core.schema), the optional TensorBoard mirror, and the averaging of training metrics."""
 from __future__ import annotations
 
 import csv
 import os
 from pathlib import Path
 
-IDENTITY = ("suite", "game", "agent", "intervention", "variant", "seed")
-# Before runs had variants: the same columns without ``variant`` (read as variant = intervention).
-LEGACY_IDENTITY = ("suite", "game", "agent", "intervention", "seed")
-RETURNS_COLUMNS = (*IDENTITY, "step", "episode_return", "episode_length")
-METRICS_COLUMNS = (*IDENTITY, "step", "metric", "layer", "value")
-# Wall-clock speed, kept apart from metrics.csv so that the logs a run is judged by stay
-# reproducible to the byte; one row per log interval, appended by every session of the run.
-TIMING_COLUMNS = (*IDENTITY, "step", "session_start_step", "wall_seconds", "steps_per_second")
+from core.schema import legacy_columns
 
 
 class CSVLog:
@@ -58,10 +52,6 @@ class CSVLog:
 
     def close(self) -> None:
         self._file.close()
-
-
-def legacy_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(c for c in columns if c != "variant")
 
 
 def _header(path: Path) -> tuple[str, ...]:

@@ -15,9 +15,11 @@ import agents
 from envs import make_env
 from interventions import Composition
 from probes import ProbeConfig, Prober
-from runner import checkpoint
-from runner.config import RunError, config_differences, run_path
-from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS, CSVLog, MetricAverager, TensorBoardLog
+from runner.config import RESUMABLE_CHANGES, RunError, run_path
+from runner.store import RunStore
+from core.intervals import crossed
+from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
+from runner.logger import MetricAverager, TensorBoardLog
 
 
 def pick_device(name: str) -> torch.device:
@@ -33,40 +35,13 @@ def _numerics() -> str:
     return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()} kernels"
 
 
-def crossed(before: int, after: int, interval: int) -> bool:
-    return interval > 0 and after // interval > before // interval
-
-
 class Run:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
         self.dir = run_path(cfg)
+        identity = (cfg.env.suite, cfg.env.game, cfg.agent.name, cfg.intervention, cfg.variant, cfg.seed)
+        self.store = RunStore(self.dir, cfg, RESUMABLE_CHANGES, identity)
         self.stop_signal: int | None = None
-
-    def _corrupt(self, error: Exception) -> RunError:
-        return RunError(f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}")
-
-    def prepare_dir(self) -> Path | None:
-        """Create the run directory, check a previous run there is the same run, save config."""
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".writable"
-            probe.touch()
-            probe.unlink()
-        except OSError as error:
-            raise RunError(f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR")
-        try:
-            found = checkpoint.find(self.dir)
-        except checkpoint.CorruptCheckpoint as error:
-            raise self._corrupt(error)
-        saved = self.dir / "config.yaml"
-        if found and saved.exists():
-            differences = config_differences(OmegaConf.load(saved), self.cfg)
-            if differences:
-                raise RunError(f"{self.dir} holds a run with another config ({'; '.join(differences[:3])}); "
-                               "use another RUN_DIR or seed, or delete that directory")
-        OmegaConf.save(self.cfg, saved)
-        return found
 
     def build(self, resuming: bool) -> None:
         """Env, agent and logs. A run killed before its first checkpoint starts over, and so
@@ -84,10 +59,9 @@ class Run:
                                self.env.num_actions, self.env.num_envs, self.device, cfg.seed, self.interventions)
         network = getattr(self.agent, "network", None)
         self.prober = Prober(ProbeConfig(**cfg.probe), network, cfg.seed) if network is not None else None
-        identity = (cfg.env.suite, cfg.env.game, cfg.agent.name, cfg.intervention, cfg.variant, cfg.seed)
-        self.returns_log = CSVLog(self.dir / "returns.csv", RETURNS_COLUMNS, identity, append=resuming)
-        self.metrics_log = CSVLog(self.dir / "metrics.csv", METRICS_COLUMNS, identity, append=resuming)
-        self.timing_log = CSVLog(self.dir / "timing.csv", TIMING_COLUMNS, identity, append=resuming)
+        self.returns_log = self.store.open_log("returns", RETURNS_COLUMNS, resuming)
+        self.metrics_log = self.store.open_log("metrics", METRICS_COLUMNS, resuming)
+        self.timing_log = self.store.open_log("timing", TIMING_COLUMNS, resuming)  # every session appends
         self.averager = MetricAverager()
         self.step = 0
         self.episode_return = np.zeros(self.env.num_envs)
@@ -96,21 +70,17 @@ class Run:
 
     # ---- checkpoint ---------------------------------------------------------------------
     def save(self) -> None:
-        checkpoint.save(self.dir, {
+        self.store.save({
             "step": self.step, "obs": self.obs, "env": self.env.state_dict(),
             "episode_return": self.episode_return, "episode_length": self.episode_length,
             "recent_returns": list(self.recent_returns), "agent": self.agent.state_dict(),
             "interventions": self.interventions.state_dict(), "averager": self.averager.state_dict(),
             "torch_rng": torch.get_rng_state(), "prober": self.prober.state_dict() if self.prober else None,
-            "log_offsets": {"returns": self.returns_log.offset(), "metrics": self.metrics_log.offset()},
             "numerics": _numerics(),
-        })
+        }, logs=("returns", "metrics"))
 
     def restore(self, directory: Path) -> None:
-        try:
-            state = checkpoint.load(directory)
-        except checkpoint.CorruptCheckpoint as error:
-            raise self._corrupt(error)
+        state = self.store.load(directory)
         try:
             self.agent.load_state_dict(state["agent"])
             self.interventions.load_state_dict(state["interventions"])
@@ -137,23 +107,14 @@ class Run:
         if state.get("numerics", numerics) != numerics:
             print(f"note: this run was checkpointed with {state['numerics']} and resumes with {numerics}; "
                   "float rounding differs, so from here it will not match an uninterrupted run byte for byte")
-        # Rows written after this checkpoint will be written again, identically: drop them.
-        self.returns_log.truncate(state["log_offsets"]["returns"])
-        self.metrics_log.truncate(state["log_offsets"]["metrics"])
+        self.store.rewind(state)
 
     # ---- the loop -----------------------------------------------------------------------
     def train(self) -> int:
         cfg = self.cfg
-        if (self.dir / "done").exists():
-            saved = self.dir / "config.yaml"
-            finished_at = OmegaConf.load(saved).total_steps if saved.exists() else cfg.total_steps
-            if finished_at != cfg.total_steps:
-                raise RunError(f"{self.dir} finished at total_steps={finished_at:,} and this asks for "
-                               f"{cfg.total_steps:,}; a finished run cannot be extended (its checkpoint is gone): "
-                               "delete that directory to run it again, or pass another RUN_DIR")
-            print(f"{self.dir}: finished already (done marker); skipping. Delete the directory to run it again.")
+        if self.store.finished("total_steps"):
             return 0
-        found = self.prepare_dir()
+        found = self.store.prepare()
         self.build(resuming=found is not None)
         if found:
             self.restore(found)
@@ -252,8 +213,5 @@ class Run:
     def _finish(self) -> None:
         if self.agent.network is not None:
             torch.save(self.agent.network.state_dict(), self.dir / "model.pt")
-        for log in (self.returns_log, self.metrics_log, self.timing_log, self.tensorboard):
-            log.close()
-        (self.dir / "done").touch()
-        # The run is over: its (possibly multi-GB) replay checkpoint is no longer needed.
-        checkpoint.remove(self.dir)
+        self.tensorboard.close()
+        self.store.finish()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from runner.checkpoint import CorruptCheckpoint
 from runner.config import RunError
 from shifts.train import config_from, train
 
@@ -15,15 +14,13 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         cfg = config_from(argv)
-        d = train(cfg)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except RunError as error:
+    try:
+        d = train(cfg)
+    except RunError as error:  # as for the RL runner: another config, a corrupt checkpoint, ...
         print(f"error: {error}", file=sys.stderr)
-        return 1
-    except CorruptCheckpoint as error:
-        print(f"error: corrupt checkpoint: {error}; delete the run directory to start over", file=sys.stderr)
         return 1
     print(f"logs in {d}")
     return 0

@@ -28,14 +28,14 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 import interventions
-from interventions.categorical import CategoricalValues
-from agents.networks import build_network
+from nets.values import CategoricalValues, ScalarValues
+from nets.networks import build_network
 from probes import ProbeConfig, Prober
-from runner import checkpoint
-from runner.config import RunError, config_differences, variant_label
-from runner.logger import METRICS_COLUMNS, CSVLog
+from runner.config import variant_label
+from runner.store import RunStore
+from core.schema import METRICS_COLUMNS
 from shifts.tasks import TASKS, digits
-from validation import check, ranged
+from core.ranges import check, ranged
 
 
 @dataclass
@@ -50,7 +50,7 @@ class ShiftsConfig:
     seed: int = ranged(0, ge=0)
     run_dir: str = "runs"
     arch: str = "mlp"
-    """The network (agents.networks.ARCHS); mlp = 3 x 256 ReLU."""
+    """The network (nets.networks.ARCHS); mlp = 3 x 256 ReLU."""
     tasks: int = ranged(30, ge=1)
     steps_per_task: int = ranged(400, ge=1)
     batch_size: int = ranged(128, ge=1)
@@ -120,18 +120,11 @@ def run_path(cfg: ShiftsConfig) -> Path:
 
 def train(cfg: ShiftsConfig) -> Path:
     d = run_path(cfg)
-    if (d / "done").exists():
-        print(f"{d}: finished already (done marker); skipping. Delete the directory to run it again.")
+    store = RunStore(d, OmegaConf.structured(cfg), RESUMABLE,
+                     ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant, cfg.seed))
+    if store.finished("tasks"):
         return d
-    d.mkdir(parents=True, exist_ok=True)
-    found = checkpoint.find(d)
-    saved, current = d / "config.yaml", OmegaConf.structured(cfg)
-    if found and saved.exists():
-        differences = config_differences(OmegaConf.load(saved), current, RESUMABLE)
-        if differences:
-            raise RunError(f"{d} holds a run with another config ({'; '.join(differences[:3])}); "
-                           "use another run_dir or seed, or delete that directory")
-    OmegaConf.save(current, saved)
+    found = store.prepare()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     composition = interventions.Composition(cfg.intervention, cfg.interventions)
@@ -139,11 +132,10 @@ def train(cfg: ShiftsConfig) -> Path:
     task = TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)
     learner = Learner(cfg, task, composition)
     prober = Prober(cfg.probe, learner.network, cfg.seed)
-    log = CSVLog(d / "metrics.csv", METRICS_COLUMNS, ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant,
-                                                      cfg.seed), append=found is not None)
+    log = store.open_log("metrics", METRICS_COLUMNS, resuming=found is not None)
     first = 0
     if found:
-        state = checkpoint.load(found)
+        state = store.load(found)
         first = state["next_task"]
         learner.network.load_state_dict(state["network"])
         learner.optimizer = learner.make_optimizer()
@@ -153,7 +145,7 @@ def train(cfg: ShiftsConfig) -> Path:
         prober.load_state_dict(state["prober"])
         composition.load_state_dict(state["interventions"])
         torch.set_rng_state(state["torch_rng"])
-        log.truncate(state["log_offset"])
+        store.rewind(state)
         print(f"resuming {d} at task {first + 1}")
     for t in range(first, cfg.tasks):
         task.start(t)
@@ -174,14 +166,12 @@ def train(cfg: ShiftsConfig) -> Path:
         probe = next(v for k, _, v in rows if k == "probe_loss")
         print(f"task {t + 1}/{cfg.tasks}: " + ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
               + f", probe_loss {probe:.3f}", flush=True)
-        checkpoint.save(d, {"next_task": t + 1, "network": learner.network.state_dict(),
-                            "optimizer": learner.optimizer.state_dict(), "rng": learner.rng.bit_generator.state,
-                            "task_rng": task.rng.bit_generator.state, "task": _task_state(task),
-                            "prober": prober.state_dict(), "interventions": composition.state_dict(),
-                            "torch_rng": torch.get_rng_state(), "log_offset": log.offset()})
-    log.close()
-    (d / "done").touch()
-    checkpoint.remove(d)
+        store.save({"next_task": t + 1, "network": learner.network.state_dict(),
+                    "optimizer": learner.optimizer.state_dict(), "rng": learner.rng.bit_generator.state,
+                    "task_rng": task.rng.bit_generator.state, "task": _task_state(task),
+                    "prober": prober.state_dict(), "interventions": composition.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, logs=("metrics",))
+    store.finish()
     return d
 
 
@@ -247,7 +237,7 @@ def config_from(argv: list[str]) -> ShiftsConfig:
     check(cfg, ShiftsConfig)
     check(cfg.probe, ProbeConfig, "probe.")
     composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
-    if TASKS[cfg.task].kind == "classification" and not isinstance(composition.value_head(), interventions.ScalarValues):
+    if TASKS[cfg.task].kind == "classification" and not isinstance(composition.value_head(), ScalarValues):
         raise ValueError(f"intervention '{cfg.intervention}': a categorical value head needs a regression task "
                          f"({', '.join(n for n, t in TASKS.items() if t.kind == 'regression')})")
     if cfg.variant == "auto":  # what differs from the defaults of the same task sequence

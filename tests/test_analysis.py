@@ -9,7 +9,8 @@ from analysis import stats
 from analysis.__main__ import main
 from analysis.load import AnalysisError, load_runs
 from analysis.scores import final_scores, normalise, step_grid
-from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, CSVLog, legacy_columns
+from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, legacy_columns
+from runner.logger import CSVLog
 
 
 def write_run(root, suite, game, intervention, seed, returns, metrics=(), total_steps=1000, done=True, variant=None):

@@ -114,7 +114,7 @@ def test_metrics_cover_every_update_of_a_step_and_keep_interval_hook_metrics():
 def linear(weight, bias=None):
     """A tiny network with fixed weights: Q(s) = W s (+ b)."""
     from torch import nn
-    from agents.networks import Network
+    from nets.networks import Network
     head = nn.Linear(len(weight[0]), len(weight), bias=bias is not None)
     with torch.no_grad():
         head.weight.copy_(torch.tensor(weight, dtype=torch.float32))

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import agents
-from agents.networks import build_network, reinitialised
+from nets.networks import build_network, reinitialised
 from interventions import INTERVENTIONS, Composition, split_name
-from interventions.surgery import optimizer_holds_exactly, trained_weight, weight_layers
+from nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers
 from probes.units import capture, dormant_scores
 from runner.config import compose_config
 from runner.loop import Run
@@ -53,7 +53,7 @@ def test_crelu_keeps_the_parameter_count_within_5_percent(obs_shape):
 
 
 def test_two_hot_projection_round_trips_exactly_inside_the_range():
-    from interventions.categorical import hl_gauss, support, two_hot
+    from nets.values import hl_gauss, support, two_hot
     atoms = support(-10, 10, 51)
     values = torch.tensor([-10.0, -3.3, 0.0, 0.25, 7.77, 10.0])
     probs = two_hot(values, atoms)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from agents.networks import Network, build_network
+from nets.networks import Network, build_network
 from interventions import Composition
-from interventions.categorical import hl_gauss, support
-from interventions.surgery import optimizer_holds_exactly, zero_moments
+from nets.values import hl_gauss, support
+from nets.surgery import optimizer_holds_exactly, zero_moments
 from probes import first_distinct
 from probes.ntk import RELATIVE_FLOOR, entk_diagnostics, entk_gram
 from tests.test_dqn import feed, make_dqn

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from agents.networks import Network, build_network
+from nets.networks import Network, build_network
 from probes import ProbeConfig, Prober, entk_diagnostics, entk_gram, probe_loss
 from probes.fitting import random_targets
 from probes.units import dormant_scores, effective_rank, unit_diagnostics, zombie_mask
@@ -121,7 +121,7 @@ def random_label_tasks(intervention: str, tasks: int, seed: int = 0, steps_per_t
     from sklearn.datasets import load_digits
 
     from interventions import Composition
-    from agents.networks import reinitialised
+    from nets.networks import reinitialised
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

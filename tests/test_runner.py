@@ -10,7 +10,7 @@ import torch
 
 import agents
 from conftest import ROOT, TINY_DQN, TINY_PPO, find_run, planned_run, runner_cmd
-from runner.logger import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
+from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 
 
 def run_dir(tmp_path, intervention="none", agent="dqn", game="breakout", seed=0, suite="minatar"):

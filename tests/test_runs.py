@@ -13,7 +13,8 @@ import torch
 from analysis.__main__ import main as figures
 from conftest import ROOT, TINY_DQN, planned_run, runner_cmd
 from runner.config import compose_config
-from runner.logger import METRICS_COLUMNS, CSVLog, legacy_columns
+from core.schema import METRICS_COLUMNS, legacy_columns
+from runner.logger import CSVLog
 
 
 def test_variant_names_what_differs_from_the_defaults():

@@ -1,5 +1,5 @@
 """Every bad value is refused before a run starts: one line naming the key, the value and its
-range, exit 2, nothing created. The ranges are declared once per field (validation.ranged)."""
+range, exit 2, nothing created. The ranges are declared once per field (core.ranges.ranged)."""
 import dataclasses
 import subprocess
 import sys
@@ -13,7 +13,7 @@ from probes import ProbeConfig
 from runner.config import RUN_RANGES, ConfigError, compose_config
 from shifts.train import ShiftsConfig, config_from
 from tests.conftest import ROOT
-from validation import Range, ranges
+from core.ranges import Range, ranges
 
 
 def bad_value(field_type, valid: Range):

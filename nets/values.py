@@ -1,13 +1,33 @@
-"""Categorical value heads (the target-scale mechanism of Lyle et al. 2024): the network gives
-``bins`` logits per action over a fixed support; Q is the expectation, and the loss is the cross
-entropy to a distribution placed on the support at the scalar TD target (two-hot, or HL-Gauss:
-Farebrother et al. 2024, "Stop Regressing"). Used by ``two_hot`` and ``hl_gauss``."""
+"""Value heads: how a network's outputs become values, and the TD loss each implies.
+
+``ScalarValues`` (the default): one output per action is Q(s, a), regressed with the agent's own
+loss. ``CategoricalValues`` (the target-scale mechanism of Lyle et al. 2024; used by the
+``two_hot`` and ``hl_gauss`` interventions): the network gives ``bins`` logits per action over a
+fixed support, Q is the expectation, and the loss is the cross entropy to a distribution placed
+on the support at the scalar TD target (two-hot, or HL-Gauss: Farebrother et al. 2024, "Stop
+Regressing")."""
 from __future__ import annotations
 
 import functools
 
 import torch
 import torch.nn.functional as F
+
+
+class ScalarValues:
+    """Plain value outputs: Q(s, a) is output a; the TD loss is the agent's (MSE or Huber)."""
+
+    def q_values(self, outputs, num_actions: int):
+        return outputs
+
+    def target_metrics(self, target) -> dict:
+        """Nothing to report: a scalar output takes any target."""
+        return {}
+
+    def td_loss(self, outputs, actions, target, loss_fn):
+        """(loss, Q of the actions taken)."""
+        q = outputs.gather(1, actions[:, None]).squeeze(1)
+        return loss_fn(q, target), q
 
 
 def support(v_min: float, v_max: float, bins: int, device=None) -> torch.Tensor:

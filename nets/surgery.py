@@ -1,4 +1,5 @@
-"""Parameter surgery that keeps the optimizer consistent (used by redo, reset, shrink_perturb).
+"""Parameter surgery that keeps the optimizer consistent (used by redo, reset, shrink_perturb,
+plasticity_injection).
 
 The invariant (tested after every hook): the optimizer holds exactly the network's trainable
 parameters, and the moments of re-initialised weights are zero, so a fresh weight is not pushed
@@ -50,39 +51,6 @@ def optimizer_holds_exactly(optimizer: torch.optim.Optimizer, network: nn.Module
     held = [p for group in optimizer.param_groups for p in group["params"]]
     live = [p for p in network.parameters() if p.requires_grad]
     return len(held) == len(live) and {id(p) for p in held} == {id(p) for p in live}
-
-
-class Scheduled:
-    """An intervention that acts now and then: ``apply(agent) -> metrics`` runs each time the
-    count crosses a multiple of ``cfg.interval``, where the count is the agent step (``unit =
-    "steps"``) or the gradient updates so far (``unit = "updates"``: one per ``after_update``
-    call); or, with ``cfg.at_shift``, at every task switch of a task sequence (``on_shift``)
-    and never on the interval. Several updates can share one agent step: it fires once."""
-
-    unit = "steps"
-
-    def __init__(self, cfg):
-        self.cfg, self.last, self.updates = cfg, 0, 0
-
-    def apply(self, agent) -> dict:
-        raise NotImplementedError
-
-    def after_update(self, agent, step: int) -> dict:
-        self.updates += 1
-        count = self.updates if self.unit == "updates" else step
-        if self.cfg.at_shift or self.cfg.interval <= 0 or count // self.cfg.interval <= self.last:
-            return {}
-        self.last = count // self.cfg.interval
-        return self.apply(agent)
-
-    def on_shift(self, agent) -> dict:
-        return self.apply(agent) if self.cfg.at_shift else {}
-
-    def state_dict(self) -> dict:
-        return {"last": self.last, "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.last, self.updates = state["last"], state.get("updates", 0)  # older checkpoints: no count
 
 
 def rebuild_optimizer(agent) -> None:

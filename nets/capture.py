@@ -1,0 +1,52 @@
+"""Activation capture: what each body layer computes on a batch, for the probes and for ReDo.
+
+The body's activation layers are the modules named ``act*`` (nets.networks builds them so); each
+is reported under the name of the weight layer that feeds it (``conv1``, ``fc4``, ...).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nets.networks import eval_mode
+
+
+def weight_layer_names(body: nn.Sequential) -> dict[str, str]:
+    """``act`` module name -> name of the Conv2d/Linear layer feeding it."""
+    names, last = {}, ""
+    for name, module in body.named_children():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            last = name
+        elif name.startswith("act"):
+            names[name] = last or name
+    return names
+
+
+@torch.no_grad()
+def capture(network: nn.Module, inputs: torch.Tensor) -> tuple[dict, dict, torch.Tensor]:
+    """(pre-activations, activations) per reported layer, and the body's output features."""
+    labels = weight_layer_names(network.body)
+    pre, post, handles = {}, {}, []
+    for name, module in network.body.named_children():
+        if name in labels:
+            def hook(_, args, output, label=labels[name]):
+                pre[label], post[label] = args[0].detach(), output.detach()
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with eval_mode(network):
+            features = network.body(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return pre, post, features
+
+
+def per_unit(x: torch.Tensor) -> torch.Tensor:
+    """(batch, units, *spatial) -> (batch, units, positions)."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def dormant_scores(activation: torch.Tensor) -> torch.Tensor:
+    """ReDo's score per unit: mean |activation| over inputs (and positions) / the layer's mean."""
+    unit_mean = per_unit(activation).abs().mean(dim=(0, 2))
+    return unit_mean / (unit_mean.mean() + 1e-9)
