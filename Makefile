@@ -21,6 +21,9 @@ NPROC := $(shell env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1)
 JOBS ?= $(NPROC)
 THREADS ?= $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 EXPERIMENTS = $(sort $(basename $(notdir $(wildcard configs/experiment/*.yaml))))
+# the agent registry: every @register("name") under agents/ (read without Python: make help needs no .venv)
+AGENTS = $(sort $(shell sed -n 's/^@register("\([a-z0-9_]*\)")/\1/p' agents/*.py))
+space := $(subst ,, )
 
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
@@ -31,7 +34,7 @@ help: ## this list
 	@echo "targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
 	@echo "variables (for atari / minatar):"
-	@echo "  AGENT=dqn|ppo|random      agent (registry: agents/)"
+	@echo "  AGENT=$(subst $(space),|,$(AGENTS))      agent (registry: agents/)"
 	@echo "  INTERVENTION=none         intervention name or a_b composition"
 	@echo "  GAME=...                  Atari game (default Breakout) or MinAtar game (default breakout)"
 	@echo "  SEED=0  STEPS=N           seed; agent steps summed over envs (default: the suite's budget)"

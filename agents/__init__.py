@@ -9,7 +9,11 @@ AGENTS: dict[str, type] = {}
 
 
 def register(name: str):
+    """Class decorator: the agent ``name``, checked against the protocol (agents/base.py)."""
     def add(cls):
+        from agents.base import check_class
+
+        check_class(cls)
         cls.name = name
         AGENTS[name] = cls
         return cls

@@ -1,20 +1,46 @@
-"""What the runner expects of an agent. Agents implement it; they do not inherit."""
+"""What the rest of the code expects of an agent: the runner, the probes, the interventions and
+the smoke tests use nothing else. Agents implement it; they do not inherit. ``register`` checks
+the methods when an agent registers, and the runner checks the attributes once it is built."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+# Methods every agent has, and those of an agent with a network (the probes and interventions).
+METHODS = ("act", "observe", "truncate", "state_dict", "load_state_dict")
+NETWORK_METHODS = ("make_optimizer", "probe_inputs", "prediction")
+NETWORK_ATTRIBUTES = ("network", "optimizer", "rng", "target", "values")
+
 
 class Agent(Protocol):
     name: str
+    Config: type
+    """Dataclass of the agent's hyper-parameters, one docstring per field (``core.ranges.ranged``
+    for the valid range of a number); ``configs/agent/<name>.yaml`` may override its defaults."""
+    quick_overrides: tuple[str, ...]
+    """Overrides that make it update within a few hundred agent steps (the smoke tests use them)."""
     network: nn.Module | None
-    """The network probes measure and interventions change (None for agents without one)."""
+    """The network probes measure and interventions change: a ``body`` (obs -> features, built
+    by ``nets.networks``) and a ``head``. ``None`` (as a class attribute) for an agent without one."""
+    optimizer: torch.optim.Optimizer
+    """Holds exactly the network's trainable parameters (interventions keep it so)."""
+    rng: np.random.Generator
+    """The agent's own random stream (ReDo draws its inputs from it: part of training)."""
+    target: nn.Module | None
+    """A target network built like ``network`` (DQN), or None; plasticity injection mirrors it."""
+    values: Any
+    """The value head: ``interventions.value_head()`` (``nets.values``)."""
 
     def __init__(self, cfg: Any, obs_shape: tuple, obs_dtype: np.dtype, num_actions: int,
-                 num_envs: int, device: torch.device, seed: int, interventions: Any) -> None: ...
+                 num_envs: int, device: torch.device, seed: int, interventions: Any) -> None:
+        """Build the network through ``interventions.build(factory)`` (the factory takes the
+        keyword arguments of ``nets.networks.build_network``, ``value_bins`` included), add
+        ``interventions.loss(network, loss)`` to the loss, and call
+        ``interventions.after_update(self, step)`` after every gradient update."""
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
         """One action per env for a batch of observations."""
@@ -24,14 +50,18 @@ class Agent(Protocol):
         """Take one batched transition (true ``next_obs`` also at episode ends), learn if it is
         time, and return training metrics as detached scalars (empty when nothing happened)."""
 
-    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
-        """A batch of the agent's own recent inputs for the probes, drawn with ``rng`` (the
-        probe's, not the agent's); None while there is none. Only for agents with a network."""
-
     def truncate(self, obs: np.ndarray) -> None:
         """The episodes in progress end here without terminating (the runner restarts the envs,
         as at an Atari resume): treat each env's last transition as a time limit that
         bootstraps from ``obs``, the observation that followed it."""
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """A new optimizer over the network's trainable parameters now (an intervention that
+        replaces parameters calls it, then carries the state of the others over)."""
+
+    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """A batch of the agent's own recent inputs for the probes, drawn with ``rng`` (the
+        probe's, not the agent's); None while there is none. Only for agents with a network."""
 
     def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
         """The network's prediction as one scalar per input, from its outputs (batch, outputs):
@@ -42,3 +72,28 @@ class Agent(Protocol):
         """Everything needed to resume exactly: networks, optimizer, replay, RNG, counters."""
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+def has_network(cls: type) -> bool:
+    """An agent without a network says so with the class attribute ``network = None``."""
+    return getattr(cls, "network", "set per instance") is not None
+
+
+def check_class(cls: type) -> None:
+    """At registration: the methods and the Config the rest of the code uses."""
+    needed = (*METHODS, *(NETWORK_METHODS if has_network(cls) else ()))
+    missing = [m for m in needed if not callable(getattr(cls, m, None))]
+    if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
+        missing.append("Config (a dataclass)")
+    if missing:
+        raise TypeError(f"agent class {cls.__name__} does not implement the agent protocol: missing "
+                        f"{', '.join(missing)} (see agents/base.py)")
+
+
+def check_instance(agent: Any) -> None:
+    """Once built: the attributes of an agent with a network (``target`` may be None)."""
+    if agent.network is None:
+        return
+    missing = [a for a in NETWORK_ATTRIBUTES if not hasattr(agent, a)]
+    if missing:
+        raise TypeError(f"agent {type(agent).__name__} has no {', '.join(missing)} (see agents/base.py)")

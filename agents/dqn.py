@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from agents import register
-from nets.networks import build_network, eval_mode
 from agents.optim import CenteredRMSprop, gradient_step
 from agents.replay import ReplayBuffer
 from core.ranges import ranged
+from nets.networks import build_network, eval_mode
+from nets.values import ScalarValues
 
 
 @dataclass
@@ -70,6 +71,7 @@ class DQNConfig:
 @register("dqn")
 class DQN:
     Config = DQNConfig
+    quick_overrides = ("agent.learning_starts=100", "agent.batch_size=4", "agent.buffer_size=500")
 
     def __init__(self, cfg: DQNConfig, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
         self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
@@ -79,6 +81,7 @@ class DQN:
         obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
         factory = lambda **kw: build_network(obs_shape, num_actions, cfg.arch, obs_scale, **kw)  # noqa: E731
         self.values = interventions.value_head()  # scalar Q outputs, or categorical (two_hot, ...)
+        self.categorical = not isinstance(self.values, ScalarValues)
         self.network = interventions.build(factory).to(device)
         self.target = interventions.build(factory).to(device)
         self.target.load_state_dict(self.network.state_dict())
@@ -111,7 +114,7 @@ class DQN:
         actions = self.rng.integers(self.num_actions, size=self.num_envs)
         if not explore.all():
             with torch.inference_mode(), eval_mode(self.network):  # acting is not a training forward
-                q = self.values.q_values(self.network(torch.as_tensor(obs, device=self.device)), self.num_actions)
+                q = self.q_values(self.network(torch.as_tensor(obs, device=self.device)))
             actions = np.where(explore, actions, q.argmax(1).cpu().numpy())
         return actions
 
@@ -132,15 +135,20 @@ class DQN:
             hooks.update(self.interventions.after_update(self, step))  # an interval hook fires once
         return {**{k: v / count for k, v in sums.items()}, **hooks}
 
+    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Q(s, .) from the network's outputs: the outputs themselves; with a categorical head
+        (two_hot, hl_gauss), the expectation of each action's distribution over the support."""
+        return self.values.q_values(outputs, self.num_actions) if self.categorical else outputs
+
     @torch.no_grad()
     def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``rewards + discounts x Q_target(next_obs, a*)``: the replay gives the n-step return and
-        gamma^k (0 after a termination); a* is the target network's argmax, or the online
-        network's with Double DQN."""
-        next_q = self.values.q_values(self.target(batch["next_obs"]), self.num_actions)
+        """``r + discount x Q_target(s', a*)``: the replay gives the n-step return r and gamma^k
+        (0 after a termination); a* is the target network's argmax, or the online network's with
+        Double DQN."""
+        next_q = self.q_values(self.target(batch["next_obs"]))
         if self.cfg.double_dqn:
             with eval_mode(self.network):
-                best = self.values.q_values(self.network(batch["next_obs"]), self.num_actions).argmax(1, keepdim=True)
+                best = self.q_values(self.network(batch["next_obs"])).argmax(1, keepdim=True)
         else:
             best = next_q.argmax(1, keepdim=True)
         return batch["rewards"] + batch["discounts"] * next_q.gather(1, best).squeeze(1)
@@ -149,8 +157,12 @@ class DQN:
         c = self.cfg
         batch = {k: torch.as_tensor(v, device=self.device) for k, v in self.replay.sample(c.batch_size, self.rng).items()}
         target = self.td_target(batch)
-        loss_fn = F.mse_loss if c.loss == "mse" else F.smooth_l1_loss
-        loss, q = self.values.td_loss(self.network(batch["obs"]), batch["actions"], target, loss_fn)
+        outputs = self.network(batch["obs"])
+        if not self.categorical:  # DQN: Q(s, a) of the actions taken, regressed on the TD target
+            q = outputs.gather(1, batch["actions"][:, None]).squeeze(1)
+            loss = F.mse_loss(q, target) if c.loss == "mse" else F.smooth_l1_loss(q, target)
+        else:  # the alternative, a categorical head: cross entropy to the target projected on the support
+            loss, q = self.values.td_loss(outputs, batch["actions"], target, None)
         total = self.interventions.loss(self.network, loss)
 
         grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm)
@@ -170,7 +182,7 @@ class DQN:
     def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
         """The scalar per input that the eNTK probe differentiates: Q(s, action 0), the expected
         Q for a categorical head."""
-        return self.values.q_values(outputs, self.num_actions)[:, 0]
+        return self.q_values(outputs)[:, 0]
 
     def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
         """Observations from the replay buffer for the probes (drawn with the probe's RNG)."""

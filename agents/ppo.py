@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from agents import register
-from nets.networks import build_network, eval_mode
 from agents.optim import gradient_step
 from core.ranges import ranged
+from nets.networks import build_network, eval_mode
 
 
 @dataclass
@@ -82,6 +82,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_v
 @register("ppo")
 class PPO:
     Config = PPOConfig
+    quick_overrides = ("agent.num_steps=32",)  # an update every 32 x num_envs agent steps
 
     def __init__(self, cfg: PPOConfig, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
         self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
@@ -95,6 +96,7 @@ class PPO:
             return build_network(obs_shape, num_actions + value_bins, cfg.arch, obs_scale, **kw)
         self.values = interventions.value_head()  # a scalar critic, or categorical (two_hot, ...)
         self.network = interventions.build(factory).to(device)
+        self.target = None  # PPO bootstraps from its own critic
         self.optimizer = self.make_optimizer()
 
         T, N = cfg.num_steps, num_envs

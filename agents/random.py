@@ -17,6 +17,7 @@ class RandomConfig:
 @register("random")
 class RandomAgent:
     Config = RandomConfig
+    quick_overrides = ()
     network = None
 
     def __init__(self, cfg, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):

@@ -39,6 +39,7 @@ import torch
 from omegaconf import OmegaConf
 
 import agents
+from agents.base import has_network
 from agents.replay import ReplayBuffer
 from envs import make_env
 from interventions import Composition
@@ -236,17 +237,24 @@ def probe_overhead(cfg, rate: float) -> tuple[float, float]:
     return seconds, 100 * seconds / (interval_seconds + seconds)
 
 
-# Toy sizes for --tiny: every code path of the benchmark in about a minute.
+# Toy sizes for --tiny: every code path of the benchmark in about a minute (an agent without an
+# entry here uses its quick_overrides).
 TINY = {"dqn": ["agent.learning_starts=64", "agent.buffer_size=2000", "probe.steps=5", "probe.batch_size=32",
                 "probe.entk_batch=8"],
         "ppo": ["agent.num_steps=16", "agent.num_minibatches=2", "agent.update_epochs=1"]}
 
 
-# agent steps at which the measured stretch of a run starts and ends (DQN: learning starts at 1,000)
+# agent steps at which the measured stretch of a run starts and ends (DQN: learning starts at 1,000);
+# an agent without an entry gets DEFAULT_LENGTHS
 LENGTHS = {"dqn": {"atari": (2000, 4000), "minatar": (2000, 6000)},
            "ppo": {"atari": (1024, 5120), "minatar": (2048, 18432)}}
-TINY_LENGTHS = {"dqn": {"atari": (128, 192), "minatar": (128, 192)},
-                "ppo": {"atari": (128, 256), "minatar": (128, 256)}}
+DEFAULT_LENGTHS = {"atari": (2000, 4000), "minatar": (2000, 6000)}
+TINY_LENGTHS = {"atari": (128, 256), "minatar": (128, 256)}
+
+
+def benched_agents() -> list[str]:
+    """Every registered agent with a network (the random agent has nothing to time)."""
+    return sorted(name for name, cls in agents.AGENTS.items() if has_network(cls))
 
 
 def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -> tuple[list[str], int, int, float]:
@@ -255,13 +263,13 @@ def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -
     if agent == "dqn":  # epsilon at its final value, so acting runs the network as it does
         overrides += ["agent.exploration_start=0", "agent.exploration_steps=1"]  # for most of a run
     if args.tiny:
-        overrides += TINY[agent]
+        overrides += TINY.get(agent, list(agents.AGENTS[agent].quick_overrides))
     elif agent == "dqn":  # learning from the start of the measured stretch, small buffer
         overrides += ["agent.learning_starts=1000", "agent.buffer_size=20000"]
     cfg = compose_config(overrides)
-    start, end = (TINY_LENGTHS if args.tiny else LENGTHS)[agent][suite]
+    start, end = TINY_LENGTHS[suite] if args.tiny else LENGTHS.get(agent, DEFAULT_LENGTHS)[suite]
     end = start + max(int((end - start) * (1 if args.tiny else scale)), 1)
-    if agent == "ppo":  # whole rollouts: the stretch starts just after an update and ends on one
+    if "num_steps" in cfg.agent:  # whole rollouts: the stretch starts just after an update and ends on one
         rollout = cfg.agent.num_steps * cfg.env.num_envs
         start, end = max(rollout, start // rollout * rollout), max(2 * rollout, end // rollout * rollout)
     measured, parts = runner_stretch(overrides, start, end)
@@ -307,7 +315,7 @@ def main(argv=None) -> int:
         cfg = compose_config([f"env={suite}", "agent=random"])
         add(f"{suite}: env alone, {cfg.env.num_envs} env(s), random actions", env_rate(cfg, int(20000 * scale)), "agent steps/s")
     measured_rates = {f"{suite} {agent}": bench_agent(agent, suite, args, repeats, scale, add)
-                      for agent in ("dqn", "ppo") for suite in ("atari", "minatar")}
+                      for agent in benched_agents() for suite in ("atari", "minatar")}
     # what the headline interventions cost: the same MinAtar DQN stretch with each, and (robust
     # to the machine's drift between those runs) their updates taking turns
     overrides, start, end, base = measured_rates["minatar dqn"]

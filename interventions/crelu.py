@@ -7,8 +7,8 @@ import functools
 import math
 from dataclasses import dataclass
 
-from interventions import register
 from core.ranges import ranged
+from interventions import register
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """``hl_gauss``: a categorical value head trained on Gaussian-smoothed targets (Farebrother et
-al. 2024, "Stop Regressing"). See interventions/categorical.py."""
+al. 2024, "Stop Regressing"). See nets/values.py."""
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
 
+from core.ranges import ranged
 from interventions import register
 from nets.values import CategoricalValues, hl_gauss
-from core.ranges import ranged
 
 
 @dataclass

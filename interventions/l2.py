@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from interventions import register
 from core.ranges import ranged
+from interventions import register
 
 
 @dataclass

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nets.networks import reinitialised
-from interventions import register
-from nets.surgery import rebuild_optimizer
 from core.ranges import ranged
+from interventions import register
+from nets.networks import reinitialised
+from nets.surgery import rebuild_optimizer
 
 
 @dataclass
@@ -109,7 +109,7 @@ class PlasticityInjection:
         if bool(network.active) or step < self.cfg.at:
             return {}
         network.inject()
-        target = getattr(agent, "target", None)  # DQN's target network; PPO has none
+        target = agent.target  # DQN's target network; PPO has none
         if target is not None:  # the same branch, so the targets do not jump either
             target.new.load_state_dict(network.new.state_dict())
             target.new_frozen.load_state_dict(network.new_frozen.state_dict())

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nets.networks import reinitialised
+from core.ranges import ranged
 from interventions import register
 from interventions.schedule import Scheduled
-from nets.surgery import trained_weight, weight_layers, zero_moments
 from nets.capture import capture, dormant_scores
-from core.ranges import ranged
+from nets.networks import reinitialised
+from nets.surgery import trained_weight, weight_layers, zero_moments
 
 
 @dataclass

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from nets.networks import reinitialised
+from core.ranges import ranged
 from interventions import register
 from interventions.schedule import Scheduled
+from nets.networks import reinitialised
 from nets.surgery import weight_layers, zero_moments
-from core.ranges import ranged
 
 
 @dataclass

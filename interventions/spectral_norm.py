@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from torch.nn.utils.parametrizations import spectral_norm
 
+from core.ranges import ranged
 from interventions import register
 from nets.surgery import weight_layers
-from core.ranges import ranged
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """``two_hot``: a categorical value head trained on two-hot targets (Schrittwieser et al. 2020;
-Lyle et al. 2024 for its effect on plasticity). See interventions/categorical.py."""
+Lyle et al. 2024 for its effect on plasticity). See nets/values.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.ranges import ranged
 from interventions import register
 from nets.values import CategoricalValues, two_hot
-from core.ranges import ranged
 
 
 @dataclass

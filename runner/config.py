@@ -14,10 +14,10 @@ from omegaconf.errors import OmegaConfBaseException
 import torch
 
 import agents
+from core.ranges import Range, check, check_value
+from envs import SUITES, UnknownChoice, check_game
 import interventions
 from probes import ProbeConfig
-from envs import SUITES, UnknownChoice, check_game
-from core.ranges import Range, check, check_value
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Keys that may change between a run and its resumption without changing the run itself.
@@ -50,6 +50,8 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for name, cls in agents.AGENTS.items():
         store.store(group="agent", name=f"{name}_schema", node=cls.Config)
+        if not (CONFIG_DIR / "agent" / f"{name}.yaml").exists():  # its dataclass defaults are its config
+            store.store(group="agent", name=name, node=cls.Config)
     for suite, (config_cls, _, _) in SUITES.items():
         store.store(group="env", name=f"{suite}_schema", node=config_cls)
     store.store(group="interventions", name="defaults", node=interventions.params_schema())
@@ -57,7 +59,8 @@ def register_schemas() -> None:
 
 
 def choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The agents and suites of the registries (agents.AGENTS, envs.SUITES)."""
+    return sorted(agents.AGENTS if group == "agent" else SUITES)
 
 
 def _check_group_overrides(overrides: list[str]) -> None:

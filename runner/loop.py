@@ -12,14 +12,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import agents
+from agents.base import check_instance
+from core.intervals import crossed
+from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 from envs import make_env
 from interventions import Composition
 from probes import ProbeConfig, Prober
 from runner.config import RESUMABLE_CHANGES, RunError, run_path
-from runner.store import RunStore
-from core.intervals import crossed
-from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 from runner.logger import MetricAverager, TensorBoardLog
+from runner.store import RunStore
 
 
 def pick_device(name: str) -> torch.device:
@@ -57,7 +58,8 @@ class Run:
         agent_cls = agents.AGENTS[cfg.agent.name]
         self.agent = agent_cls(OmegaConf.to_object(cfg.agent), self.env.single_observation_shape, self.obs.dtype,
                                self.env.num_actions, self.env.num_envs, self.device, cfg.seed, self.interventions)
-        network = getattr(self.agent, "network", None)
+        check_instance(self.agent)
+        network = self.agent.network
         self.prober = Prober(ProbeConfig(**cfg.probe), network, cfg.seed) if network is not None else None
         self.returns_log = self.store.open_log("returns", RETURNS_COLUMNS, resuming)
         self.metrics_log = self.store.open_log("metrics", METRICS_COLUMNS, resuming)

@@ -27,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from core.ranges import check, ranged
+from core.schema import METRICS_COLUMNS
 import interventions
-from nets.values import CategoricalValues, ScalarValues
 from nets.networks import build_network
+from nets.values import CategoricalValues, ScalarValues
 from probes import ProbeConfig, Prober
 from runner.config import variant_label
 from runner.store import RunStore
-from core.schema import METRICS_COLUMNS
 from shifts.tasks import TASKS, digits
-from core.ranges import check, ranged
 
 
 @dataclass
@@ -91,6 +91,7 @@ class Learner:
         self.values = composition.value_head()  # regression: a scalar output, or categorical
         shape = tuple(task.base_x.shape[1:])
         self.network = composition.build(lambda **kw: build_network(shape, task.outputs, cfg.arch, **kw))
+        self.target = None
         self.optimizer = self.make_optimizer()
 
     def set_target_stats(self, task) -> None:

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from bench.__main__ import large_replay, main
+from bench.__main__ import benched_agents, large_replay, main
 
 
 def test_tiny_bench_writes_every_row(tmp_path, capsys):
@@ -14,7 +14,7 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
     rows = {row["what"]: row for row in csv.DictReader(open(out))}
     for suite in ("atari", "minatar"):
         assert float(rows[f"{suite}: env alone, {8 if suite == 'atari' else 1} env(s), random actions"]["value"]) > 0
-        for agent in ("dqn", "ppo"):
+        for agent in benched_agents():
             tag = f"{suite} {agent}"
             for what in ("env", "act", "update", "bound from the components", "measured (runner, learning)",
                          "loop efficiency", "one update at 1 torch thread(s)"):

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 import agents
-from nets.networks import build_network, reinitialised
 from interventions import INTERVENTIONS, Composition, split_name
+from nets.networks import build_network, reinitialised
 from nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers
-from probes.units import capture, dormant_scores
+from nets.capture import capture, dormant_scores
 from runner.config import compose_config
 from runner.loop import Run
 
@@ -287,10 +287,10 @@ HOOK_METRICS = {"redo": "redo_reset_frac", "reset": "reset_layers", "shrink_pert
 @pytest.mark.parametrize("intervention", SMOKE_INTERVENTIONS)
 def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, intervention):
     overrides = [f"agent={agent}", f"intervention={intervention}", "total_steps=400", "log.interval=100",
-                 "log.progress=false", f"run_dir={tmp_path}", "env.num_envs=2", *fires_often()]
+                 "log.progress=false", f"run_dir={tmp_path}", "env.num_envs=2", *fires_often(),
+                 *agents.AGENTS[agent].quick_overrides]  # each agent says how it updates within 400 steps
     if agent == "dqn":  # Polyak target updates (tau < 1) every 50 updates
-        overrides += ["agent.learning_starts=100", "agent.batch_size=4", "agent.buffer_size=500", "agent.tau=0.5",
-                      "agent.target_update_interval=50"]
+        overrides += ["agent.tau=0.5", "agent.target_update_interval=50"]
     fired = []
     real = Composition.after_update
 
@@ -304,6 +304,7 @@ def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, 
     run = Run(compose_config(overrides))
     assert run.train() == 0
     if run.agent.network is not None:
+        assert run.agent.optimizer.state, "the agent never updated: its quick_overrides are too slow"
         assert optimizer_holds_exactly(run.agent.optimizer, run.agent.network)
         expected = {HOOK_METRICS[f] for f in split_name(intervention) if f in HOOK_METRICS}
         assert expected <= set(fired), f"interval hooks that never fired: {expected - set(fired)}"
@@ -322,3 +323,26 @@ def test_nature_cnn_is_channels_last_and_computes_the_same_function():
     torch.testing.assert_close(net(x), nchw(x), rtol=1e-4, atol=1e-5)
     fresh = reinitialised(net)  # surgery keeps the layout
     assert fresh.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_an_agent_that_misses_part_of_the_protocol_cannot_register():
+    from agents import register
+
+    @dataclasses.dataclass
+    class HalfConfig:
+        name: str = "half"
+
+    with pytest.raises(TypeError, match="HalfAgent does not implement the agent protocol: missing truncate, "
+                                        "make_optimizer, probe_inputs, prediction"):
+        @register("half")
+        class HalfAgent:
+            Config = HalfConfig
+
+            def act(self, obs, step): ...
+
+            def observe(self, *args): ...
+
+            def state_dict(self): ...
+
+            def load_state_dict(self, state): ...
+    assert "half" not in agents.AGENTS

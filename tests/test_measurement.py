@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from nets.networks import Network, build_network
 from interventions import Composition
-from nets.values import hl_gauss, support
+from nets.networks import Network, build_network
 from nets.surgery import optimizer_holds_exactly, zero_moments
+from nets.values import hl_gauss, support
 from probes import first_distinct
 from probes.ntk import RELATIVE_FLOOR, entk_diagnostics, entk_gram
 from tests.test_dqn import feed, make_dqn
@@ -44,7 +44,7 @@ def test_entk_differentiates_the_agents_prediction(agent):
     torch.testing.assert_close(entk_gram(agent.network, inputs, agent.prediction), jacobian @ jacobian.T,
                                rtol=1e-4, atol=1e-8)
     outputs = agent.network(inputs)
-    if hasattr(agent, "target"):  # the expected Q of action 0 under the categorical head
+    if agent.target is not None:  # DQN: the expected Q of action 0 under the categorical head
         torch.testing.assert_close(agent.prediction(outputs), agent.values.q_values(outputs, 6)[:, 0])
     else:  # PPO: the critic's value, the last output
         torch.testing.assert_close(agent.prediction(outputs), outputs[:, -1])
@@ -90,7 +90,8 @@ def test_plasticity_injection_injects_fresh_hidden_layers(arch, obs_shape, fresh
     x = torch.rand(5, *obs_shape)
     before = net(x).detach()
     agent = type("A", (), {})()
-    agent.network, agent.make_optimizer = net, lambda: torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
+    agent.network, agent.target = net, None
+    agent.make_optimizer = lambda: torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
     agent.optimizer = agent.make_optimizer()
     comp.after_update(agent, step=10)
     torch.testing.assert_close(net(x), before)  # no jump

@@ -12,8 +12,8 @@ import torch
 
 from analysis.__main__ import main as figures
 from conftest import ROOT, TINY_DQN, planned_run, runner_cmd
-from runner.config import compose_config
 from core.schema import METRICS_COLUMNS, legacy_columns
+from runner.config import compose_config
 from runner.logger import CSVLog
 
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-import shifts.train as shifts_train
 from conftest import ROOT
 from shifts.tasks import TASKS, digits
+import shifts.train as shifts_train
 from shifts.train import ShiftsConfig, config_from, train
 
 SMALL = ["tasks=3", "steps_per_task=20", "inputs=200", "probe.steps=5", "probe.batch_size=32", "probe.entk_batch=8"]

@@ -7,13 +7,13 @@ import sys
 import pytest
 
 import agents
+from core.ranges import Range, ranges
 from envs import SUITES
 from interventions import INTERVENTIONS
 from probes import ProbeConfig
 from runner.config import RUN_RANGES, ConfigError, compose_config
 from shifts.train import ShiftsConfig, config_from
 from tests.conftest import ROOT
-from core.ranges import Range, ranges
 
 
 def bad_value(field_type, valid: Range):

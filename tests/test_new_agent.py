@@ -1,0 +1,140 @@
+"""The README's "Adding an agent", done by a test: a REINFORCE agent written into a module of its
+own, registered, and trained like `make minatar AGENT=reinforce` with none, ln_l2, redo and
+two_hot; the CSVs, probes and interval hooks work without a change anywhere else."""
+import importlib.util
+
+import pandas as pd
+import pytest
+from hydra.core.config_store import ConfigStore
+
+import agents
+from runner.config import compose_config
+from runner.loop import Run
+
+REINFORCE = '''
+"""REINFORCE with a learned baseline: one update per finished episode of an env."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents import register
+from agents.optim import gradient_step
+from core.ranges import ranged
+from nets.networks import build_network, eval_mode
+
+
+@dataclass
+class ReinforceConfig:
+    name: str = "reinforce"
+    """Registry name."""
+    lr: float = ranged(1e-3, gt=0)
+    """Adam learning rate."""
+    gamma: float = ranged(0.99, gt=0, le=1)
+    """Discount."""
+
+
+@register("reinforce")
+class Reinforce:
+    Config = ReinforceConfig
+    quick_overrides = ()  # it updates at the end of every episode
+
+    def __init__(self, cfg, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
+        self.cfg, self.num_actions, self.interventions = cfg, num_actions, interventions
+        self.rng, self.target = np.random.default_rng(seed), None
+        self.values = interventions.value_head()  # the baseline: a scalar, or categorical (two_hot)
+        factory = lambda value_bins=1, **kw: build_network(obs_shape, num_actions + value_bins, **kw)  # noqa: E731
+        self.network = interventions.build(factory).to(device)
+        self.optimizer = self.make_optimizer()
+        self.episodes = [[] for _ in range(num_envs)]  # (obs, action, reward) per env
+        self.recent = None
+
+    def make_optimizer(self):
+        return torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad], lr=self.cfg.lr)
+
+    def act(self, obs, step):
+        with torch.no_grad(), eval_mode(self.network):
+            logits = self.network(torch.as_tensor(obs))[:, :self.num_actions]
+        return (logits + torch.as_tensor(self.rng.gumbel(size=logits.shape), dtype=logits.dtype)).argmax(1).numpy()
+
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
+        metrics = {}
+        self.recent = torch.as_tensor(obs)
+        for i in range(len(obs)):
+            self.episodes[i].append((obs[i], actions[i], float(rewards[i])))
+            if terminated[i] or truncated[i]:
+                metrics = self.learn(self.episodes[i], step)
+                self.episodes[i] = []
+        return metrics
+
+    def learn(self, episode, step):
+        obs = torch.as_tensor(np.stack([o for o, _, _ in episode]))
+        actions = torch.as_tensor(np.array([a for _, a, _ in episode]))
+        returns, running = [], 0.0
+        for _, _, reward in reversed(episode):
+            running = reward + self.cfg.gamma * running
+            returns.append(running)
+        returns = torch.tensor(returns[::-1], dtype=torch.float32)
+        out = self.network(obs)
+        critic = out[:, self.num_actions:]
+        value = self.values.q_values(critic, 1)[:, 0]
+        log_prob = F.log_softmax(out[:, :self.num_actions], 1).gather(1, actions[:, None])[:, 0]
+        value_loss = self.values.td_loss(critic, torch.zeros_like(actions), returns, F.mse_loss)[0]
+        loss = -(log_prob * (returns - value.detach())).mean() + value_loss
+        gradient_step(self.optimizer, self.interventions.loss(self.network, loss))
+        return {"loss": loss.detach(), **self.interventions.after_update(self, step)}
+
+    def truncate(self, obs):
+        self.episodes = [[] for _ in self.episodes]  # an episode cut short teaches nothing here
+
+    def probe_inputs(self, batch_size, rng):
+        return None if self.recent is None else self.recent[rng.integers(len(self.recent), size=batch_size)]
+
+    def prediction(self, outputs):
+        return self.values.q_values(outputs[:, self.num_actions:], 1)[:, 0]
+
+    def state_dict(self):
+        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": self.rng.bit_generator.state, "episodes": self.episodes, "recent": self.recent}
+
+    def load_state_dict(self, state):
+        self.network.load_state_dict(state["network"])
+        self.optimizer = self.make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.bit_generator.state, self.episodes, self.recent = state["rng"], state["episodes"], state["recent"]
+'''
+
+
+@pytest.fixture
+def reinforce(tmp_path):
+    """Step 1 of "Adding an agent": the module (here in a temporary folder rather than agents/)."""
+    path = tmp_path / "reinforce.py"
+    path.write_text(REINFORCE)
+    spec = importlib.util.spec_from_file_location("reinforce_agent", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # @register adds it to agents.AGENTS
+    yield agents.AGENTS["reinforce"]
+    del agents.AGENTS["reinforce"]
+    for name in ("reinforce.yaml", "reinforce_schema.yaml"):
+        ConfigStore.instance().repo["agent"].pop(name, None)
+
+
+@pytest.mark.parametrize("intervention", ["none", "ln_l2", "redo", "two_hot"])
+def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_path, intervention):
+    assert len(REINFORCE.splitlines()) < 100
+    overrides = ["env=minatar", "agent=reinforce", f"intervention={intervention}", "total_steps=1500",
+                 "log.interval=250", "probe.interval=500", "probe.steps=5", "probe.batch_size=32", "probe.entk_batch=8",
+                 "interventions.redo.interval=5", "interventions.two_hot.v_max=20", "log.progress=false",
+                 f"run_dir={tmp_path}", "threads=1"]
+    cfg = compose_config(overrides)
+    assert cfg.agent.lr == 1e-3 and cfg.variant.split("[")[0] == intervention
+    run = Run(cfg)
+    assert run.train() == 0 and (run.dir / "done").exists()
+    returns = pd.read_csv(run.dir / "returns.csv")
+    metrics = pd.read_csv(run.dir / "metrics.csv")
+    assert len(returns) > 5 and set(returns.agent) == {"reinforce"} and set(returns.intervention) == {intervention}
+    assert {"loss", "probe_loss", "entk_condition", "dormant_frac@0.1"} <= set(metrics.metric)
+    if intervention == "redo":
+        assert "redo_reset_frac" in set(metrics.metric)
+    with pytest.raises(Exception, match="agent.lr=-1.0 is out of range: must be > 0"):
+        compose_config([*overrides, "agent.lr=-1"])
