@@ -18,7 +18,8 @@ from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 from envs import make_env
 from interventions import Composition
 from probes import ProbeConfig, Prober
-from runner.config import RESUMABLE_CHANGES, RunError, run_path
+from runner.config import RESUMABLE_CHANGES, run_path
+from runner.store import RunError
 from runner.logger import MetricAverager, TensorBoardLog
 from runner.store import RunStore
 

@@ -1,17 +1,23 @@
 """A run directory, the same for the RL runner and the shifts suite: the one place that decides
 whether a run starts, resumes or is already finished, checks that a resumed run has the same
-config, saves checkpoints with the byte offsets of its CSV logs, and cuts the logs back to them.
+config, saves checkpoints with the byte offsets of its CSV logs, and cuts the logs back to them;
+and a run's identity (its variant label). It imports no agent, env or probe.
 
 Layout: ``config.yaml``, the CSV logs, ``checkpoint/`` (runner.checkpoint), ``done``."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+import interventions
 from runner import checkpoint
-from runner.config import RunError, config_differences
 from runner.logger import CSVLog
+
+
+class RunError(RuntimeError):
+    """A run that cannot go on; the message says why and what to do, in one line."""
 
 
 class RunStore:
@@ -88,3 +94,78 @@ class RunStore:
 
     def _corrupt(self, error: Exception) -> RunError:
         return RunError(f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}")
+
+
+# ---- a run's identity: its variant label, and what differs between two configs ----------
+def variant_label(intervention: str, defaults: dict, config: dict, ignored: tuple[str, ...]) -> str:
+    """The intervention name, plus the ``key=value`` of every value that differs from
+    ``defaults`` and changes training, in key order: ``ln_l2[agent.lr=0.001,l2.coef=0.001]``.
+    Intervention keys are named without their ``interventions.`` prefix and only for the
+    families the run uses. A long list keeps its first keys and a hash of all of them."""
+    used = set(interventions.split_name(intervention))
+    changes = []
+    for key, _, value in _flat_diff(_flat(defaults), _flat(config)):
+        if any(key == i or key.startswith(i + ".") for i in ignored):
+            continue
+        if key.startswith("interventions."):
+            family = key.split(".")[1]
+            if family not in used:
+                continue
+            key = key[len("interventions."):]
+        changes.append(f"{key}={_short(value)}")
+    if not changes:
+        return intervention
+    inner = ",".join(changes)
+    if len(inner) > 100:  # stable: the same changes always give the same label
+        digest = hashlib.sha1(inner.encode()).hexdigest()[:8]
+        kept = []
+        for change in changes:
+            if len(",".join([*kept, change])) > 60:
+                break
+            kept.append(change)
+        inner = ",".join([*kept, f"+{len(changes) - len(kept)}_more", digest])
+    return f"{intervention}[{inner}]"
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short(value) -> str:
+    """A value as a path-safe token: no '/' and no blanks."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("/", "_").replace(" ", "")
+
+
+def config_differences(saved: DictConfig, new: DictConfig, resumable: tuple[str, ...]) -> list[str]:
+    """Keys whose values differ, apart from those a resumed run may change (``resumable``)."""
+    a, b = OmegaConf.to_container(saved), OmegaConf.to_container(new)
+    # Only the families this run uses matter: a newer version adding a family stays resumable.
+    used = set(interventions.split_name(new.intervention))
+    for d in (a, b):
+        d["interventions"] = {f: v for f, v in (d.get("interventions") or {}).items() if f in used}
+    for key in resumable:
+        for d in (a, b):
+            *parents, leaf = key.split(".")
+            for p in parents:
+                d = d.get(p, {})
+            d.pop(leaf, None)
+    return [f"{k}: {va!r} -> {vb!r}" for k, va, vb in _flat_diff(a, b)]
+
+
+def _flat_diff(a, b, prefix=""):
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            yield from _flat_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            yield f"{prefix}{key}", va, vb

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from runner.config import RunError
+from runner.store import RunError
 from shifts.train import config_from, train
 
 

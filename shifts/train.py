@@ -33,8 +33,7 @@ import interventions
 from nets.networks import build_network
 from nets.values import CategoricalValues, ScalarValues
 from probes import ProbeConfig, Prober
-from runner.config import variant_label
-from runner.store import RunStore
+from runner.store import RunStore, variant_label
 from shifts.tasks import TASKS, digits
 
 

@@ -21,3 +21,41 @@ def test_the_configuration_table_lists_every_registered_agent_and_suite():
     row = {m.group(1): set(re.findall(r"`([a-z0-9_]+)`", m.group(2)))
            for m in re.finditer(r"^\| `(env|agent)` \| ([^|]+) \|", readme(), re.M)}
     assert row["agent"] == set(agents.AGENTS) and row["env"] == set(SUITES)
+
+
+def imports_of(package: str) -> dict[str, set[str]]:
+    """module path -> the top-level packages it imports (from the source, with ast)."""
+    import ast
+
+    found = {}
+    for path in (ROOT / package).rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    ours = {"core", "nets", "agents", "envs", "interventions", "probes", "runner", "shifts", "analysis", "bench"}
+    allowed = {"core": set(), "nets": {"core"}, "envs": {"core"}, "probes": {"core", "nets"},
+               "interventions": {"core", "nets"}, "agents": {"core", "nets"}, "analysis": {"core"},
+               "shifts": {"core", "nets", "interventions", "probes", "runner"}}
+    for package, below in allowed.items():
+        for module, names in imports_of(package).items():
+            wrong = (names & ours) - below - {package}
+            assert not wrong, f"{module} imports {sorted(wrong)}"
+
+
+def test_probes_interventions_shifts_and_analysis_do_not_load_agents_even_indirectly():
+    import subprocess
+    import sys
+
+    code = ("import sys, probes, interventions, shifts.train, analysis.__main__; "
+            "print(sorted(m for m in ('agents', 'envs', 'runner.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr

@@ -200,11 +200,12 @@ def test_atari_run_resumes_after_sigint(run, tmp_path):
 def test_config_differences_ignore_families_the_run_does_not_use():
     from omegaconf import OmegaConf
 
-    from runner.config import compose_config, config_differences
+    from runner.config import RESUMABLE_CHANGES, compose_config
+    from runner.store import config_differences
 
     new = compose_config(["intervention=l2", "total_steps=5"])
     saved = OmegaConf.create(OmegaConf.to_container(new))
     del saved.interventions["ln"]  # as saved by a version without `ln`
-    assert config_differences(saved, new) == []
+    assert config_differences(saved, new, RESUMABLE_CHANGES) == []
     saved.interventions.l2.coef = 0.5
-    assert config_differences(saved, new) == ["interventions.l2.coef: 0.5 -> 1e-05"]
+    assert config_differences(saved, new, RESUMABLE_CHANGES) == ["interventions.l2.coef: 0.5 -> 1e-05"]
