@@ -55,6 +55,22 @@ def test_smooth_shift_moves_between_the_abrupt_endpoints():
     torch.testing.assert_close(smooth.targets(0.75), new)
 
 
+def crash_at_task(monkeypatch, task: int, args: list[str]) -> None:
+    """Run ``args`` and crash it (KeyboardInterrupt) at the end of ``task``, after its checkpoint
+    of the task before."""
+    calls, real = [], shifts_train.evaluate
+
+    def crashing(*evaluated):
+        calls.append(1)
+        if len(calls) == task:
+            raise KeyboardInterrupt
+        return real(*evaluated)
+    monkeypatch.setattr(shifts_train, "evaluate", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from(args))
+    monkeypatch.setattr(shifts_train, "evaluate", real)
+
+
 def test_a_run_writes_the_contract_and_resumes_exactly_after_a_crash(tmp_path, monkeypatch):
     whole = train(config_from([*SMALL, f"run_dir={tmp_path / 'whole'}", "intervention=ln_l2"]))
     m = pd.read_csv(whole / "metrics.csv", dtype={"layer": str})
@@ -64,17 +80,7 @@ def test_a_run_writes_the_contract_and_resumes_exactly_after_a_crash(tmp_path, m
     assert {"train_loss", "train_accuracy", "probe_loss", "probe_loss_fresh", "param_norm", "zombie_frac"} <= set(m.metric)
     assert (whole / "done").exists() and not (whole / "checkpoint").exists()
 
-    calls, real = [], shifts_train.evaluate
-
-    def crash_on_third_task(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args)
-    monkeypatch.setattr(shifts_train, "evaluate", crash_on_third_task)
-    with pytest.raises(KeyboardInterrupt):
-        train(config_from([*SMALL, f"run_dir={tmp_path / 'killed'}", "intervention=ln_l2"]))
-    monkeypatch.setattr(shifts_train, "evaluate", real)
+    crash_at_task(monkeypatch, 3, [*SMALL, f"run_dir={tmp_path / 'killed'}", "intervention=ln_l2"])
     resumed = train(config_from([*SMALL, f"run_dir={tmp_path / 'killed'}", "intervention=ln_l2"]))
     assert (resumed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
@@ -135,17 +141,7 @@ def test_a_categorical_support_must_cover_the_targets():
 
 
 def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
-    calls, real = [], shifts_train.evaluate
-
-    def crash_on_second_task(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args)
-    monkeypatch.setattr(shifts_train, "evaluate", crash_on_second_task)
-    with pytest.raises(KeyboardInterrupt):
-        train(config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}"]))
-    monkeypatch.setattr(shifts_train, "evaluate", real)
+    crash_at_task(monkeypatch, 2, [*SMALL, "variant=mine", f"run_dir={tmp_path}"])
     saved = (run_dir := next(tmp_path.rglob("config.yaml"))).read_text()
     assert run_dir.parent.parent.name == "mine"
     result = subprocess.run([sys.executable, "-m", "shifts", *SMALL, "variant=mine", "lr=0.01", f"run_dir={tmp_path}"],
