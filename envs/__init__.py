@@ -1,8 +1,11 @@
 """``make_env(cfg, seed)``: the one env factory. A suite is a config dataclass + env class."""
 from __future__ import annotations
 
+from omegaconf import DictConfig, OmegaConf
+
 from .atari import AtariConfig, AtariEnv, atari_games
 from .minatar import GAMES as MINATAR_GAMES, MinAtarConfig, MinAtarEnv
+from .shift import ShiftingEnv
 
 SUITES = {
     "atari": (AtariConfig, AtariEnv, atari_games),
@@ -28,9 +31,12 @@ def check_game(suite: str, game: str) -> str:
 
 
 def make_env(cfg, seed: int):
-    """Build the batched env of ``cfg.suite`` (an OmegaConf node or a suite config dataclass)."""
+    """Build the batched env of ``cfg.suite`` (an OmegaConf node or a suite config dataclass),
+    as a sequence of tasks when ``cfg.shift.kind`` is not none (envs/shift.py)."""
     config_cls, env_cls, _ = SUITES[cfg.suite]
     if not isinstance(cfg, config_cls):
-        cfg = config_cls(**dict(cfg))
+        cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else config_cls(**dict(cfg))
     cfg.game = check_game(cfg.suite, cfg.game)
+    if cfg.shift.kind != "none":
+        return ShiftingEnv(env_cls, cfg, seed)
     return env_cls(cfg, seed)

@@ -10,13 +10,14 @@ reset observation of a finished env and ``info["final_obs"]`` its true last obse
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import envpool
 import numpy as np
 from envpool.registration import registry
 
 from core.ranges import ranged
+from envs.shift import ShiftConfig
 
 
 @dataclass
@@ -41,6 +42,8 @@ class AtariConfig:
     """EnvPool worker threads; 0 = as many as envs, capped at the cores we have."""
     total_steps: int = ranged(10_000_000, ge=1)
     """Default agent-step budget of a run on this suite."""
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
+    """A nonstationary run (envs/shift.py): MinAtar only for now; kind=none here."""
 
 
 def atari_games() -> list[str]:
@@ -51,6 +54,8 @@ def atari_games() -> list[str]:
 
 class AtariEnv:
     """A batch of ``num_envs`` Atari games; numpy in, numpy out."""
+
+    resumes_episodes = False  # EnvPool cannot snapshot emulators: a resume starts new episodes
 
     def __init__(self, cfg: AtariConfig, seed: int):
         self.cfg = cfg
@@ -101,6 +106,9 @@ class AtariEnv:
         """Empty: EnvPool cannot snapshot emulator state, so a resumed Atari run starts new
         episodes (the runner resets with a seed derived from the resume step)."""
         return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore (see state_dict)."""
 
     def close(self) -> None:
         self._pool.close()

@@ -9,12 +9,13 @@ Observations are channels-first ``bool`` arrays ``(C, 10, 10)``; autoreset is sa
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from minatar import Environment
 
 from core.ranges import ranged
+from envs.shift import ShiftConfig
 
 GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
@@ -37,9 +38,12 @@ class MinAtarConfig:
     """Truncate episodes after this many steps; 0 = no cap (as in the MinAtar paper)."""
     total_steps: int = ranged(5_000_000, ge=1)
     """Default agent-step budget of a run on this suite (frames: MinAtar has no frame skip)."""
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
+    """A nonstationary run: the task changes every shift.interval agent steps (envs/shift.py)."""
 
 
 class MinAtarEnv:
+    resumes_episodes = True  # the games pickle: a resumed run continues its episodes
     def __init__(self, cfg: MinAtarConfig, seed: int):
         self.cfg = cfg
         self.num_envs = cfg.num_envs

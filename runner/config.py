@@ -16,6 +16,7 @@ import agents
 import interventions
 from core.ranges import Range, check, check_value
 from envs import SUITES, UnknownChoice, check_game
+from envs.shift import KINDS, ShiftConfig, check_shift
 from probes import ProbeConfig
 from runner.store import RunError, variant_label
 
@@ -121,12 +122,14 @@ def validate(cfg: DictConfig) -> DictConfig:
     except (UnknownChoice, ValueError) as error:
         raise ConfigError(str(error)) from None
     shifting = composition.acts_at_shifts()
-    if shifting:
-        raise ConfigError(f"interventions.{shifting[0]}.at_shift=true needs task switches, which only the shifts "
-                          f"suite has (make shifts); in an RL run use interventions.{shifting[0]}.interval")
+    if shifting and cfg.env.shift.kind == "none":
+        raise ConfigError(f"interventions.{shifting[0]}.at_shift=true needs task switches: set env.shift.kind "
+                          f"(valid: {', '.join(KINDS[1:])}) or use interventions.{shifting[0]}.interval")
     try:
         check(cfg.agent, agents.AGENTS[cfg.agent.name].Config, "agent.")
         check(cfg.env, SUITES[cfg.env.suite][0], "env.")
+        check(cfg.env.shift, ShiftConfig, "env.shift.")
+        check_shift(cfg.env.suite, cfg.env.shift, bool(cfg.agent.get("reward_clip", False)))
         check(cfg.probe, ProbeConfig, "probe.")
         for family, intervention_cls in interventions.INTERVENTIONS.items():  # used or not
             check(cfg.interventions[family], intervention_cls.Config, f"interventions.{family}.")

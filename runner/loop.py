@@ -96,8 +96,8 @@ class Run:
                            f"{str(error).splitlines()[0]}); it was left as it is. To start over, delete {self.dir}")
         self.step = state["step"]
         self.episode_return, self.episode_length = state["episode_return"], state["episode_length"]
-        if state["env"]:
-            self.env.load_state_dict(state["env"])
+        self.env.load_state_dict(state["env"])
+        if self.env.resumes_episodes:
             self.obs = state["obs"]
         else:  # EnvPool cannot save emulator state: the episodes in progress end here, as time
             self.agent.truncate(state["obs"])  # limits, and new ones start
@@ -132,6 +132,9 @@ class Run:
                    desc=f"{cfg.agent.name}/{cfg.intervention} {cfg.env.game}")
         start_step, start_time = self.step, time.perf_counter()
         self._session = (start_step, start_time, start_step, start_time)  # start, last timing row
+        self.task = getattr(self.env, "task", None)  # a sequence of tasks (env.shift), or None
+        if self.task is not None and not found:
+            self.metrics_log.write(0, "task", "", self.task)
         try:
             while self.step < cfg.total_steps and self.stop_signal is None:
                 before = self.step
@@ -140,8 +143,10 @@ class Run:
                 self.step += n
                 self.averager.add(self.agent.observe(self.obs, actions, rewards, info["final_obs"],
                                                      terminated, truncated, self.step))
-                self._track_episodes(rewards, terminated | truncated)
+                self._track_episodes(info.get("score", rewards), terminated | truncated)  # raw game scores
                 self.obs = next_obs
+                if getattr(self.env, "task", None) not in (None, self.task) and self.step < cfg.total_steps:
+                    self._switch_task()  # (a switch on the run's last step starts no task)
                 if crossed(before, self.step, cfg.log.interval):
                     self._log_metrics(bar)
                 if self.prober and self.prober.due(before, self.step):
@@ -168,6 +173,14 @@ class Run:
         print(f"done: {self.step:,} steps ({rate:,.0f} steps/s this session), mean return of the last "
               f"{len(self.recent_returns)} episodes {recent}; logs in {self.dir}")
         return 0
+
+    def _switch_task(self) -> None:
+        """A new task (env.shift) starts with the next step: log its index, and let the
+        interventions that act at task switches (``at_shift``) act, before the agent acts on it."""
+        self.task = self.env.task
+        self.metrics_log.write(self.step, "task", "", self.task)
+        for name, value in self.interventions.on_shift(self.agent).items():
+            self.metrics_log.write(self.step, name, "", float(value))
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signum

@@ -95,7 +95,12 @@ INJECTION = ("intervention=plasticity_injection", "interventions.plasticity_inje
     # SIGTERM is how a sweep stops its jobs; ln_l2 is the headline intervention
     (signal.SIGTERM, [*TINY_DQN, "intervention=ln_l2"], "dqn", "ln_l2"),
     # the checkpoint at 800 falls in the middle of a 128-step PPO rollout
-    (signal.SIGKILL, TINY_PPO, "ppo", "none")])
+    (signal.SIGKILL, TINY_PPO, "ppo", "none"),
+    # nonstationary runs: the checkpoint at 800 falls in task 0 (games switch at 1000) or in the
+    # middle of a smooth permutation's walk (task 1 of 700 steps)
+    (signal.SIGKILL, [*TINY_PPO, "env.shift.kind=game_cycle", "env.shift.interval=1000"], "ppo", "none"),
+    (signal.SIGKILL, [*TINY_DQN, "env.shift.kind=obs_permutation", "env.shift.smooth=true", "env.shift.interval=700"],
+     "dqn", "none")])
 def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention):
     run(*args, f"run_dir={tmp_path / 'whole'}")
     d = planned_run(*args, f"run_dir={tmp_path / 'killed'}")
