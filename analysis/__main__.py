@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots, shifts, stats
+from analysis.continual import figures as continual_figures
 from analysis.load import AnalysisError, Runs, load_runs
 from analysis.scores import NORMALISATION, final_scores, step_grid, with_normalised
 
@@ -66,6 +67,12 @@ def main(argv: list[str]) -> int:
         if runs.runs.empty:
             print(f"{len(written)} figure files in {out}")
             return 0
+    continual, continual_files = continual_figures(runs, out, args.bins, args.reps, args.curve_reps, args.seed)
+    if len(continual):
+        continual.to_csv(tables / "continual.csv", index=False)
+        written += continual_files
+        print(f"{continual[['suite', 'game', 'agent', 'variant', 'seed']].drop_duplicates().shape[0]} continual runs -> "
+              f"{tables / 'continual.csv'}")
     running = int((~runs.runs.complete).sum())
     note = f"final = mean return of episodes in the last {args.final_fraction:.0%} of steps; 95% stratified bootstrap CIs"
     if running:

@@ -1,9 +1,10 @@
 """Read every run under a folder into three tidy frames, with schema errors that name the file
-and line. A run is a directory holding ``returns.csv`` or ``metrics.csv`` (the contract of
-DESIGN.md section 3; shifts runs have no episodes, so no returns.csv)."""
+and line. A run is a directory holding ``returns.csv`` or ``metrics.csv``, or their gzipped
+``.csv.gz`` (as results/ keeps large runs); shifts runs have no episodes, so no returns.csv."""
 from __future__ import annotations
 
 import csv
+import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ class Runs:
 def _read(path: Path, columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:
     """One CSV of the contract; a file written before runs had variants (no ``variant`` column)
     reads as variant = intervention."""
-    with open(path, newline="") as f:
+    with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")) as f:
         rows = list(csv.reader(f))
     header = tuple(rows[0]) if rows else ()
     if header not in (columns, legacy_columns(columns)):
@@ -56,22 +57,23 @@ def load_runs(root: str | Path) -> Runs:
     root = Path(root)
     if not root.is_dir():
         raise AnalysisError(f"{root} is not a directory of runs")
-    paths = sorted({p.parent for name in ("returns.csv", "metrics.csv") for p in root.rglob(name)})
+    paths = sorted({p.parent for name in ("returns.csv", "metrics.csv", "returns.csv.gz", "metrics.csv.gz")
+                    for p in root.rglob(name)})
     if not paths:
         raise AnalysisError(f"no runs under {root} (a run is a directory with returns.csv or metrics.csv; see README)")
     runs, returns, metrics = [], [], []
     for path in paths:
-        r_path = path / "returns.csv"
+        r_path = _csv(path, "returns")
         r = _read(r_path, RETURNS_COLUMNS, ("seed", "step", "episode_return", "episode_length")) if r_path.exists() else \
             pd.DataFrame(columns=list(RETURNS_COLUMNS))
-        m_path = path / "metrics.csv"
+        m_path = _csv(path, "metrics")
         m = _read(m_path, METRICS_COLUMNS, ("seed", "step", "value")) if m_path.exists() else \
             pd.DataFrame(columns=list(METRICS_COLUMNS))
         config_path = path / "config.yaml"
         config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
         identity = _identity(path, r, m, config)
         last_step = max([0, *r.step.tolist(), *m.step.tolist()])
-        runs.append({**identity, "complete": (path / "done").exists(),
+        runs.append({**identity, **_shift(config), "complete": (path / "done").exists(),
                      "total_steps": int(config.get("total_steps") or last_step), "last_step": last_step,
                      "path": str(path)})
         if len(r):  # shifts runs have none
@@ -84,6 +86,19 @@ def load_runs(root: str | Path) -> Runs:
         raise AnalysisError(f"two runs share one identity ({', '.join(clash)}); analyse them in separate folders")
     returns_frame = pd.concat(returns, ignore_index=True) if returns else pd.DataFrame(columns=list(RETURNS_COLUMNS))
     return Runs(runs_frame, returns_frame, pd.concat(metrics, ignore_index=True))
+
+
+def _csv(run: Path, name: str) -> Path:
+    """``<name>.csv``, or its gzipped copy when only that exists."""
+    plain = run / f"{name}.csv"
+    return plain if plain.exists() or not (run / f"{name}.csv.gz").exists() else run / f"{name}.csv.gz"
+
+
+def _shift(config: dict) -> dict:
+    """The run's env.shift (continual RL), as columns of the runs frame."""
+    shift = (config.get("env") or {}).get("shift") or {}
+    return {"shift_kind": shift.get("kind", "none"), "shift_interval": int(shift.get("interval") or 0),
+            "shift_games": ",".join(shift.get("games") or [])}
 
 
 def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: dict) -> dict:

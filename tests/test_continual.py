@@ -110,3 +110,39 @@ def test_bad_shift_values_are_refused_before_a_run_starts(args, message):
     with pytest.raises(ConfigError, match=None) as raised:
         compose_config(args)
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_task_visits_are_measured_against_the_first_visit_of_the_same_game():
+    from analysis.continual import later_visit_ratios, visits
+
+    ident = {"suite": "minatar", "game": "breakout", "agent": "ppo", "intervention": "none", "variant": "v", "seed": 0}
+    runs = pd.DataFrame([{**ident, "shift_kind": "game_cycle", "shift_interval": 100, "shift_games": "a,b",
+                          "last_step": 400}])
+    # tasks: a (1..100), b (101..200), a (201..300), b (301..400); returns late in each visit: 4, 2, 1, 3
+    episodes = [(70, 9.0), (90, 4.0), (190, 2.0), (280, 1.0), (300, 1.0), (390, 3.0), (310, 50.0)]
+    returns = pd.DataFrame([{**ident, "step": s, "episode_return": r, "episode_length": 1} for s, r in episodes])
+    table = visits(runs, returns)
+    assert table.task_game.tolist() == ["a", "b", "a", "b"] and table.visit.tolist() == [0, 0, 1, 1]
+    assert table.final_return.tolist() == [4.0, 2.0, 1.0, 3.0]  # steps 70 and 310 are early in their visits
+    assert table.ratio.tolist() == [1.0, 1.0, 0.25, 1.5]
+    later = later_visit_ratios(table).set_index("game").normalized_score
+    assert later.to_dict() == {"a": 0.25, "b": 1.5}
+
+
+def test_figures_read_gzipped_csvs_and_write_the_continual_table(run, tmp_path):
+    import gzip
+    import shutil
+
+    from analysis.__main__ import main as figures
+
+    overrides = [*TINY_PPO, "env.shift.kind=game_cycle", "env.shift.interval=1000", "env.shift.games=[breakout,asterix]"]
+    run(*overrides)
+    d = planned_run(*overrides, f"run_dir={tmp_path}")
+    for name in ("returns.csv", "metrics.csv"):
+        with open(d / name, "rb") as plain, gzip.open(d / f"{name}.gz", "wb") as packed:
+            shutil.copyfileobj(plain, packed)
+        (d / name).unlink()
+    assert figures([str(tmp_path), str(tmp_path / "out"), "--reps", "20", "--curve-reps", "10", "--bins", "4"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "tables" / "continual.csv")
+    assert table.task.tolist() == [0, 1, 2, 3] and table.task_game.tolist() == ["breakout", "asterix"] * 2
+    assert (tmp_path / "out" / "minatar_ppo_continual_returns.png").exists()
