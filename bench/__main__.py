@@ -280,7 +280,8 @@ def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -
     add(f"{tag}: bound from the components", bound, "agent steps/s", "env + act + sampling + update only")
     add(f"{tag}: measured (runner, learning)", measured, "agent steps/s")
     add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound = 1 - other's share")
-    by_threads = update_seconds_by_threads(cfg, repeats)
+    # one update timed alone needs to know how to prepare its batch or rollout: DQN's and PPO's
+    by_threads = update_seconds_by_threads(cfg, repeats) if agent in ("dqn", "ppo") else {}
     for n, seconds in by_threads.items():
         note = f"{by_threads[1] / seconds:.2f}x the 1-thread speed" if n > 1 else ""
         add(f"{tag}: one update at {n} torch thread(s)", 1e3 * seconds, "ms", note)

@@ -32,7 +32,12 @@ class RunStore:
         if not (self.dir / "done").exists():
             return False
         saved = self.dir / "config.yaml"
-        finished_at = OmegaConf.select(OmegaConf.load(saved), length_key) if saved.exists() else None
+        previous = OmegaConf.load(saved) if saved.exists() else None
+        differences = config_differences(previous, self.cfg, self.resumable) if previous is not None else []
+        if differences:  # possible under a label of one's own (variant=NAME)
+            raise RunError(f"{self.dir} holds a finished run with another config ({'; '.join(differences[:3])}); "
+                           "use another variant, RUN_DIR or seed, or delete that directory")
+        finished_at = OmegaConf.select(previous, length_key) if previous is not None else None
         asked = OmegaConf.select(self.cfg, length_key)
         if finished_at is not None and finished_at != asked:
             raise RunError(f"{self.dir} finished at {length_key}={finished_at:,} and this asks for {asked:,}; a "

@@ -125,3 +125,10 @@ def test_sigkill_at_ten_random_steps_resumes_to_identical_csvs_and_weights(run, 
     redo_rows = pd.read_csv(d / "metrics.csv").query("metric == 'redo_reset_frac'")
     assert len(redo_rows) >= 10  # redo acted many times across the kills
     print(f"\n{kills} kills; sessions: {pd.read_csv(d / 'timing.csv').session_start_step.nunique()}")
+
+
+def test_a_finished_run_under_ones_own_label_refuses_another_config(run, tmp_path):
+    run("agent=random", "total_steps=500", "log.progress=false", "variant=mine")
+    result = run("agent=random", "total_steps=500", "log.progress=false", "variant=mine", "env.num_envs=2", check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "finished run with another config (env.num_envs: 1 -> 2)" in lines[0]
