@@ -67,9 +67,10 @@ def main(argv: list[str]) -> int:
         if runs.runs.empty:
             print(f"{len(written)} figure files in {out}")
             return 0
-    continual, continual_files = continual_figures(runs, out, args.bins, args.reps, args.curve_reps, args.seed)
+    continual, ratios, continual_files = continual_figures(runs, out, args.bins, args.reps, args.curve_reps, args.seed)
     if len(continual):
         continual.to_csv(tables / "continual.csv", index=False)
+        ratios.to_csv(tables / "continual_ratio.csv", index=False)
         written += continual_files
         print(f"{continual[['suite', 'game', 'agent', 'variant', 'seed']].drop_duplicates().shape[0]} continual runs -> "
               f"{tables / 'continual.csv'}")

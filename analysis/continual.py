@@ -50,12 +50,21 @@ def later_visit_ratios(table: pd.DataFrame) -> pd.DataFrame:
     return score.reset_index().rename(columns={"task_game": "game", "ratio": "normalized_score"})
 
 
-def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -> tuple[pd.DataFrame, list[Path]]:
+def ratio_table(table: pd.DataFrame, reps: int, seed: int) -> pd.DataFrame:
+    """Per (suite, agent, variant): IQM, mean and median of the later-visit ratios, 95% CIs
+    (stratified bootstrap over seeds within task games)."""
+    return stats.aggregate(later_visit_ratios(table), reps, seed)
+
+
+def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int
+            ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+    """(the visits table, the ratio table, the figure files)."""
     table = visits(runs.runs, runs.returns)
     written = []
     if table.empty:
-        return table, written
+        return table, pd.DataFrame(), written
     ratios = later_visit_ratios(table)
+    aggregates = ratio_table(table, reps, seed)
     for (suite, agent), shifted in runs.runs[runs.runs.shift_kind != "none"].groupby(["suite", "agent"]):
         mine = runs.returns.merge(shifted[METHOD_RUN], on=METHOD_RUN)
         horizon, interval = int(shifted.total_steps.max()), int(shifted.shift_interval.min())
@@ -67,13 +76,12 @@ def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -
             for switch in range(interval, horizon, interval):
                 ax.axvline(switch, color="grey", linestyle=":", linewidth=0.8)
         written += plots.save(figure, out, f"{suite}_{agent}_continual_returns")
-        rows = ratios[(ratios.suite == suite) & (ratios.agent == agent)]
+        rows = aggregates[(aggregates.suite == suite) & (aggregates.agent == agent)] if len(ratios) else ratios
         if len(rows):
-            aggregate = stats.aggregate(rows, reps, seed)
-            iqm = aggregate[aggregate.statistic == "iqm"].assign(panel="IQM of later / first visit")
+            iqm = rows[rows.statistic == "iqm"].assign(panel="IQM of later / first visit")
             written += plots.save(plots.interval_bars(iqm, "panel", "return ratio (1 = as well as the first visit)",
                                                       f"{suite} / {agent}: later task visits against the first "
                                                       "(95% CIs over seeds and games)"), out,
                                   f"{suite}_{agent}_continual_ratio")
     plt.close("all")
-    return table, written
+    return table, aggregates, written

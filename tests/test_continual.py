@@ -146,3 +146,25 @@ def test_figures_read_gzipped_csvs_and_write_the_continual_table(run, tmp_path):
     table = pd.read_csv(tmp_path / "out" / "tables" / "continual.csv")
     assert table.task.tolist() == [0, 1, 2, 3] and table.task_game.tolist() == ["breakout", "asterix"] * 2
     assert (tmp_path / "out" / "minatar_ppo_continual_returns.png").exists()
+
+
+def test_the_readme_continual_table_is_what_the_committed_csvs_give():
+    """The README's result table is rebuilt from results/minatar_continual (gzipped CSVs) by the
+    same code `make figures` runs (same bootstrap repetitions and seed)."""
+    import re
+
+    from analysis.continual import ratio_table, visits
+    from analysis.load import load_runs
+    from conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("### Result: PPO through the five MinAtar games", 1)[1]
+    rows = re.findall(r"^\| (\w+) \| (\d) \| ([\d.]+) \[([\d.]+), ([\d.]+)\] \|", section, re.M)
+    assert len(rows) >= 7
+    runs = load_runs(ROOT / "results" / "minatar_continual")
+    table = ratio_table(visits(runs.runs, runs.returns), reps=2000, seed=0)
+    iqm = table[table.statistic == "iqm"].set_index("intervention")
+    seeds = runs.runs.groupby("intervention").seed.nunique()
+    for intervention, count, value, low, high in rows:
+        assert int(count) == seeds[intervention]
+        got = iqm.loc[intervention, ["value", "ci_low", "ci_high"]].to_numpy()
+        assert np.allclose(got, [float(value), float(low), float(high)], atol=0.006), intervention
