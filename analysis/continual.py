@@ -44,10 +44,16 @@ def visits(runs: pd.DataFrame, returns: pd.DataFrame, last: float = 0.25) -> pd.
 
 def later_visit_ratios(table: pd.DataFrame) -> pd.DataFrame:
     """Per run and task game: the mean ratio over its visits after the first, as the score
-    ``stats.aggregate`` takes (games = task games, so the CIs are over seeds and games)."""
+    ``stats.aggregate`` takes (games = task games, so the CIs are over seeds and games). Only the
+    games that have a ratio in every run of the same suite and agent are kept (a first visit that
+    scored 0 has none), so that every variant is scored on the same games and seeds."""
     later = table[table.visit > 0].dropna(subset=["ratio"])
-    score = later.groupby(["suite", "agent", "intervention", "variant", "seed", "task_game"]).ratio.mean()
-    return score.reset_index().rename(columns={"task_game": "game", "ratio": "normalized_score"})
+    score = later.groupby(["suite", "agent", "intervention", "variant", "seed", "task_game"]).ratio.mean().reset_index()
+    runs = table.groupby(["suite", "agent"])[["variant", "seed"]].apply(lambda f: len(f.drop_duplicates()))
+    rated = score.groupby(["suite", "agent", "task_game"]).size()
+    everywhere = [key for key, count in rated.items() if count == runs[key[:2]]]
+    score = score[score.set_index(["suite", "agent", "task_game"]).index.isin(everywhere)]
+    return score.rename(columns={"task_game": "game", "ratio": "normalized_score"})
 
 
 def ratio_table(table: pd.DataFrame, reps: int, seed: int) -> pd.DataFrame:
