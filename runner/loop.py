@@ -19,9 +19,8 @@ from envs import make_env
 from interventions import Composition
 from probes import ProbeConfig, Prober
 from runner.config import RESUMABLE_CHANGES, run_path
-from runner.store import RunError
 from runner.logger import MetricAverager, TensorBoardLog
-from runner.store import RunStore
+from runner.store import RunError, RunStore
 
 
 def pick_device(name: str) -> torch.device:

@@ -114,6 +114,12 @@ class Learner:
         return torch.log_softmax(outputs, 1)[:, 0]
 
 
+def make_task(cfg: ShiftsConfig):
+    """The run's task sequence, its draws seeded from the run's seed."""
+    x, labels = digits(cfg.inputs)
+    return TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)
+
+
 def run_path(cfg: ShiftsConfig) -> Path:
     return Path(cfg.run_dir) / "shifts" / cfg.task / cfg.arch / cfg.variant / f"seed{cfg.seed}"
 
@@ -128,8 +134,7 @@ def train(cfg: ShiftsConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     composition = interventions.Composition(cfg.intervention, cfg.interventions)
-    x, labels = digits(cfg.inputs)
-    task = TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)
+    task = make_task(cfg)
     learner = Learner(cfg, task, composition)
     prober = Prober(cfg.probe, learner.network, cfg.seed)
     log = store.open_log("metrics", METRICS_COLUMNS, resuming=found is not None)
@@ -258,8 +263,7 @@ def check_support(cfg: ShiftsConfig, composition) -> None:
     head = composition.value_head()
     if not isinstance(head, CategoricalValues) or cfg.target_norm:
         return
-    x, labels = digits(cfg.inputs)
-    task = TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)  # the run's own task draws
+    task = make_task(cfg)  # the run's own task draws
     for t in range(cfg.tasks):
         task.start(t)
         targets = task.targets(1.0)[:, 0]

@@ -123,12 +123,18 @@ def test_l2init_pulls_towards_the_saved_initial_weights():
     assert distance < 0.82 * sum(p.numel() for p in net.parameters())  # each weight moved 1 -> 0.9
 
 
-def test_redo_recycles_exactly_the_dormant_units():
+def mlp_with_dead_units():
+    """An MLP whose units 0-9 of fc1 are dead on every input, and 64 inputs."""
     torch.manual_seed(0)
     net, x = build_network((6,), 3, "mlp"), torch.randn(64, 6)
     with torch.no_grad():
         net.body.fc1.weight[:10] = 0
-        net.body.fc1.bias[:10] = -1  # units 0-9 of fc1: dead on every input
+        net.body.fc1.bias[:10] = -1
+    return net, x
+
+
+def test_redo_recycles_exactly_the_dormant_units():
+    net, x = mlp_with_dead_units()
     agent = fake_agent(net, x)
     _, activations, _ = capture(net, x)
     dormant = {name: dormant_scores(a) <= 0.1 for name, a in activations.items()}

@@ -14,6 +14,7 @@ from nets.values import hl_gauss, support
 from probes import first_distinct
 from probes.ntk import RELATIVE_FLOOR, entk_diagnostics, entk_gram
 from tests.test_dqn import feed, make_dqn
+from tests.test_interventions import fake_agent, mlp_with_dead_units
 from tests.test_ppo import make_ppo
 
 
@@ -107,14 +108,8 @@ def test_plasticity_injection_injects_fresh_hidden_layers(arch, obs_shape, fresh
 
 
 def test_redo_counts_gradient_updates_and_zeroes_recycled_biases():
-    torch.manual_seed(0)
-    net, x = build_network((6,), 3, "mlp"), torch.randn(64, 6)
-    with torch.no_grad():
-        net.body.fc1.weight[:10] = 0
-        net.body.fc1.bias[:10] = -1  # units 0-9 of fc1: dead on every input
-    optimizer = torch.optim.Adam(net.parameters())
-    agent = type("A", (), {"network": net, "optimizer": optimizer, "rng": np.random.default_rng(0),
-                           "probe_inputs": lambda self, n, rng: x})()
+    net, x = mlp_with_dead_units()
+    agent = fake_agent(net, x)
     redo = Composition("redo", {"redo": {"interval": 3}})
     fired = [bool(redo.after_update(agent, step=1000 * k)) for k in range(1, 8)]  # agent steps are ignored
     assert fired == [False, False, True, False, False, True, False]
