@@ -126,14 +126,14 @@ class DQN:
         if step < self.cfg.learning_starts:
             return {}
         self.update_credit += self.num_envs * self.cfg.updates_per_step
-        sums, count, hooks = {}, 0, {}
+        updates, hooks = [], {}
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
-            for key, value in self.update().items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
+            updates.append(self.update())
             hooks.update(self.interventions.after_update(self, step))  # an interval hook fires once
-        return {**{k: v / count for k, v in sums.items()}, **hooks}
+        if len(updates) <= 1:  # (MinAtar: one update per frame, no arithmetic on the host)
+            return {**(updates[0] if updates else {}), **hooks}
+        return {**{k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}, **hooks}
 
     def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
         """Q(s, .) from the network's outputs: the outputs themselves; with a categorical head

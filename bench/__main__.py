@@ -1,4 +1,4 @@
-"""``python -m bench [--quick | --tiny] [--large] [--repeats N] [--out CSV]``: how fast and how big
+"""``python -m bench [--quick | --tiny] [--large] [--repeats N] [--pairs N] [--references-only] [--out CSV]``: how fast and how big
 the suite is on this machine.
 
 Prints one table and writes bench/results.csv (DESIGN.md section 8):
@@ -11,6 +11,9 @@ Prints one table and writes bench/results.csv (DESIGN.md section 8):
 - MinAtar DQN with ln, l2 and ln_l2: what each headline intervention costs in steps/s, and in
   update time with the four updates taking turns in one process;
 - probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS;
+- ``ours / reference``: MinAtar DQN (none and ln_l2, 1 thread), Atari DQN, Atari PPO (all threads)
+  and MinAtar PPO (1 thread) against the minimal implementations of bench/references, the same
+  training run in turn, ours then the reference, ``--pairs`` times (bench/compare.py);
 - ``--large``: a 1M-transition Atari replay buffer actually allocated and filled (about 7 GB).
 
 ``--tiny`` runs every row at toy sizes in about a minute: a check that the benchmark works (the
@@ -23,14 +26,10 @@ of repeats.
 from __future__ import annotations
 
 import argparse
-import collections
-import contextlib
 import csv
-import io
 import platform
 import resource
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +44,8 @@ from envs import make_env
 from interventions import Composition
 from probes import ProbeConfig, Prober
 from runner.config import compose_config
-from runner.loop import Run
+from bench.compare import compare
+from bench.stretch import runner_stretch
 
 RESULTS = Path(__file__).resolve().parent / "results.csv"
 
@@ -140,70 +140,6 @@ def update_seconds_by_threads(cfg, repeats: int) -> dict[int, float]:
     return seconds
 
 
-class TimedRun(Run):
-    """The real runner with its parts timed where they run: env steps, acting, updates, replay
-    sampling, over the stretch of agent steps from ``measure_from`` to the end. The split of wall
-    time, the bound it implies and the loop's own share ("other") then come from the same seconds
-    of one run, past its start-up: isolated timings taken minutes apart, or the difference of two
-    runs, moved by up to 30% on a shared 2-core VM."""
-
-    def __init__(self, cfg, measure_from: int):
-        super().__init__(cfg)
-        self.measure_from = measure_from
-        self.seconds: collections.Counter = collections.Counter()
-        self.marks: list[tuple[int, float, collections.Counter]] = []  # (step, time, seconds) at both ends
-
-    def build(self, resuming: bool) -> None:
-        super().build(resuming)
-        self.env.step = self._timed("env", self.env.step)
-        if hasattr(self.agent, "update"):  # the agents call self.update(): the instance attribute wins
-            self.agent.update = self._timed("update", self.agent.update)
-        if hasattr(self.agent, "replay"):
-            self.agent.replay.sample = self._timed("replay_sample", self.agent.replay.sample)
-        act = self._timed("act", self.agent.act)
-
-        def act_after_mark(obs, step):  # acting opens every loop iteration
-            if not self.marks and step >= self.measure_from:
-                self._mark()
-            return act(obs, step)
-        self.agent.act = act_after_mark
-
-    def _finish(self) -> None:
-        self._mark()
-        super()._finish()
-
-    def _mark(self) -> None:
-        self.marks.append((self.step, time.perf_counter(), collections.Counter(self.seconds)))
-
-    def _timed(self, part: str, fn):
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[part] += time.perf_counter() - start
-        return timed
-
-
-def runner_stretch(overrides: list[str], start: int, end: int) -> tuple[float, dict[str, float]]:
-    """(agent steps/s, seconds per agent step of each part) of the real runner between agent
-    steps ``start`` and ``end`` of one run. Parts: env, act, replay_sample, update (without its
-    sampling) and other (the loop itself: bookkeeping, storing transitions, logging)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        run = TimedRun(compose_config([*overrides, f"total_steps={end}", f"run_dir={tmp}", "log.progress=false",
-                                       "probe.interval=0", "checkpoint.interval=0"]), measure_from=start)
-        with contextlib.redirect_stdout(io.StringIO()):  # the runner's "done: ..." line
-            run.train()
-    (first_step, first_time, first_seconds), (last_step, last_time, last_seconds) = run.marks
-    steps, wall = last_step - first_step, last_time - first_time
-    parts = {part: (last_seconds[part] - first_seconds[part]) / steps for part in ("env", "act", "replay_sample", "update")
-             if part in last_seconds}
-    if "replay_sample" in parts:  # DQN samples inside its update
-        parts["update"] -= parts["replay_sample"]
-    parts["other"] = wall / steps - sum(parts.values())
-    return steps / wall, parts
-
-
 def large_replay(transitions: int = 1_000_000, num_envs: int = 8) -> tuple[float, float, float]:
     """(GiB allocated, GiB of resident memory it took, seconds) for an Atari replay buffer of
     ``transitions`` slots filled through ``add`` with distinct frames, then sampled from."""
@@ -257,21 +193,27 @@ def benched_agents() -> list[str]:
     return sorted(name for name, cls in agents.AGENTS.items() if has_network(cls))
 
 
-def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -> tuple[list[str], int, int, float]:
-    """The rows of one agent on one suite; returns (overrides, start, end of the stretch, measured steps/s)."""
+def stretch_config(agent: str, suite: str, tiny: bool, scale: float) -> tuple[list[str], object, int, int]:
+    """(overrides, config, first and last agent step) of the measured stretch of one agent's run."""
     overrides = [f"env={suite}", f"agent={agent}"]
     if agent == "dqn":  # epsilon at its final value, so acting runs the network as it does
         overrides += ["agent.exploration_start=0", "agent.exploration_steps=1"]  # for most of a run
-    if args.tiny:
+    if tiny:
         overrides += TINY.get(agent, list(agents.AGENTS[agent].quick_overrides))
     elif agent == "dqn":  # learning from the start of the measured stretch, small buffer
         overrides += ["agent.learning_starts=1000", "agent.buffer_size=20000"]
     cfg = compose_config(overrides)
-    start, end = TINY_LENGTHS[suite] if args.tiny else LENGTHS.get(agent, DEFAULT_LENGTHS)[suite]
-    end = start + max(int((end - start) * (1 if args.tiny else scale)), 1)
+    start, end = TINY_LENGTHS[suite] if tiny else LENGTHS.get(agent, DEFAULT_LENGTHS)[suite]
+    end = start + max(int((end - start) * (1 if tiny else scale)), 1)
     if "num_steps" in cfg.agent:  # whole rollouts: the stretch starts just after an update and ends on one
         rollout = cfg.agent.num_steps * cfg.env.num_envs
         start, end = max(rollout, start // rollout * rollout), max(2 * rollout, end // rollout * rollout)
+    return overrides, cfg, start, end
+
+
+def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -> tuple[list[str], int, int, float]:
+    """The rows of one agent on one suite; returns (overrides, start, end of the stretch, measured steps/s)."""
+    overrides, cfg, start, end = stretch_config(agent, suite, args.tiny, scale)
     measured, parts = runner_stretch(overrides, start, end)
     bound = 1 / (sum(parts.values()) - parts["other"])  # agent steps/s if the loop itself took no time
     tag = f"{suite} {agent}"
@@ -292,26 +234,9 @@ def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -
     return overrides, start, end, measured
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke check, noisier)")
-    size.add_argument("--tiny", action="store_true", help="toy sizes: checks that the benchmark runs (for tests)")
-    p.add_argument("--large", action="store_true", help="also allocate and fill a 1M-transition Atari replay buffer (7 GB)")
-    p.add_argument("--repeats", type=int, default=20, help="repeats per isolated update timing (median)")
-    p.add_argument("--out", type=Path, default=RESULTS, help=f"results CSV (default {RESULTS})")
-    args = p.parse_args(argv)
-    repeats = 2 if args.tiny else 3 if args.quick else args.repeats
-    scale = 0.01 if args.tiny else 0.1 if args.quick else 1.0
-    rows = []
-
-    def add(what: str, value: float, unit: str, note: str = "") -> None:
-        rows.append({"what": what, "value": round(value, 4), "unit": unit, "note": note})
-        print(f"{what:52s} {value:>12,.2f} {unit:14s} {note}", flush=True)
-
-    threads = torch.get_num_threads()
-    print(f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{threads} torch threads\n")
+def suite_rows(args, repeats: int, scale: float, add) -> None:
+    """Env ceilings, each agent's split of wall time, update and probe costs, what the headline
+    interventions cost."""
     for suite in ("atari", "minatar"):
         cfg = compose_config([f"env={suite}", "agent=random"])
         add(f"{suite}: env alone, {cfg.env.num_envs} env(s), random actions", env_rate(cfg, int(20000 * scale)), "agent steps/s")
@@ -328,6 +253,36 @@ def main(argv=None) -> int:
     for intervention in headline:
         add(f"minatar dqn + {intervention}: one update, interleaved with none", 1e3 * updates[intervention], "ms",
             f"{updates[intervention] / updates['none']:.2f}x none's {1e3 * updates['none']:.2f} ms")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke check, noisier)")
+    size.add_argument("--tiny", action="store_true", help="toy sizes: checks that the benchmark runs (for tests)")
+    p.add_argument("--large", action="store_true", help="also allocate and fill a 1M-transition Atari replay buffer (7 GB)")
+    p.add_argument("--repeats", type=int, default=20, help="repeats per isolated update timing (median)")
+    p.add_argument("--pairs", type=int, default=3, help="ours / reference pairs per comparison (--tiny: 1)")
+    p.add_argument("--references-only", action="store_true", help="only the ours / reference rows")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"results CSV (default {RESULTS})")
+    args = p.parse_args(argv)
+    repeats = 2 if args.tiny else 3 if args.quick else args.repeats
+    scale = 0.01 if args.tiny else 0.1 if args.quick else 1.0
+    rows = []
+
+    def add(what: str, value: float, unit: str, note: str = "") -> None:
+        rows.append({"what": what, "value": round(value, 4), "unit": unit, "note": note})
+        print(f"{what:52s} {value:>12,.2f} {unit:14s} {note}", flush=True)
+
+    threads = torch.get_num_threads()
+    print(f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{threads} torch threads\n")
+    if not args.references_only:
+        suite_rows(args, repeats, scale, add)
+    # the yardsticks: the same training in minimal code (bench/references), A B A B
+    compare(stretch_config, args.tiny, scale, 1 if args.tiny else args.pairs, add)
+    if args.references_only:
+        return write_rows(rows, args.out, threads)
     buffer = ReplayBuffer(10000, 8, (4, 84, 84), np.uint8, 4, 0.99, 1)
     add("atari replay: bytes per slot", buffer.nbytes / 10000, "bytes", "a stored transition adds one frame")
     if args.large:
@@ -335,13 +290,17 @@ def main(argv=None) -> int:
         add("atari replay, 1M transitions: allocated", allocated, "GiB", f"filled through add() in {seconds:.0f} s")
         add("atari replay, 1M transitions: peak RSS growth", resident, "GiB")
     add("peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
+    return write_rows(rows, args.out, threads)
+
+
+def write_rows(rows: list[dict], out: Path, threads: int) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["what", "value", "unit", "note", "machine", "torch", "threads"])
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "machine": platform.node(), "torch": torch.__version__, "threads": threads})
-    print(f"\n-> {args.out}")
+    print(f"\n-> {out}")
     return 0
 
 

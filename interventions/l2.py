@@ -26,4 +26,20 @@ class L2:
 
     def loss(self, network: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
         params = [p for p in network.parameters() if p.requires_grad]
-        return loss + self.cfg.coef * torch.stack([p.pow(2).sum() for p in params]).sum()
+        return loss + SquaredNorm.apply(self.cfg.coef, *params)
+
+
+class SquaredNorm(torch.autograd.Function):
+    """``coef * sum ||theta||^2`` as one autograd node whose backward is ``2 coef theta``, each a
+    single foreach op: through autograd's generic ops (a square and a sum per parameter, a
+    stack) the term cost about 15% of a MinAtar DQN update (make bench)."""
+
+    @staticmethod
+    def forward(ctx, coef: float, *params: torch.Tensor) -> torch.Tensor:
+        ctx.coef = coef
+        ctx.save_for_backward(*params)
+        return coef * torch.stack(torch._foreach_norm(params)).square().sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (None, *torch._foreach_mul(ctx.saved_tensors, 2 * ctx.coef * grad))

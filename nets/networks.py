@@ -139,11 +139,24 @@ class _Originals:
 
 @contextlib.contextmanager
 def eval_mode(network: nn.Module):
-    """Evaluation mode for a measurement, restored after: a spectral-normalised layer then reads
-    its power-iteration vectors without updating them, so measuring leaves the network as it was."""
-    was_training = network.training
-    network.eval()
+    """Evaluation mode for a measurement or an action, each module's own mode restored after: a
+    spectral-normalised layer then reads its power-iteration vectors without updating them, so
+    measuring leaves the network as it was. The flags are set directly, as ``Module.train`` would
+    set them, for modules that do not override ``train``: the recursive ``train()`` calls cost
+    about 0.1 ms per MinAtar action, a tenth of a DQN frame (make bench)."""
+    modules = list(network.modules())
+    modes = [m.training for m in modules]
+    for m in modules:
+        _set_training(m, False)
     try:
         yield network
     finally:
-        network.train(was_training)
+        for m, mode in zip(modules, modes):
+            _set_training(m, mode)
+
+
+def _set_training(module: nn.Module, mode: bool) -> None:
+    if type(module).train is nn.Module.train:
+        object.__setattr__(module, "training", mode)  # what Module.train does, minus the recursion
+    else:
+        module.train(mode)

@@ -3,6 +3,7 @@ core.schema), the optional TensorBoard mirror, and the averaging of training met
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -86,25 +87,28 @@ class TensorBoardLog:
 
 
 class MetricAverager:
-    """Averages training metrics between log rows. Values stay tensors until written, so the
-    hot loop never waits on a device sync."""
+    """Averages training metrics between log rows. Values are kept as they come (tensors stay
+    tensors, so the hot loop does no arithmetic and never waits on a device) and summed exactly
+    (``math.fsum``) when a row is written: the mean is then the same whatever the order of the
+    values and wherever a checkpoint split them."""
 
     def __init__(self):
-        self.sums: dict = {}
-        self.counts: dict[str, int] = {}
+        self.values: dict[str, list] = {}
 
     def add(self, metrics: dict) -> None:
         for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
+            self.values.setdefault(key, []).append(value)
 
     def pop(self) -> dict[str, float]:
-        means = {k: float(v) / self.counts[k] for k, v in self.sums.items()}
-        self.sums, self.counts = {}, {}
+        means = {k: math.fsum(float(v) for v in vs) / len(vs) for k, vs in self.values.items()}
+        self.values = {}
         return means
 
     def state_dict(self) -> dict:
-        return {"sums": {k: float(v) for k, v in self.sums.items()}, "counts": dict(self.counts)}
+        return {"values": {k: [float(v) for v in vs] for k, vs in self.values.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.sums, self.counts = dict(state["sums"]), dict(state["counts"])
+        if "values" in state:
+            self.values = {k: list(vs) for k, vs in state["values"].items()}
+        else:  # a checkpoint of the summing averager: its sums, as many entries as it counted
+            self.values = {k: [s] + [0.0] * (state["counts"][k] - 1) for k, s in state["sums"].items()}

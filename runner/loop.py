@@ -134,8 +134,10 @@ class Run:
         self.task = getattr(self.env, "task", None)  # a sequence of tasks (env.shift), or None
         if self.task is not None and not found:
             self.metrics_log.write(0, "task", "", self.task)
+        # plain ints: an OmegaConf lookup per step cost about 0.05 ms of a MinAtar DQN frame
+        total_steps, log_interval, checkpoint_interval = cfg.total_steps, cfg.log.interval, cfg.checkpoint.interval
         try:
-            while self.step < cfg.total_steps and self.stop_signal is None:
+            while self.step < total_steps and self.stop_signal is None:
                 before = self.step
                 actions = self.agent.act(self.obs, self.step)
                 next_obs, rewards, terminated, truncated, info = self.env.step(actions)
@@ -144,13 +146,13 @@ class Run:
                                                      terminated, truncated, self.step))
                 self._track_episodes(info.get("score", rewards), terminated | truncated)  # raw game scores
                 self.obs = next_obs
-                if getattr(self.env, "task", None) not in (None, self.task) and self.step < cfg.total_steps:
+                if getattr(self.env, "task", None) not in (None, self.task) and self.step < total_steps:
                     self._switch_task()  # (a switch on the run's last step starts no task)
-                if crossed(before, self.step, cfg.log.interval):
+                if crossed(before, self.step, log_interval):
                     self._log_metrics(bar)
                 if self.prober and self.prober.due(before, self.step):
                     self._log_probes()
-                if crossed(before, self.step, cfg.checkpoint.interval):
+                if crossed(before, self.step, checkpoint_interval):
                     self.save()
                 bar.update(n)
         finally:

@@ -51,6 +51,14 @@ def test_each_layer_imports_only_the_layers_below_it():
             assert not wrong, f"{module} imports {sorted(wrong)}"
 
 
+def test_the_bench_references_import_nothing_from_the_project():
+    ours = {"core", "nets", "agents", "envs", "interventions", "probes", "runner", "shifts", "analysis", "bench"}
+    found = imports_of("bench/references")
+    assert len(found) >= 4  # the package and its three yardsticks
+    for module, names in found.items():
+        assert not names & ours, f"{module} imports {sorted(names & ours)}: a yardstick must stand alone"
+
+
 def test_probes_interventions_shifts_and_analysis_do_not_load_agents_even_indirectly():
     import subprocess
     import sys
