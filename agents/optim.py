@@ -51,7 +51,18 @@ class CenteredRMSprop(torch.optim.Optimizer):
             torch._foreach_addcmul_(square_avg, grads, grads, value=1 - alpha)
             torch._foreach_lerp_(grad_avg, grads, 1 - alpha)
             denom = torch._foreach_addcmul(square_avg, grad_avg, grad_avg, value=-1)
-            torch._foreach_clamp_min_(denom, 0)
+            # Clamp at a floor whose square root vanishes beside eps instead of at 0: the result is
+            # the same to the bit, and torch's sqrt is 2-3x slower on a tensor with zeros in it
+            # (parameters whose gradient is always 0, e.g. behind a dead unit): a tenth of a MinAtar update.
+            torch._foreach_clamp_min_(denom, sqrt_floor(eps, params[0].dtype))
             torch._foreach_sqrt_(denom)
             torch._foreach_add_(denom, eps)
             torch._foreach_addcdiv_(params, grads, denom, value=-lr)
+
+
+def sqrt_floor(eps: float, dtype: torch.dtype) -> float:
+    """The largest ``v`` (up to a power of 2) with ``sqrt(v) + eps == eps`` in ``dtype``: sqrt(v) is
+    under half an ulp of eps. 0 where that floor would be subnormal."""
+    info = torch.finfo(dtype)
+    floor = (eps * info.eps / 8) ** 2
+    return floor if floor >= info.tiny else 0.0

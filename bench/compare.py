@@ -46,6 +46,7 @@ def compare(stretch_config, tiny: bool, scale: float, pairs: int, add) -> None:
                     ours[name].append(runner_stretch([*overrides, f"intervention={name}", f"threads={threads}"],
                                                      start, end)[0])
                 torch.set_num_threads(threads)
+                torch.set_flush_denormal(False)  # as in a fresh process: the runner set it for ours
                 theirs.append(reference())
             for name, rates in ours.items():
                 ratios = [mine / other for mine, other in zip(rates, theirs)]
