@@ -1,7 +1,9 @@
 """``ours / reference``: the suite's runner against the minimal implementations in
 bench/references (the same training, nothing else), run in turn, ours then the reference, for
 a number of pairs at the same torch thread count. A ratio over 1 means the suite is faster than
-the simplest code that trains the same agent; the spread of the pairs says how far to trust it."""
+the simplest code that trains the same agent; the spread of the pairs says how far to trust it.
+A row with an intervention divides ours with it by the plain reference: what the intervention
+costs is in the ratio."""
 from __future__ import annotations
 
 import statistics
@@ -50,7 +52,7 @@ def compare(stretch_config, tiny: bool, scale: float, pairs: int, add) -> None:
                 theirs.append(reference())
             for name, rates in ours.items():
                 ratios = [mine / other for mine, other in zip(rates, theirs)]
-                label = f"{suite} {agent}" + ("" if name == "none" else f" + {name}")
+                label = f"{suite} {agent}" + ("" if name == "none" else f" + {name} (reference: none)")
                 add(f"{label}: ours / reference, {threads} thread(s)", statistics.median(ratios), "x",
                     f"min {min(ratios):.2f} max {max(ratios):.2f} of {pairs} pairs; agent steps/s ours "
                     f"{statistics.median(rates):,.0f}, reference {statistics.median(theirs):,.0f}")

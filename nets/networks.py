@@ -109,12 +109,15 @@ def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_sc
 
 
 def reinitialised(module: nn.Module) -> nn.Module:
-    """A freshly initialised copy of ``module``: same architecture, device and init scheme."""
-    fresh = copy.deepcopy(module)
+    """A freshly initialised copy of ``module``: same architecture, device and init scheme. The
+    weights are drawn on the CPU, from the generator the checkpoints save, then moved: a run on
+    CUDA resumes to the same draws, and draws what a CPU run would."""
+    device = next(module.parameters(), torch.empty(0)).device
+    fresh = copy.deepcopy(module).cpu()
     for m in fresh.modules():
         if hasattr(m, "reset_parameters"):
             reset_parameters(m)
-    return fresh
+    return fresh.to(device)
 
 
 def reset_parameters(m: nn.Module) -> None:

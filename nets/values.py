@@ -86,7 +86,7 @@ class CategoricalValues:
     def td_loss(self, outputs, actions, target, loss_fn):
         """Cross entropy to the projected target (``loss_fn``, the agent's scalar loss, is not
         used); returns the expected Q of the actions taken beside it."""
-        logits = outputs.view(len(outputs), -1, self.cfg.bins)[torch.arange(len(outputs)), actions]
+        logits = outputs.view(len(outputs), -1, self.cfg.bins)[torch.arange(len(outputs), device=outputs.device), actions]
         atoms = self._atoms(outputs)
         loss = -(self.project(target.detach(), atoms) * F.log_softmax(logits, -1)).sum(-1).mean()
         return loss, (logits.softmax(-1) * atoms).sum(-1)

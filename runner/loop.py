@@ -232,6 +232,6 @@ class Run:
 
     def _finish(self) -> None:
         if self.agent.network is not None:
-            torch.save(self.agent.network.state_dict(), self.dir / "model.pt")
+            torch.save({k: v.cpu() for k, v in self.agent.network.state_dict().items()}, self.dir / "model.pt")
         self.tensorboard.close()
         self.store.finish()

@@ -6,7 +6,9 @@ steps, 4 minibatches x 4 epochs, Adam (eps 1e-5), GAE 0.95, gamma 0.99, entropy 
 coefficient 0.5 with a clipped value loss, advantages normalised per minibatch, gradient norm
 0.5; one network with the actions' logits and the value as outputs. Atari: Nature CNN, lr 2.5e-4
 annealed over ``total_steps``, clip 0.1, sign-clipped rewards. MinAtar: conv 16x3x3 -> 128,
-lr 3e-4, clip 0.2, raw rewards, sticky actions 0.1.
+lr 3e-4, clip 0.2, raw rewards, sticky actions 0.1. Observations are stored raw (uint8, bool) and
+scaled in the forward pass, as the suite does. EnvPool resets an env on the step after its
+episode ends; that step is counted like any other.
 """
 import os
 import time
@@ -66,17 +68,18 @@ def steps_per_second(total_steps: int, measure_from: int, suite: str = "atari", 
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, eps=1e-5)
     obs = envs.reset()[0] if atari else envs.observe()
     shape = (num_steps, num_envs)
-    buf_obs = torch.zeros(shape + obs.shape[1:])
+    buf_obs = torch.zeros(shape + obs.shape[1:], dtype=torch.from_numpy(obs).dtype)  # raw: uint8 or bool
+    forward = lambda o: net(o.float() * scale)  # noqa: E731
     buf_act, buf_logp, buf_val, buf_rew, buf_done = (torch.zeros(shape) for _ in range(5))
-    step, start = 0, time.perf_counter()
+    step, start, first = 0, time.perf_counter(), None
     while step < total_steps:
         for t in range(num_steps):
-            if step <= measure_from < step + num_envs:
-                start = time.perf_counter()
-            x = torch.as_tensor(obs, dtype=torch.float32) * scale
+            if first is None and step >= measure_from:
+                start, first = time.perf_counter(), step
+            x = torch.as_tensor(obs)
             with torch.no_grad():
-                out = net(x)
-            dist = torch.distributions.Categorical(logits=out[:, :actions])
+                out = forward(x)
+            dist = torch.distributions.Categorical(logits=out[:, :actions], validate_args=False)
             action = dist.sample()
             buf_obs[t], buf_act[t], buf_logp[t], buf_val[t] = x, action, dist.log_prob(action), out[:, actions]
             if atari:
@@ -87,7 +90,7 @@ def steps_per_second(total_steps: int, measure_from: int, suite: str = "atari", 
             buf_rew[t], buf_done[t] = torch.as_tensor(reward), torch.as_tensor(done, dtype=torch.float32)
             step += num_envs
         with torch.no_grad():
-            next_value = net(torch.as_tensor(obs, dtype=torch.float32) * scale)[:, actions]
+            next_value = forward(torch.as_tensor(obs))[:, actions]
         advantages, running = torch.zeros(shape), torch.zeros(num_envs)
         for t in reversed(range(num_steps)):
             following = next_value if t == num_steps - 1 else buf_val[t + 1]
@@ -100,8 +103,8 @@ def steps_per_second(total_steps: int, measure_from: int, suite: str = "atari", 
             optimizer.param_groups[0]["lr"] = lr * max(1 - step / total_steps, 0.0)
         for _ in range(epochs):
             for mb in torch.randperm(len(b_obs)).chunk(minibatches):
-                out = net(b_obs[mb])
-                dist = torch.distributions.Categorical(logits=out[:, :actions])
+                out = forward(b_obs[mb])
+                dist = torch.distributions.Categorical(logits=out[:, :actions], validate_args=False)
                 ratio = (dist.log_prob(b_act[mb]) - b_logp[mb]).exp()
                 adv = (b_adv[mb] - b_adv[mb].mean()) / (b_adv[mb].std() + 1e-8)
                 policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
@@ -115,4 +118,4 @@ def steps_per_second(total_steps: int, measure_from: int, suite: str = "atari", 
                 optimizer.step()
     if atari:
         envs.close()
-    return (step - measure_from) / (time.perf_counter() - start)
+    return (step - first) / (time.perf_counter() - start)
