@@ -81,7 +81,7 @@ sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sw
 figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures
 	$(PY) -m analysis $(RUNS) $(OUT) $(FIGURE_ARGS)
 
-bench: $(STAMP) ## speed and memory on this machine: one table, bench/results.csv (BENCH_ARGS="--quick | --tiny | --large")
+bench: $(STAMP) ## speed and memory on this machine, ours / reference rows: one table, bench/results.csv (BENCH_ARGS="--quick | --tiny | --large | --references-only")
 	$(PY) -m bench $(BENCH_ARGS)
 
 test: $(STAMP) ## the fast test suite (what CI runs), one worker per core, one torch thread each

@@ -168,3 +168,23 @@ def test_the_readme_continual_table_is_what_the_committed_csvs_give():
         assert int(count) == seeds[intervention]
         got = iqm.loc[intervention, ["value", "ci_low", "ci_high"]].to_numpy()
         assert np.allclose(got, [float(value), float(low), float(high)], atol=0.006), intervention
+
+
+def test_the_readme_calibration_table_is_what_the_committed_csvs_give():
+    """Every row of the README's calibration table (results/minatar_continual_calibration): the
+    mean return over the last quarter of each task, as `make figures` writes it to
+    tables/continual.csv."""
+    import re
+
+    from analysis.continual import visits
+    from analysis.load import load_runs
+    from conftest import ROOT
+
+    section = (ROOT / "README.md").read_text().split("### Calibration: every setting tried", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (dqn|ppo) \| (\w+) \| `([^`]+)` \| (\d) \| ([\d. ]+) \|", section, re.M)
+    runs = load_runs(ROOT / "results" / "minatar_continual_calibration")
+    assert len(rows) == len(runs.runs) >= 6  # every committed run is in the table
+    table = visits(runs.runs, runs.returns)
+    for agent, game, variant, seed, returns in rows:
+        mine = table[(table.agent == agent) & (table.game == game) & (table.variant == variant) & (table.seed == int(seed))]
+        assert np.allclose(mine.sort_values("task").final_return, [float(x) for x in returns.split()], atol=0.051), variant
