@@ -110,23 +110,21 @@ class ReplayBuffer:
         size = np.minimum(self.written, self.slots)
         env, slot = self._sample_slots(batch_size, size, rng)
         if self.n_step == 1:  # the loop below for one step, in a third of the time (MinAtar DQN samples every frame)
-            terminal = (self.flags[env, slot] & TERMINATED) > 0
-            return {"obs": self._stack_ending_at(env, (slot - 1) % self.slots),
-                    "actions": self.actions[env, slot].astype(np.int64), "rewards": self.rewards[env, slot],
-                    "next_obs": self._stack_ending_at(env, slot),
-                    "discounts": np.where(terminal, 0.0, self.gamma).astype(np.float32)}
-        returns = np.zeros(batch_size, dtype=np.float32)
-        discounts = np.ones(batch_size, dtype=np.float32)
-        active = np.ones(batch_size, dtype=bool)
-        last = slot.copy()
-        for k in range(self.n_step):
-            s = (slot + k) % self.slots
-            f = self.flags[env, s]
-            returns += np.where(active, discounts * self.rewards[env, s], 0.0)
-            last = np.where(active, s, last)
-            discounts = np.where(active, discounts * self.gamma, discounts)
-            discounts = np.where(active & ((f & TERMINATED) > 0), 0.0, discounts)
-            active &= (f & (TERMINATED | TRUNCATED)) == 0
+            returns, last = self.rewards[env, slot], slot
+            discounts = np.where((self.flags[env, slot] & TERMINATED) > 0, 0.0, self.gamma).astype(np.float32)
+        else:
+            returns = np.zeros(batch_size, dtype=np.float32)
+            discounts = np.ones(batch_size, dtype=np.float32)
+            active = np.ones(batch_size, dtype=bool)
+            last = slot.copy()
+            for k in range(self.n_step):
+                s = (slot + k) % self.slots
+                f = self.flags[env, s]
+                returns += np.where(active, discounts * self.rewards[env, s], 0.0)
+                last = np.where(active, s, last)
+                discounts = np.where(active, discounts * self.gamma, discounts)
+                discounts = np.where(active & ((f & TERMINATED) > 0), 0.0, discounts)
+                active &= (f & (TERMINATED | TRUNCATED)) == 0
         return {
             "obs": self._stack_ending_at(env, (slot - 1) % self.slots),
             "actions": self.actions[env, slot].astype(np.int64),

@@ -40,12 +40,12 @@ from omegaconf import OmegaConf
 import agents
 from agents.base import has_network
 from agents.replay import ReplayBuffer
+from bench.compare import compare
+from bench.stretch import runner_stretch
 from envs import make_env
 from interventions import Composition
 from probes import ProbeConfig, Prober
 from runner.config import compose_config
-from bench.compare import compare
-from bench.stretch import runner_stretch
 
 RESULTS = Path(__file__).resolve().parent / "results.csv"
 

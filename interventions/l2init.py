@@ -27,11 +27,14 @@ class L2Init:
     def loss(self, network: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
         if self.initial is None:  # the first loss comes before the first step: these are theta_0
             self.initial = {n: p.detach().clone() for n, p in network.named_parameters()}
-        for n, p in network.named_parameters():  # a checkpoint loads them on the CPU
-            if n in self.initial and self.initial[n].device != p.device:
+        terms = []
+        for n, p in network.named_parameters():
+            if not p.requires_grad or n not in self.initial:
+                continue
+            if self.initial[n].device != p.device:  # a checkpoint loads them on the CPU
                 self.initial[n] = self.initial[n].to(p.device)
-        terms = [(p - self.initial[n]).pow(2).sum() for n, p in network.named_parameters()
-                 if p.requires_grad and n in self.initial and self.initial[n].shape == p.shape]
+            if self.initial[n].shape == p.shape:
+                terms.append((p - self.initial[n]).pow(2).sum())
         return loss + self.cfg.coef * torch.stack(terms).sum()
 
     def state_dict(self) -> dict:
