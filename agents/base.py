@@ -39,7 +39,9 @@ class Agent(Protocol):
                  num_envs: int, device: torch.device, seed: int, interventions: Any) -> None:
         """Build the network through ``interventions.build(factory)`` (the factory takes the
         keyword arguments of ``nets.networks.build_network``, ``value_bins`` included), add
-        ``interventions.loss(network, loss)`` to the loss, and call
+        ``interventions.loss(network, loss)`` to the loss, step with ``agents.optim.gradient_step(
+        optimizer, loss, max_grad_norm, lambda: interventions.gradients(network))`` (the gradient
+        terms of l2 and l2init go in after backward), and call
         ``interventions.after_update(self, step)`` after every gradient update."""
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:

@@ -146,11 +146,10 @@ class DQN:
         (0 after a termination); a* is the target network's argmax, or the online network's with
         Double DQN."""
         next_q = self.q_values(self.target(batch["next_obs"]))
-        if self.cfg.double_dqn:
-            with eval_mode(self.network):
-                best = self.q_values(self.network(batch["next_obs"])).argmax(1, keepdim=True)
-        else:
-            best = next_q.argmax(1, keepdim=True)
+        if not self.cfg.double_dqn:
+            return batch["rewards"] + batch["discounts"] * next_q.max(1).values
+        with eval_mode(self.network):
+            best = self.q_values(self.network(batch["next_obs"])).argmax(1, keepdim=True)
         return batch["rewards"] + batch["discounts"] * next_q.gather(1, best).squeeze(1)
 
     def update(self) -> dict[str, torch.Tensor]:
@@ -165,7 +164,7 @@ class DQN:
             loss, q = self.values.td_loss(outputs, batch["actions"], target, None)
         total = self.interventions.loss(self.network, loss)
 
-        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm)
+        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm, lambda: self.interventions.gradients(self.network))
         self.updates += 1
         if self.updates % c.target_update_interval == 0:
             self.sync_target()

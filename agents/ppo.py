@@ -221,7 +221,7 @@ class PPO:
         loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
         total = self.interventions.loss(self.network, loss)
 
-        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm)
+        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm, lambda: self.interventions.gradients(self.network))
         self.updates += 1
         with torch.no_grad():
             approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator

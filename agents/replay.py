@@ -139,6 +139,11 @@ class ReplayBuffer:
         cum = np.cumsum(size)
         if cum[-1] == 0:
             raise ValueError("cannot sample from an empty replay buffer")
+        if self.num_envs == 1:
+            return self._sample_one_env_slots(batch_size, int(size[0]), rng)
+        return self._sample_any_env_slots(batch_size, size, cum, rng)
+
+    def _sample_any_env_slots(self, batch_size: int, size: np.ndarray, cum: np.ndarray, rng: np.random.Generator):
         env = np.empty(batch_size, dtype=np.int64)
         slot = np.empty(batch_size, dtype=np.int64)
         todo = np.arange(batch_size)
@@ -154,6 +159,24 @@ class ReplayBuffer:
             todo = todo[~ok]
             if len(todo) == 0:
                 return env, slot
+        raise ValueError("replay buffer holds no sampleable transition yet")
+
+    def _sample_one_env_slots(self, batch_size: int, size: int, rng: np.random.Generator):
+        """``_sample_slots`` for one env (MinAtar's DQN, which samples every frame): the same draws
+        and the same slots, without the arithmetic that finds each draw's env (a third of a sample)."""
+        full, head, flags = self.written[0] >= self.slots, int(self.head[0]), self.flags[0]
+        slot = np.empty(batch_size, dtype=np.int64)
+        todo = np.arange(batch_size)
+        for _ in range(1000):
+            age = rng.integers(size, size=len(todo))
+            s = (head + age) % self.slots if full else age
+            ok = ((flags[s] & VALID) > 0) & (age <= size - self.n_step)
+            if full:
+                ok &= age >= self.stack  # only a full buffer overwrites history
+            slot[todo[ok]] = s[ok]
+            todo = todo[~ok]
+            if len(todo) == 0:
+                return np.zeros(batch_size, dtype=np.int64), slot
         raise ValueError("replay buffer holds no sampleable transition yet")
 
     def state_dict(self) -> dict:

@@ -2,8 +2,10 @@
 
 An intervention is a small object with any of these optional hooks, called in order:
 ``build(factory) -> factory`` (change the architecture), ``loss(network, loss) -> loss``,
-``after_update(agent, step) -> dict`` (after every gradient update; acts at intervals and
-returns metrics to log), ``on_shift(agent) -> dict`` (at a task switch of a task sequence).
+``gradients(network)`` (after backward, before clipping and the step: add a penalty's gradient
+straight to the parameters' gradients, as ``l2`` and ``l2init`` do), ``after_update(agent, step)
+-> dict`` (after every gradient update; acts at intervals and returns metrics to log),
+``on_shift(agent) -> dict`` (at a task switch of a task sequence).
 Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseline. A family
 lists the families it cannot be composed with in ``incompatible`` (checked both ways).
 """
@@ -79,6 +81,12 @@ class Composition:
             if hasattr(part, "loss"):
                 loss = part.loss(network, loss)
         return loss
+
+    def gradients(self, network) -> None:
+        """After backward, before clipping and the step (``agents.optim.gradient_step`` calls it)."""
+        for part in self.parts:
+            if hasattr(part, "gradients"):
+                part.gradients(network)
 
     def value_head(self):
         """The part that turns network outputs into values (two_hot, hl_gauss), or the default:

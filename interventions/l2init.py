@@ -1,5 +1,6 @@
 """``l2init``: + coef * ||theta - theta_0||^2 on the loss (Kumar et al. 2023, "regenerative"
-regularisation): like L2, but towards the initial weights instead of zero."""
+regularisation): like L2, but towards the initial weights instead of zero. Its gradient,
+``2 coef (theta - theta_0)``, is added straight to the gradients after backward, as ``l2`` does."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ import torch
 
 from core.ranges import ranged
 from interventions import register
+from interventions.l2 import add_to_gradients
 
 
 @dataclass
@@ -24,18 +26,20 @@ class L2Init:
         self.cfg = cfg
         self.initial: dict[str, torch.Tensor] | None = None  # outside parameters(): never trained
 
-    def loss(self, network: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-        if self.initial is None:  # the first loss comes before the first step: these are theta_0
+    @torch.no_grad()
+    def gradients(self, network: torch.nn.Module) -> None:
+        if self.initial is None:  # the first gradients come before the first step: these are theta_0
             self.initial = {n: p.detach().clone() for n, p in network.named_parameters()}
-        terms = []
+        params, initial = [], []
         for n, p in network.named_parameters():
             if not p.requires_grad or n not in self.initial:
                 continue
             if self.initial[n].device != p.device:  # a checkpoint loads them on the CPU
                 self.initial[n] = self.initial[n].to(p.device)
-            if self.initial[n].shape == p.shape:
-                terms.append((p - self.initial[n]).pow(2).sum())
-        return loss + self.cfg.coef * torch.stack(terms).sum()
+            if self.initial[n].shape == p.shape:  # (a parameter whose shape changed has no theta_0)
+                params.append(p)
+                initial.append(self.initial[n])
+        add_to_gradients(params, torch._foreach_sub(params, initial) if params else [], 2 * self.cfg.coef)
 
     def state_dict(self) -> dict:
         return {"initial": self.initial}

@@ -201,6 +201,7 @@ def train_step(learner: Learner, composition, task, progress: float, step: int) 
     total = composition.loss(learner.network, loss)
     learner.optimizer.zero_grad(set_to_none=True)
     total.backward()
+    composition.gradients(learner.network)  # l2, l2init: their terms' gradients
     learner.optimizer.step()
     return composition.after_update(learner, step)
 

@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The suite takes centred RMSProp's steps eagerly (here and in the runs it starts): compiling the
+# fused step costs every test process 2-8 s, half the suite's time again. tests/test_optim.py
+# checks the compiled step against the eager one, and one resume test runs compiled (COMPILED).
+os.environ["TORCHDYNAMO_DISABLE"] = "1"
+COMPILED = {"TORCHDYNAMO_DISABLE": "0"}  # extra env of a subprocess that compiles as a user's run does
 # A tiny DQN on MinAtar: learning starts early and probes run often, so every code path runs in
 # a few seconds.
 TINY_DQN = ["env=minatar", "agent=dqn", "total_steps=2400", "agent.learning_starts=300", "agent.batch_size=8", "agent.updates_per_step=0.25",
@@ -42,8 +47,8 @@ def runner_cmd(*args):
 @pytest.fixture
 def run(tmp_path):
     """Run ``python -m runner`` in a subprocess under tmp_path; returns CompletedProcess."""
-    def _run(*args, check=True):
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    def _run(*args, check=True, env=None):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
         result = subprocess.run(runner_cmd(f"run_dir={tmp_path}", *args), cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=300)
         if check and result.returncode != 0:

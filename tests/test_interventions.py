@@ -79,11 +79,18 @@ def test_categorical_head_gives_expected_q_values_and_a_cross_entropy_loss():
         split_name("two_hot_hl_gauss")
 
 
-def test_l2_adds_coef_times_squared_norm():
-    net = build_network((8,), 3)
-    comp = Composition("l2", {"l2": {"coef": 0.01}})
-    expected = 0.01 * sum(p.detach().pow(2).sum() for p in net.parameters())
-    torch.testing.assert_close(comp.loss(net, torch.tensor(1.5)), 1.5 + expected)
+def test_l2_adds_the_gradient_of_coef_times_squared_norm():
+    """The gradient terms equal autograd's through ``loss + coef ||theta||^2``, also for the
+    parameters the loss does not reach (here the head: its gradient is the L2 term alone)."""
+    torch.manual_seed(0)
+    net, x = build_network((8,), 3), torch.randn(4, 8)
+    reference = copy.deepcopy(net)
+    (reference.body(x).sum() + 0.01 * sum(p.pow(2).sum() for p in reference.parameters())).backward()
+    net.body(x).sum().backward()
+    assert net.head.weight.grad is None
+    Composition("l2", {"l2": {"coef": 0.01}}).gradients(net)
+    for a, b in zip(net.parameters(), reference.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
 
 
 def trained(net, inputs, steps=3):
@@ -108,16 +115,17 @@ def moments(optimizer, param):
 def test_l2init_pulls_towards_the_saved_initial_weights():
     net = build_network((8,), 3)
     comp = Composition("l2init", {"l2init": {"coef": 0.5}})
-    assert comp.loss(net, torch.tensor(0.0)) == 0  # the first call saves theta_0
+    comp.gradients(net)  # the first call saves theta_0; there the term's gradient is 0
+    assert all(torch.count_nonzero(p.grad) == 0 for p in net.parameters())
     initial = [p.detach().clone() for p in net.parameters()]
     with torch.no_grad():
         for p in net.parameters():
             p.add_(1.0)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    expected = 0.5 * sum(p.numel() for p in net.parameters())
-    loss = comp.loss(net, torch.tensor(0.0))
-    torch.testing.assert_close(loss, torch.tensor(float(expected)))
-    loss.backward()
+    optimizer.zero_grad()
+    comp.gradients(net)  # d/dtheta 0.5 ||theta - theta_0||^2 = theta - theta_0 = 1
+    for p in net.parameters():
+        torch.testing.assert_close(p.grad, torch.ones_like(p))
     optimizer.step()
     distance = sum((p - q).pow(2).sum() for p, q in zip(net.parameters(), initial))
     assert distance < 0.82 * sum(p.numel() for p in net.parameters())  # each weight moved 1 -> 0.9
@@ -307,10 +315,13 @@ def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, 
             fired.extend(metrics)
         return metrics
     monkeypatch.setattr(Composition, "after_update", checked)
+    real_gradients, graded = Composition.gradients, []
+    monkeypatch.setattr(Composition, "gradients", lambda self, network: graded.append(real_gradients(self, network)))
     run = Run(compose_config(overrides))
     assert run.train() == 0
     if run.agent.network is not None:
         assert run.agent.optimizer.state, "the agent never updated: its quick_overrides are too slow"
+        assert graded, "the agent never called interventions.gradients: l2 and l2init would do nothing"
         assert optimizer_holds_exactly(run.agent.optimizer, run.agent.network)
         expected = {HOOK_METRICS[f] for f in split_name(intervention) if f in HOOK_METRICS}
         assert expected <= set(fired), f"interval hooks that never fired: {expected - set(fired)}"

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from agents import optim
 from agents.optim import CenteredRMSprop
 
 
@@ -28,3 +30,58 @@ def test_constant_gradient_stays_finite():
         p.grad = torch.full_like(p, 2e-5) * p.detach()  # an L2 gradient alone
         opt.step()
     assert torch.isfinite(p).all()
+
+
+def _trained_copies(seed=0):
+    torch.manual_seed(seed)
+    shapes = [(16, 4, 3, 3), (16,), (128, 64), (128,), (3, 128), (3,)]
+    params = [torch.randn(s, requires_grad=True) for s in shapes]
+    grads = [[torch.randn(s) * (torch.rand(s) < 0.7) for s in shapes] for _ in range(20)]
+    return params, grads
+
+
+def test_the_compiled_update_is_the_eager_update(monkeypatch):
+    """The fused (torch.compile) step on the CPU and the eager foreach step, which CUDA and a
+    machine without a C++ compiler take, give the same parameters, state and gradient norm."""
+    monkeypatch.delenv("TORCHDYNAMO_DISABLE")  # the suite's default (conftest): compile here, as a run does
+    monkeypatch.setattr(torch._dynamo.config, "disable", False)
+    runs = {}
+    for works in (None, False):  # None: build and use the compiled update; False: eager
+        monkeypatch.setitem(optim._compiled, "works", works)
+        params, grads = _trained_copies()
+        opt = CenteredRMSprop(params, lr=1e-2, alpha=0.95, eps=0.01)
+        norms = []
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad = gi.clone()
+            norms.append(opt.step_and_norm())
+        runs[works] = (params, opt, norms)
+        if works is None:
+            assert optim._compiled["works"] is True, "torch.compile did not build the update (a C++ compiler?)"
+            assert optim._compiled["update"] is not optim._per_tensor_update  # compiled, not passed through
+    (p1, o1, n1), (p2, o2, n2) = runs[None], runs[False]
+    for a, b in zip(p1, p2):
+        torch.testing.assert_close(a, b)
+        for key in ("square_avg", "grad_avg", "step"):
+            torch.testing.assert_close(o1.state[a][key], o2.state[b][key])
+    torch.testing.assert_close(torch.stack(n1), torch.stack(n2))
+    torch.testing.assert_close(n1[-1], torch.nn.utils.get_total_norm(grads[-1]))
+
+
+def test_without_a_compiler_the_step_warns_once_and_runs_eager(monkeypatch):
+    def no_compiler(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler here\nsecond line")
+        return fail
+    monkeypatch.setitem(optim._compiled, "works", None)
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    params, grads = _trained_copies()
+    before = [p.detach().clone() for p in params]
+    opt = CenteredRMSprop(params, lr=1e-2)
+    for p, g in zip(params, grads[0]):
+        p.grad = g
+    with pytest.warns(UserWarning, match="no C.. compiler here.*eager foreach"):
+        opt.step()
+    assert optim._compiled["works"] is False
+    assert all(not torch.equal(a, b) for a, b in zip(params, before))  # the step was taken, once
+    assert all(opt.state[p]["step"].item() == 1 for p in params)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import agents
-from conftest import ROOT, TINY_DQN, TINY_PPO, find_run, planned_run, runner_cmd
+from conftest import COMPILED, ROOT, TINY_DQN, TINY_PPO, find_run, planned_run, runner_cmd
 from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 
 
@@ -71,8 +71,8 @@ def test_same_seed_gives_identical_csvs(run, tmp_path):
         assert a == b and len(a) > 200
 
 
-def _start(tmp_path, sub, *args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _start(tmp_path, sub, *args, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(runner_cmd(*args, f"run_dir={tmp_path / sub}"), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -101,10 +101,10 @@ INJECTION = ("intervention=plasticity_injection", "interventions.plasticity_inje
     (signal.SIGKILL, [*TINY_PPO, "env.shift.kind=game_cycle", "env.shift.interval=1000"], "ppo", "none"),
     (signal.SIGKILL, [*TINY_DQN, "env.shift.kind=obs_permutation", "env.shift.smooth=true", "env.shift.interval=700"],
      "dqn", "none")])
-def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention):
-    run(*args, f"run_dir={tmp_path / 'whole'}")
+def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention, env=None):
+    run(*args, f"run_dir={tmp_path / 'whole'}", env=env)
     d = planned_run(*args, f"run_dir={tmp_path / 'killed'}")
-    proc = _start(tmp_path, "killed", *args)
+    proc = _start(tmp_path, "killed", *args, env=env)
     _wait_for_checkpoint(d, proc)
     time.sleep(0.3)  # let it write rows past the checkpoint: resume must drop them
     proc.send_signal(sig)
@@ -112,12 +112,18 @@ def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, in
     assert not (d / "done").exists(), "the run finished before it was killed; make it longer"
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "Run the same command again to resume" in out
-    resumed = run(*args, f"run_dir={tmp_path / 'killed'}")
+    resumed = run(*args, f"run_dir={tmp_path / 'killed'}", env=env)
     assert "resuming" in resumed.stdout
     for name in ("returns.csv", "metrics.csv"):
         assert (d / name).read_bytes() == (run_dir(tmp_path / "whole", intervention, agent) / name).read_bytes()
     sessions = pd.read_csv(d / "timing.csv")["session_start_step"]
     assert sessions.iloc[0] == 0 and sessions.iloc[-1] > 0  # wall-clock speed of both sessions is kept
+
+
+def test_a_run_with_the_compiled_optimizer_step_resumes_to_the_same_csvs(run, tmp_path):
+    """As users run it: centred RMSProp's fused step compiled in each process (the rest of the
+    suite takes it eagerly, see conftest)."""
+    test_killed_run_resumes_to_the_same_csvs(run, tmp_path, signal.SIGKILL, TINY_DQN, "dqn", "none", env=COMPILED)
 
 
 def _interrupted_run(tmp_path, sub):

@@ -152,3 +152,12 @@ def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
     assert other.parent.name == "none[inputs=200,lr=0.01]"
     resumed = train(config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}", "threads=2"]))  # threads: resumes
     assert (resumed / "done").exists() and resumed == run_dir.parent
+
+
+def test_the_penalties_on_the_weights_act_in_the_supervised_loop(tmp_path, monkeypatch):
+    """l2 and l2init add their gradient terms after backward: the loop must call them."""
+    from interventions.l2 import L2
+    pulled = []
+    monkeypatch.setattr(L2, "gradients", lambda self, network: pulled.append(network))
+    train(config_from([*SMALL, f"run_dir={tmp_path}", "intervention=l2"]))
+    assert len(pulled) == 3 * 20  # every step of the three tasks

@@ -6,6 +6,8 @@ Same algorithm and hyper-parameters as ``agent=dqn env=minatar`` with its preset
 sticky actions 0.1, conv 16x3x3 -> 128 -> actions, centred RMSProp (lr 2.5e-4, alpha 0.95,
 eps 0.01), Huber loss, batch 32, one update per frame, target copy every 1,000 updates, gamma
 0.99; epsilon fixed at ``epsilon`` (the benchmark measures after exploration has decayed).
+``layer_norm`` and ``l2`` make it ``intervention=ln_l2``: a LayerNorm before each ReLU, and
+``l2 * sum ||theta||^2`` over every parameter added to the loss, as the textbook writes it.
 """
 import time
 
@@ -17,7 +19,8 @@ from minatar import Environment
 
 
 def steps_per_second(total_steps: int, measure_from: int, game: str = "breakout", seed: int = 0,
-                     learning_starts: int = 1000, buffer_size: int = 20000, epsilon: float = 0.1) -> float:
+                     learning_starts: int = 1000, buffer_size: int = 20000, epsilon: float = 0.1,
+                     layer_norm: bool = False, l2: float = 0.0) -> float:
     """Agent steps/s between steps ``measure_from`` and ``total_steps`` of one run."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -27,8 +30,9 @@ def steps_per_second(total_steps: int, measure_from: int, game: str = "breakout"
     channels, actions = env.state_shape()[2], env.num_actions()
 
     def q_network():
-        return nn.Sequential(nn.Conv2d(channels, 16, 3), nn.ReLU(), nn.Flatten(),
-                             nn.Linear(16 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, actions))
+        norm = nn.LayerNorm if layer_norm else lambda shape: nn.Identity()
+        return nn.Sequential(nn.Conv2d(channels, 16, 3), norm([16, 8, 8]), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(16 * 8 * 8, 128), norm(128), nn.ReLU(), nn.Linear(128, actions))
     q, target = q_network(), q_network()
     target.load_state_dict(q.state_dict())
     optimizer = torch.optim.RMSprop(q.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
@@ -67,6 +71,8 @@ def steps_per_second(total_steps: int, measure_from: int, game: str = "breakout"
                     * target(next_states).max(1).values
             q_taken = q(states).gather(1, torch.as_tensor(action_buffer[idx])[:, None]).squeeze(1)
             loss = F.smooth_l1_loss(q_taken, y)
+            if l2:
+                loss = loss + l2 * sum(p.pow(2).sum() for p in q.parameters())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
