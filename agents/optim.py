@@ -87,48 +87,55 @@ def _foreach_update(params, grads, square_avg, grad_avg, steps, lr: float, alpha
     return squared
 
 
-def _per_tensor_update(params, grads, square_avg, grad_avg, steps, lr: float, alpha: float, eps: float,
-                       floor: float) -> torch.Tensor:
+def _per_tensor_update(params, grads, square_avg, grad_avg, steps, hyper: torch.Tensor) -> torch.Tensor:
     """The same update written per tensor, for ``torch.compile``: each tensor's chain becomes one
     loop that reads and writes its four tensors once, where the eager ops make eight passes
-    (MinAtar DQN on one CPU thread: 75 us a step instead of 185, a tenth of an update; make bench)."""
+    (MinAtar DQN on one CPU thread: 75 us a step instead of 185, a tenth of an update; make bench).
+    ``hyper`` holds lr, alpha, 1 - alpha, eps and the floor as a tensor, not as constants: a new
+    learning rate (a sweep in one worker process) does not compile again."""
+    lr, alpha, one_minus_alpha, eps, floor = hyper.unbind()
     squared = []
     for p, g, s, a, n in zip(params, grads, square_avg, grad_avg, steps):
         squared.append(g.pow(2).sum())
         n.add_(1)
-        s.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-        a.lerp_(g, 1 - alpha)
-        p.addcdiv_(g, (s - a * a).clamp_min_(floor).sqrt_().add_(eps), value=-lr)
+        s.mul_(alpha).add_(g * g * one_minus_alpha)
+        a.mul_(alpha).add_(g * one_minus_alpha)
+        p.sub_(lr * g / ((s - a * a).clamp_min(floor).sqrt() + eps))
     return torch.stack(squared).sum()
 
 
-_compiled = {"update": None, "works": None}  # built and tried at the first CPU step (importing dynamo takes a second)
+_compiled = {"update": None, "works": None}  # built at the first CPU step (importing dynamo takes a second)
+_hyper: dict[tuple, torch.Tensor] = {}  # (lr, alpha, eps, floor, dtype) -> the tensor the compiled update reads
 
 
 def fused_update_works(params: list[torch.Tensor]) -> bool:
     """Whether the compiled update can run: CPU tensors (on CUDA the foreach kernels are fast),
-    and ``torch.compile`` with a C++ compiler on this machine (tried once per process)."""
+    and ``torch.compile`` with a C++ compiler on this machine (known after the first step)."""
     return _compiled["works"] is not False and params[0].device.type == "cpu"
 
 
-def _fused_update(*args) -> torch.Tensor:
-    if _compiled["works"] is None:  # first use: a failed compilation raises before any tensor is written
-        # One compilation per network shape and hyper-parameters, so a sweep run in one process
-        # compiles once per configuration: past torch's default limit of 8, dynamo would fall
-        # back to eager ops, and the runs after it would round differently from the same run alone.
+def _fused_update(params, grads, square_avg, grad_avg, steps, lr: float, alpha: float, eps: float,
+                  floor: float) -> torch.Tensor:
+    if _compiled["update"] is None:
+        # one compilation per set of parameter shapes: a process that trains many networks (the
+        # tests, a sweep's worker) stays compiled instead of failing at torch's default limits
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 1024)
+        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
         _compiled["update"] = torch.compile(_per_tensor_update, fullgraph=True, dynamic=False)
-        try:
-            squared = _compiled["update"](*args)
-            _compiled["works"] = True
-            return squared
-        except Exception as error:  # no C++ compiler, an unsupported platform...
-            _compiled["works"] = False
-            warnings.warn(f"torch.compile could not build the fused centred RMSProp update ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}); using eager foreach ops, 2-3x slower",
-                          stacklevel=3)
-            return _foreach_update(*args)
-    return _compiled["update"](*args)
+    key = (lr, alpha, eps, floor, params[0].dtype)
+    if key not in _hyper:
+        _hyper[key] = torch.tensor([lr, alpha, 1 - alpha, eps, floor], dtype=params[0].dtype)
+    try:  # a failed compilation raises before any tensor is written
+        squared = _compiled["update"](params, grads, square_avg, grad_avg, steps, _hyper[key])
+    except Exception as error:  # no C++ compiler, an unsupported platform...: eager from here on
+        _compiled["works"] = False
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        warnings.warn(f"torch.compile could not build the fused centred RMSProp update ({type(error).__name__}: "
+                      f"{first_line}); using eager foreach ops, 2-3x slower, whose rounding differs (a run "
+                      "resumed here will not repeat an uninterrupted one byte for byte)", stacklevel=3)
+        return _foreach_update(params, grads, square_avg, grad_avg, steps, lr, alpha, eps, floor)
+    _compiled["works"] = True
+    return squared
 
 
 def sqrt_floor(eps: float, dtype: torch.dtype) -> float:

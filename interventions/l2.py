@@ -38,7 +38,7 @@ class L2:
 def add_to_gradients(params: list[torch.Tensor], terms: list[torch.Tensor], scale: float) -> None:
     """``p.grad += scale * term`` for each parameter, in one foreach op; a parameter the loss did
     not reach (no gradient yet) gets ``scale * term`` as its gradient, as autograd would give it."""
-    if scale == 0 or not params:
+    if not params:
         return
     for p, term in zip(params, terms):
         if p.grad is None:

@@ -151,14 +151,18 @@ class eval_mode:
         self.network = network
 
     def __enter__(self) -> nn.Module:
-        self.switched = [m for m in _all_modules(self.network) if m.training]
-        for m in self.switched:
+        modules = _all_modules(self.network)
+        if all(type(m).train is nn.Module.train for m in modules):
+            self.restore = [(m, True) for m in modules if m.training]
+        else:  # a module's own train() may set its children's modes too: every module gets its own back
+            self.restore = [(m, m.training) for m in modules]
+        for m, _ in self.restore:
             _set_training(m, False)
         return self.network
 
     def __exit__(self, *exc) -> None:
-        for m in self.switched:
-            _set_training(m, True)
+        for m, mode in self.restore:
+            _set_training(m, mode)
 
 
 def _all_modules(root: nn.Module) -> list[nn.Module]:

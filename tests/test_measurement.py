@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from interventions import Composition
-from nets.networks import Network, build_network
+from nets.networks import Network, build_network, eval_mode
 from nets.surgery import optimizer_holds_exactly, zero_moments
 from nets.values import hl_gauss, support
 from probes import first_distinct
@@ -135,6 +135,26 @@ def test_target_network_and_acting_run_in_eval_mode():
     u = ppo.network.body.fc2.parametrizations.weight[0]._u.clone()
     ppo.act(np.random.default_rng(0).random((2, 4, 10, 10)) < 0.5, step=0)
     assert torch.equal(ppo.network.body.fc2.parametrizations.weight[0]._u, u) and ppo.network.training
+
+
+class OwnTrain(nn.Sequential):
+    """A module with its own ``train``: it sets its children's modes as it likes."""
+
+    def train(self, mode=True):
+        return super().train(mode)
+
+
+@pytest.mark.parametrize("wrapper", [nn.Sequential, OwnTrain])
+def test_eval_mode_gives_every_module_its_own_mode_back(wrapper):
+    net = wrapper(nn.Linear(2, 2), nn.Dropout(0.5), nn.Sequential(nn.ReLU(), nn.Linear(2, 2)))
+    net[1].eval()  # one module already in eval mode before, one subtree too
+    net[2].eval()
+    before = [m.training for m in net.modules()]
+    with pytest.raises(RuntimeError, match="inside"):
+        with eval_mode(net):
+            assert not any(m.training for m in net.modules())
+            raise RuntimeError("inside")
+    assert [m.training for m in net.modules()] == before
 
 
 def test_probe_inputs_do_not_swallow_errors(monkeypatch):

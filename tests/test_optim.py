@@ -40,14 +40,21 @@ def _trained_copies(seed=0):
     return params, grads
 
 
-def test_the_compiled_update_is_the_eager_update(monkeypatch):
+@pytest.fixture
+def compiling(monkeypatch):
+    """Compile as a run does (the suite's default is eager, see conftest), from a fresh start."""
+    monkeypatch.delenv("TORCHDYNAMO_DISABLE")
+    monkeypatch.setattr(optim, "_compiled", {"update": None, "works": None})
+    with torch._dynamo.config.patch(disable=False):
+        yield
+
+
+def test_the_compiled_update_is_the_eager_update(monkeypatch, compiling):
     """The fused (torch.compile) step on the CPU and the eager foreach step, which CUDA and a
     machine without a C++ compiler take, give the same parameters, state and gradient norm."""
-    monkeypatch.delenv("TORCHDYNAMO_DISABLE")  # the suite's default (conftest): compile here, as a run does
-    monkeypatch.setattr(torch._dynamo.config, "disable", False)
     runs = {}
     for works in (None, False):  # None: build and use the compiled update; False: eager
-        monkeypatch.setitem(optim._compiled, "works", works)
+        monkeypatch.setattr(optim, "_compiled", {"update": None, "works": works})  # (the test's own)
         params, grads = _trained_copies()
         opt = CenteredRMSprop(params, lr=1e-2, alpha=0.95, eps=0.01)
         norms = []
@@ -73,7 +80,7 @@ def test_without_a_compiler_the_step_warns_once_and_runs_eager(monkeypatch):
         def fail(*args):
             raise RuntimeError("no C++ compiler here\nsecond line")
         return fail
-    monkeypatch.setitem(optim._compiled, "works", None)
+    monkeypatch.setattr(optim, "_compiled", {"update": None, "works": None})
     monkeypatch.setattr(torch, "compile", no_compiler)
     params, grads = _trained_copies()
     before = [p.detach().clone() for p in params]
@@ -85,3 +92,17 @@ def test_without_a_compiler_the_step_warns_once_and_runs_eager(monkeypatch):
     assert optim._compiled["works"] is False
     assert all(not torch.equal(a, b) for a, b in zip(params, before))  # the step was taken, once
     assert all(opt.state[p]["step"].item() == 1 for p in params)
+
+
+def test_another_learning_rate_does_not_compile_again(compiling):
+    """A sweep's worker trains one network after another: the hyper-parameters are inputs of the
+    compiled update, not constants in it."""
+    graphs = []
+    for lr, alpha in ((1e-2, 0.95), (3e-3, 0.9)):
+        params, grads = _trained_copies()
+        opt = CenteredRMSprop(params, lr=lr, alpha=alpha)
+        for p, g in zip(params, grads[0]):
+            p.grad = g
+        opt.step()
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    assert optim._compiled["works"] is True and graphs[1] == graphs[0]
