@@ -82,7 +82,8 @@ class Reinforce:
         log_prob = F.log_softmax(out[:, :self.num_actions], 1).gather(1, actions[:, None])[:, 0]
         value_loss = self.values.td_loss(critic, torch.zeros_like(actions), returns, F.mse_loss)[0]
         loss = -(log_prob * (returns - value.detach())).mean() + value_loss
-        gradient_step(self.optimizer, self.interventions.loss(self.network, loss))
+        gradient_step(self.optimizer, self.interventions.loss(self.network, loss), 0.0,
+                      lambda: self.interventions.gradients(self.network))
         return {"loss": loss.detach(), **self.interventions.after_update(self, step)}
 
     def truncate(self, obs):
@@ -120,8 +121,11 @@ def reinforce(tmp_path):
 
 
 @pytest.mark.parametrize("intervention", ["none", "ln_l2", "redo", "two_hot"])
-def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_path, intervention):
+def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_path, monkeypatch, intervention):
     assert len(REINFORCE.splitlines()) < 100
+    from interventions.l2 import L2
+    real, pulled = L2.gradients, []
+    monkeypatch.setattr(L2, "gradients", lambda self, network: pulled.append(real(self, network)))
     overrides = ["env=minatar", "agent=reinforce", f"intervention={intervention}", "total_steps=1500",
                  "log.interval=250", "probe.interval=500", "probe.steps=5", "probe.batch_size=32", "probe.entk_batch=8",
                  "interventions.redo.interval=5", "interventions.two_hot.v_max=20", "log.progress=false",
@@ -136,5 +140,6 @@ def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_pa
     assert {"loss", "probe_loss", "entk_condition", "dormant_frac@0.1"} <= set(metrics.metric)
     if intervention == "redo":
         assert "redo_reset_frac" in set(metrics.metric)
+    assert bool(pulled) == (intervention == "ln_l2")  # the recipe's gradient_step applies l2's gradient term
     with pytest.raises(Exception, match="agent.lr=-1.0 is out of range: must be > 0"):
         compose_config([*overrides, "agent.lr=-1"])
