@@ -7,13 +7,16 @@ Prints one table and writes bench/results.csv (DESIGN.md section 8):
   learning starts, the split of its wall time (env step, acting, replay sampling, update, other),
   the *bound* the first four imply (agent steps/s if the loop added nothing) and loop efficiency
   = measured / bound;
-- the update at 1 torch thread and at all of them (why a single run keeps every core);
+- the update at 1 torch thread and at all of them (why a single run keeps every core), its
+  arithmetic against this CPU's matrix-product peak, and the agent steps/s an update at that
+  peak would allow (bench/arithmetic.py);
 - MinAtar DQN with ln, l2 and ln_l2: what each headline intervention costs in steps/s, and in
   update time with the four updates taking turns in one process;
 - probe overhead at the default probe interval, replay bytes per stored Atari transition, peak RSS;
 - ``ours / reference``: MinAtar DQN (none and ln_l2, 1 thread), Atari DQN, Atari PPO (all threads)
   and MinAtar PPO (1 thread) against the minimal implementations of bench/references, the same
-  training run in turn, ours then the reference, ``--pairs`` times (bench/compare.py);
+  training run in turn, ours then the reference, ``--pairs`` times (bench/compare.py), with the
+  ratio our update at that peak would give, where the thread counts match;
 - ``--large``: a 1M-transition Atari replay buffer actually allocated and filled (about 7 GB).
 
 ``--tiny`` runs every row at toy sizes in about a minute: a check that the benchmark works (the
@@ -40,6 +43,7 @@ from omegaconf import OmegaConf
 import agents
 from agents.base import has_network
 from agents.replay import ReplayBuffer
+from bench.arithmetic import floor_seconds, matmul_peak, update_flops
 from bench.compare import compare
 from bench.stretch import runner_stretch
 from envs import make_env
@@ -124,8 +128,9 @@ def interleaved_update_seconds(overrides: list[str], interventions: list[str], r
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def update_seconds_by_threads(cfg, repeats: int) -> dict[int, float]:
-    """Seconds of one update (DQN: batch; PPO: whole rollout) at 1 torch thread and at all."""
+def update_timings(cfg, repeats: int) -> tuple[dict[int, float], int]:
+    """(seconds of one update (DQN: batch; PPO: whole rollout) at 1 torch thread and at all, the
+    update's floating-point operations)."""
     env, obs, agent = make_agent(cfg)
     update, repeats = prepared_update(cfg, env, obs, agent, repeats)
     env.close()
@@ -137,7 +142,7 @@ def update_seconds_by_threads(cfg, repeats: int) -> dict[int, float]:
             seconds[threads] = median_seconds(update, repeats)
     finally:
         torch.set_num_threads(every)
-    return seconds
+    return seconds, update_flops(agent, update)
 
 
 def large_replay(transitions: int = 1_000_000, num_envs: int = 8) -> tuple[float, float, float]:
@@ -223,20 +228,30 @@ def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -
     add(f"{tag}: measured (runner, learning)", measured, "agent steps/s")
     add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound = 1 - other's share")
     # one update timed alone needs to know how to prepare its batch or rollout: DQN's and PPO's
-    by_threads = update_seconds_by_threads(cfg, repeats) if agent in ("dqn", "ppo") else {}
+    by_threads, flops = update_timings(cfg, repeats) if agent in ("dqn", "ppo") else ({}, 0)
     for n, seconds in by_threads.items():
         note = f"{by_threads[1] / seconds:.2f}x the 1-thread speed" if n > 1 else ""
         add(f"{tag}: one update at {n} torch thread(s)", 1e3 * seconds, "ms", note)
+    bound_at_peak = None
+    if flops:  # how near the update runs to the CPU's peak, and the agent steps/s that caps
+        every = max(by_threads)
+        peak = matmul_peak(every)
+        share = flops / by_threads[every] / peak
+        add(f"{tag}: update arithmetic", flops / 1e9, "GFLOP", f"{flops / by_threads[every] / 1e9:.0f} GFLOP/s at "
+            f"{every} thread(s), {100 * share:.0f}% of a 1024^3 matmul's {peak / 1e9:.0f}")
+        bound_at_peak = 1 / floor_seconds(sum(parts.values()), parts["update"], share)
+        add(f"{tag}: bound with the update at that peak", bound_at_peak, "agent steps/s", "every other part as measured")
     if agent == "dqn":
         seconds, share = probe_overhead(cfg, measured)
         add(f"{tag}: probe at the default interval ({cfg.probe.interval:,})", share, "% of wall time",
             f"{seconds:.1f} s per probe")
-    return overrides, start, end, measured
+    return overrides, start, end, measured, bound_at_peak
 
 
-def suite_rows(args, repeats: int, scale: float, add) -> None:
+def suite_rows(args, repeats: int, scale: float, add) -> dict[str, float]:
     """Env ceilings, each agent's split of wall time, update and probe costs, what the headline
-    interventions cost."""
+    interventions cost; returns for each "suite agent" how much faster its run would be with the
+    update at the matmul peak (bench/arithmetic.py)."""
     for suite in ("atari", "minatar"):
         cfg = compose_config([f"env={suite}", "agent=random"])
         add(f"{suite}: env alone, {cfg.env.num_envs} env(s), random actions", env_rate(cfg, int(20000 * scale)), "agent steps/s")
@@ -244,7 +259,7 @@ def suite_rows(args, repeats: int, scale: float, add) -> None:
                       for agent in benched_agents() for suite in ("atari", "minatar")}
     # what the headline interventions cost: the same MinAtar DQN stretch with each, and (robust
     # to the machine's drift between those runs) their updates taking turns
-    overrides, start, end, base = measured_rates["minatar dqn"]
+    overrides, start, end, base, _ = measured_rates["minatar dqn"]
     headline = ("ln", "l2", "ln_l2")
     for intervention in headline:
         rate, _ = runner_stretch([*overrides, f"intervention={intervention}"], start, end)
@@ -253,6 +268,7 @@ def suite_rows(args, repeats: int, scale: float, add) -> None:
     for intervention in headline:
         add(f"minatar dqn + {intervention}: one update, interleaved with none", 1e3 * updates[intervention], "ms",
             f"{updates[intervention] / updates['none']:.2f}x none's {1e3 * updates['none']:.2f} ms")
+    return {tag: at_peak / measured for tag, (*_, measured, at_peak) in measured_rates.items() if at_peak}
 
 
 def main(argv=None) -> int:
@@ -277,10 +293,9 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     print(f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{threads} torch threads\n")
-    if not args.references_only:
-        suite_rows(args, repeats, scale, add)
+    headroom_at_peak = {} if args.references_only else suite_rows(args, repeats, scale, add)
     # the yardsticks: the same training in minimal code (bench/references), A B A B
-    compare(stretch_config, args.tiny, scale, 1 if args.tiny else args.pairs, add)
+    compare(stretch_config, args.tiny, scale, 1 if args.tiny else args.pairs, add, headroom_at_peak)
     if args.references_only:
         return write_rows(rows, args.out, threads)
     buffer = ReplayBuffer(10000, 8, (4, 84, 84), np.uint8, 4, 0.99, 1)

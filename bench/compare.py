@@ -34,8 +34,11 @@ def reference_run(suite: str, agent: str, intervention: str, cfg, start: int, en
                                         minibatches=a.num_minibatches, epochs=a.update_epochs)
 
 
-def compare(stretch_config, tiny: bool, scale: float, pairs: int, add) -> None:
-    """One row per comparison: median of the pairs' ratios, min and max in the note."""
+def compare(stretch_config, tiny: bool, scale: float, pairs: int, add, headroom_at_peak: dict[str, float]) -> None:
+    """One row per comparison: median of the pairs' ratios, min and max in the note; where
+    ``headroom_at_peak`` has how much faster our run would be with its update at the CPU's
+    matrix-product peak (measured at the same thread count, all), the ratio that would give.
+    (A factor from within one run: rates taken minutes apart drift by 10-20% on a shared VM.)"""
     every = torch.get_num_threads()
     try:
         for suite, agent, intervention, threads in COMPARISONS:
@@ -52,8 +55,11 @@ def compare(stretch_config, tiny: bool, scale: float, pairs: int, add) -> None:
                 theirs.append(reference())
             ratios = [mine / other for mine, other in zip(ours, theirs)]
             label = f"{suite} {agent}" + ("" if intervention == "none" else f" + {intervention}")
-            add(f"{label}: ours / reference, {threads} thread(s)", statistics.median(ratios), "x",
+            headroom = headroom_at_peak.get(label) if threads == every else None
+            ratio = statistics.median(ratios)
+            ceiling = f"; {ratio * headroom:.2f}x with our update at the peak" if headroom else ""
+            add(f"{label}: ours / reference, {threads} thread(s)", ratio, "x",
                 f"min {min(ratios):.2f} max {max(ratios):.2f} of {pairs} pairs; agent steps/s ours "
-                f"{statistics.median(ours):,.0f}, reference {statistics.median(theirs):,.0f}")
+                f"{statistics.median(ours):,.0f}, reference {statistics.median(theirs):,.0f}{ceiling}")
     finally:
         torch.set_num_threads(every)

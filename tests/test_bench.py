@@ -1,11 +1,16 @@
 """make bench in its tiny mode: every row is produced, finite and in its unit; the large-mode
-replay fill on a small buffer."""
+replay fill on a small buffer; the arithmetic count behind the peak rows."""
 import csv
 import math
 
 import numpy as np
 
+import torch
+import torch.nn as nn
+
+from agents.optim import CenteredRMSprop
 from bench.__main__ import benched_agents, large_replay, main
+from bench.arithmetic import floor_seconds, update_flops
 
 
 def test_tiny_bench_writes_every_row(tmp_path, capsys):
@@ -21,6 +26,9 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
                 value = float(rows[f"{tag}: {what}"]["value"])
                 assert math.isfinite(value) and value > 0, (tag, what, value)
             assert math.isfinite(float(rows[f"{tag}: other"]["value"]))  # the loop's own share, timed in the runner
+            assert float(rows[f"{tag}: update arithmetic"]["value"]) > 0 and "GFLOP/s" in rows[f"{tag}: update arithmetic"]["note"]
+            at_peak = float(rows[f"{tag}: bound with the update at that peak"]["value"])
+            assert at_peak >= 0.99 * float(rows[f"{tag}: measured (runner, learning)"]["value"])
         assert f"{suite} dqn: probe at the default interval" in " ".join(rows)
     for intervention in ("ln", "l2", "ln_l2"):
         assert float(rows[f"minatar dqn + {intervention}: measured (runner, learning)"]["value"]) > 0
@@ -30,6 +38,8 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
         (what,) = [w for w in rows if w.startswith(f"{label}: ours / reference, {threads or ''}")]
         assert math.isfinite(float(rows[what]["value"])) and float(rows[what]["value"]) > 0
         assert "of 1 pairs" in rows[what]["note"] and "reference" in rows[what]["note"]
+        if threads == 0:  # all threads, as the bound was measured: the ratio's ceiling is given
+            assert "x with our update at the peak" in rows[what]["note"]
     assert float(rows["atari replay: bytes per slot"]["value"]) < 7200
     assert {"machine", "torch", "threads"} <= set(next(iter(rows.values())))
     printed = capsys.readouterr().out
@@ -39,3 +49,26 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
 def test_large_replay_fill_allocates_frames_once():
     allocated_gib, _, _ = large_replay(transitions=4000, num_envs=8)
     assert np.isclose(allocated_gib * 2**30 / 4000, 84 * 84 + 7, atol=1)  # one frame + action, reward, flags
+
+
+def test_update_flops_counts_forward_and_backward_and_leaves_the_optimizer_alone():
+    """A linear layer of 32 x 16 inputs to 8 outputs: 2 x 32 x 16 x 8 FLOPs forward, twice that
+    backward (input and weight gradients); the agent's optimizer is back and its step untaken."""
+    class Agent:
+        def __init__(self):
+            self.network = nn.Linear(16, 8, bias=False)
+            self.optimizer = CenteredRMSprop(self.network.parameters(), lr=0.1)
+            self.x = torch.randn(32, 16, requires_grad=True)
+
+        def update(self):
+            self.optimizer.zero_grad()
+            self.network(self.x).pow(2).sum().backward()
+            self.optimizer.step()
+
+    agent = Agent()
+    optimizer, before = agent.optimizer, agent.network.weight.detach().clone()
+    assert update_flops(agent, agent.update) == 3 * 2 * 32 * 16 * 8
+    assert agent.optimizer is optimizer and not optimizer.state  # swapped back, never stepped
+    assert torch.equal(agent.network.weight, before)
+    assert math.isclose(floor_seconds(1.0, 0.8, 0.5), 0.6)
+    assert floor_seconds(1.0, 0.8, 1.2) == 1.0  # an update already at the peak has nothing left to give

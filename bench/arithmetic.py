@@ -1,0 +1,56 @@
+"""How close an update runs to this machine's arithmetic peak, and what a faster update could give.
+
+An update is mostly matrix products and convolutions. Counting their floating-point operations
+(torch's ``FlopCounterMode``) and dividing by the update's time gives the rate it reaches; a
+large square matrix product at the same thread count is the practical peak of this CPU in
+float32. An agent step whose update ran at that peak would take its measured time less the
+update's share of it above the peak: ``floor = step - update x (1 - rate / peak)``, so the run
+would be ``step / floor`` times as fast. ``make bench`` prints that factor times each
+``ours / reference`` ratio it can bound: how far ours could get ahead of a reference doing the
+same arithmetic by speeding up the update alone.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def matmul_peak(threads: int, size: int = 1024, repeats: int = 9) -> float:
+    """FLOP/s of a ``size`` x ``size`` float32 matrix product at ``threads`` torch threads (median)."""
+    every = torch.get_num_threads()
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    times = []
+    try:
+        torch.set_num_threads(threads)
+        torch.mm(a, b)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(every)
+    return 2 * size**3 / statistics.median(times)
+
+
+def update_flops(agent, update) -> int:
+    """Floating-point operations of one call of ``update`` (matrix products and convolutions,
+    forward and backward), with the agent's optimizer swapped for a step that changes nothing:
+    the optimizer's elementwise arithmetic is not counted anyway, and a compiled optimizer step
+    must not meet the counting mode (a failed compile falls back to eager for the process)."""
+    optimizer = agent.optimizer
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    agent.optimizer = torch.optim.SGD(params, lr=0.0)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            update()
+    finally:
+        agent.optimizer = optimizer
+    return counter.get_total_flops()
+
+
+def floor_seconds(step_seconds: float, update_seconds: float, peak_share: float) -> float:
+    """Seconds per agent step if the update's arithmetic ran at the peak and all else stayed."""
+    return step_seconds - update_seconds * (1 - min(peak_share, 1.0))

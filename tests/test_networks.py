@@ -1,0 +1,90 @@
+"""The MinAtar CNN's convolution trains through gathered patches (nets.networks.PatchConv2d):
+the same function and gradients as the library convolution, wherever the network is used."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from nets import networks
+from nets.networks import PatchConv2d, build_network
+
+PATCH_INDEX = networks.patch_index
+
+
+def grids(n: int) -> torch.Tensor:
+    return (torch.rand(n, 4, 10, 10, generator=torch.Generator().manual_seed(n)) < 0.3).float()
+
+
+def test_patch_convolution_has_the_library_convolutions_outputs_and_gradients():
+    torch.manual_seed(0)
+    conv, x = PatchConv2d(4, 16, 3), grids(32)
+    out = conv(x)
+    assert out.grad_fn.name() != "ConvolutionBackward0"  # the patches path ran
+    reference = F.conv2d(x, conv.weight, conv.bias)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out)
+    weight_grad, bias_grad = torch.autograd.grad(out, (conv.weight, conv.bias), g)
+    ref_weight_grad, ref_bias_grad = torch.autograd.grad(reference, (conv.weight, conv.bias), g)
+    torch.testing.assert_close(weight_grad, ref_weight_grad, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(bias_grad, ref_bias_grad, rtol=1e-5, atol=1e-4)
+
+
+def test_batches_past_the_patch_limit_use_the_library_kernel():
+    conv = PatchConv2d(4, 16, 3)
+    assert conv(grids(networks.PATCH_MAX_BATCH)).grad_fn.name() != "ConvolutionBackward0"
+    assert conv(grids(networks.PATCH_MAX_BATCH + 1)).grad_fn.name() == "ConvolutionBackward0"
+
+
+def test_patch_convolution_gives_the_library_input_gradient_and_no_grad_outputs():
+    torch.manual_seed(0)
+    conv, x = PatchConv2d(4, 16, 3), grids(8)
+    with torch.no_grad():  # acting, the target network
+        torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias), rtol=1e-5, atol=1e-5)
+    x.requires_grad_(True)
+    out = conv(x)
+    g = torch.randn_like(out)
+    (input_grad,) = torch.autograd.grad(out, x, g)
+    (ref_input_grad,) = torch.autograd.grad(F.conv2d(x, conv.weight, conv.bias), x, g)
+    torch.testing.assert_close(input_grad, ref_input_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_a_network_that_first_acts_in_inference_mode_then_trains(monkeypatch):
+    """The patch index is cached at its first use; built while acting (inference mode), it
+    must still serve a forward that saves it for the backward pass (one with an input gradient)."""
+    network = build_network((4, 10, 10), 6)
+    monkeypatch.setattr(networks, "_PATCH_INDEX", {})  # (building the network ran a forward: start empty)
+    with torch.inference_mode():
+        network(grids(1))
+    x = grids(4).requires_grad_(True)
+    network(x).sum().backward()
+    assert network.body.conv1.weight.grad is not None and x.grad is not None
+
+
+def test_the_minatar_cnn_uses_patches_and_the_nature_cnn_does_not():
+    minatar = build_network((4, 10, 10), 6)
+    assert type(minatar.body.conv1) is PatchConv2d and isinstance(minatar.body.conv1, nn.Conv2d)
+    assert set(minatar.body.conv1.state_dict()) == {"weight", "bias"}  # checkpoints are unchanged
+    atari = build_network((4, 84, 84), 6)
+    assert all(type(m) is nn.Conv2d for m in atari.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_per_example_gradients_under_vmap_match_the_library_convolution(monkeypatch):
+    """The eNTK probe differentiates one example at a time with torch.func: the patches path
+    runs there too and gives the library's per-example gradients."""
+    torch.manual_seed(0)
+    network = build_network((4, 10, 10), 6)
+    params = {k: v.detach() for k, v in network.named_parameters()}
+    x = grids(5)
+
+    def per_example_grads():
+        q0 = lambda p, example: functional_call(network, p, (example[None],))[0, 0]  # noqa: E731
+        return vmap(grad(q0), in_dims=(None, 0))(params, x)
+
+    gathered = []
+    monkeypatch.setattr(networks, "patch_index", lambda *a: gathered.append(a) or PATCH_INDEX(*a))
+    ours = per_example_grads()
+    assert gathered  # the patches path ran under vmap(grad)
+    monkeypatch.setattr(PatchConv2d, "_conv_forward", nn.Conv2d._conv_forward)
+    library = per_example_grads()
+    for name in params:
+        torch.testing.assert_close(ours[name], library[name], rtol=1e-5, atol=1e-5)
