@@ -216,8 +216,10 @@ def stretch_config(agent: str, suite: str, tiny: bool, scale: float) -> tuple[li
     return overrides, cfg, start, end
 
 
-def bench_agent(agent: str, suite: str, args, repeats: int, scale: float, add) -> tuple[list[str], int, int, float]:
-    """The rows of one agent on one suite; returns (overrides, start, end of the stretch, measured steps/s)."""
+def bench_agent(agent: str, suite: str, args, repeats: int, scale: float,
+                add) -> tuple[list[str], int, int, float, float | None]:
+    """The rows of one agent on one suite; returns (overrides, start, end of the stretch, measured
+    steps/s, steps/s with the update at the matmul peak or None where the update is not timed)."""
     overrides, cfg, start, end = stretch_config(agent, suite, args.tiny, scale)
     measured, parts = runner_stretch(overrides, start, end)
     bound = 1 / (sum(parts.values()) - parts["other"])  # agent steps/s if the loop itself took no time

@@ -35,14 +35,25 @@ def matmul_peak(threads: int, size: int = 1024, repeats: int = 9) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
+class _NoStep(torch.optim.Optimizer):
+    """Stands in for the agent's optimizer while its update is counted: holds the same
+    parameters, takes any learning rate an agent sets on it, and never steps."""
+
+    def __init__(self, params):
+        super().__init__(params, {"lr": 0.0})
+
+    def step(self, closure=None):
+        return None
+
+
 def update_flops(agent, update) -> int:
     """Floating-point operations of one call of ``update`` (matrix products and convolutions,
-    forward and backward), with the agent's optimizer swapped for a step that changes nothing:
-    the optimizer's elementwise arithmetic is not counted anyway, and a compiled optimizer step
-    must not meet the counting mode (a failed compile falls back to eager for the process)."""
+    forward and backward), with the agent's optimizer swapped for one that never steps: the
+    optimizer's elementwise arithmetic is not counted anyway, a compiled optimizer step must not
+    meet the counting mode (a failed compile falls back to eager for the process), and the
+    parameters stay as they were (the agent's counters and RNG move on as after any update)."""
     optimizer = agent.optimizer
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    agent.optimizer = torch.optim.SGD(params, lr=0.0)
+    agent.optimizer = _NoStep([p for group in optimizer.param_groups for p in group["params"]])
     try:
         with FlopCounterMode(display=False) as counter:
             update()
@@ -52,5 +63,7 @@ def update_flops(agent, update) -> int:
 
 
 def floor_seconds(step_seconds: float, update_seconds: float, peak_share: float) -> float:
-    """Seconds per agent step if the update's arithmetic ran at the peak and all else stayed."""
+    """Seconds per agent step if the update's arithmetic ran at the peak and all else stayed:
+    ``update_seconds`` is the update's time per agent step inside the run, ``peak_share`` the
+    share of the peak reached by the same update timed alone (the one rate there is to count)."""
     return step_seconds - update_seconds * (1 - min(peak_share, 1.0))

@@ -48,13 +48,14 @@ class PatchConv2d(nn.Conv2d):
     and 32) took about 9% less this way (1 thread, 2026-11-27). Past ``PATCH_MAX_BATCH`` inputs
     the columns outgrow the caches: forward and backward of this layer and a linear one ran
     1.11x as fast as the library's at a batch of 32, 0.88x at 64 and 0.72x at 256 (PPO's
-    minibatch), so larger batches, and other devices, keep the library kernel."""
+    minibatch), so larger batches, and other devices, keep the library kernel. Its output is
+    laid out channels-last (``reshape`` it, not ``view``; LayerNorm, ReLU and Flatten take it)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
         super().__init__(in_channels, out_channels, kernel_size)  # stride 1, no padding: what the patches assume
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or x.shape[0] > PATCH_MAX_BATCH:  # (3-dim: unbatched)
+        if x.device.type != "cpu" or x.dim() != 4 or not 0 < x.shape[0] <= PATCH_MAX_BATCH:  # (3-dim: unbatched)
             return super()._conv_forward(x, weight, bias)
         n, channels, height, width = x.shape
         k = self.kernel_size[0]

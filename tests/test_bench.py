@@ -62,6 +62,8 @@ def test_update_flops_counts_forward_and_backward_and_leaves_the_optimizer_alone
 
         def update(self):
             self.optimizer.zero_grad()
+            for group in self.optimizer.param_groups:  # as PPO anneals its learning rate
+                group["lr"] = 0.5
             self.network(self.x).pow(2).sum().backward()
             self.optimizer.step()
 
@@ -69,6 +71,7 @@ def test_update_flops_counts_forward_and_backward_and_leaves_the_optimizer_alone
     optimizer, before = agent.optimizer, agent.network.weight.detach().clone()
     assert update_flops(agent, agent.update) == 3 * 2 * 32 * 16 * 8
     assert agent.optimizer is optimizer and not optimizer.state  # swapped back, never stepped
+    assert optimizer.param_groups[0]["lr"] == 0.1
     assert torch.equal(agent.network.weight, before)
     assert math.isclose(floor_seconds(1.0, 0.8, 0.5), 0.6)
     assert floor_seconds(1.0, 0.8, 1.2) == 1.0  # an update already at the peak has nothing left to give

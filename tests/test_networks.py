@@ -29,6 +29,23 @@ def test_patch_convolution_has_the_library_convolutions_outputs_and_gradients():
     torch.testing.assert_close(bias_grad, ref_bias_grad, rtol=1e-5, atol=1e-4)
 
 
+def test_patch_convolution_on_non_square_float64_inputs_without_bias_and_batch_one():
+    """Rows and columns are not interchangeable (a 7 x 12 input), float64 as the eNTK probe
+    runs, no bias, one example as when acting."""
+    torch.manual_seed(0)
+    conv = PatchConv2d(3, 5, 3).double()
+    conv.bias = None
+    for n in (1, 6):
+        x = torch.randn(n, 3, 7, 12, dtype=torch.float64, requires_grad=True)
+        out = conv(x)
+        assert out.grad_fn.name() != "ConvolutionBackward0" and out.shape == (n, 5, 5, 10)
+        reference = F.conv2d(x, conv.weight)
+        torch.testing.assert_close(out, reference)
+        g = torch.randn_like(out)
+        torch.testing.assert_close(torch.autograd.grad(out, (x, conv.weight), g),
+                                   torch.autograd.grad(reference, (x, conv.weight), g))
+
+
 def test_batches_past_the_patch_limit_use_the_library_kernel():
     conv = PatchConv2d(4, 16, 3)
     assert conv(grids(networks.PATCH_MAX_BATCH)).grad_fn.name() != "ConvolutionBackward0"
