@@ -43,7 +43,7 @@ from omegaconf import OmegaConf
 import agents
 from agents.base import has_network
 from agents.replay import ReplayBuffer
-from bench.arithmetic import floor_seconds, matmul_peak, update_flops
+from bench.arithmetic import floor_seconds, square_matmul, update_flops
 from bench.compare import compare
 from bench.stretch import runner_stretch
 from envs import make_env
@@ -128,21 +128,23 @@ def interleaved_update_seconds(overrides: list[str], interventions: list[str], r
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def update_timings(cfg, repeats: int) -> tuple[dict[int, float], int]:
+def update_timings(cfg, repeats: int) -> tuple[dict[int, float], int, float]:
     """(seconds of one update (DQN: batch; PPO: whole rollout) at 1 torch thread and at all, the
-    update's floating-point operations)."""
+    update's floating-point operations, FLOP/s of a square matrix product at all threads)."""
     env, obs, agent = make_agent(cfg)
     update, repeats = prepared_update(cfg, env, obs, agent, repeats)
     env.close()
     every = torch.get_num_threads()
     seconds = {}
+    matmul, matmul_flops = square_matmul()
     try:
         for threads in sorted({1, every}):
             torch.set_num_threads(threads)
             seconds[threads] = median_seconds(update, repeats)
+        peak = matmul_flops / median_seconds(matmul, 9)  # (at all threads: the loop ends there)
     finally:
         torch.set_num_threads(every)
-    return seconds, update_flops(agent, update)
+    return seconds, update_flops(agent, update), peak
 
 
 def large_replay(transitions: int = 1_000_000, num_envs: int = 8) -> tuple[float, float, float]:
@@ -230,14 +232,13 @@ def bench_agent(agent: str, suite: str, args, repeats: int, scale: float,
     add(f"{tag}: measured (runner, learning)", measured, "agent steps/s")
     add(f"{tag}: loop efficiency", 100 * measured / bound, "%", "measured / bound = 1 - other's share")
     # one update timed alone needs to know how to prepare its batch or rollout: DQN's and PPO's
-    by_threads, flops = update_timings(cfg, repeats) if agent in ("dqn", "ppo") else ({}, 0)
+    by_threads, flops, peak = update_timings(cfg, repeats) if agent in ("dqn", "ppo") else ({}, 0, 0.0)
     for n, seconds in by_threads.items():
         note = f"{by_threads[1] / seconds:.2f}x the 1-thread speed" if n > 1 else ""
         add(f"{tag}: one update at {n} torch thread(s)", 1e3 * seconds, "ms", note)
     bound_at_peak = None
     if flops:  # how near the update runs to the CPU's peak, and the agent steps/s that caps
         every = max(by_threads)
-        peak = matmul_peak(every)
         share = flops / by_threads[every] / peak
         add(f"{tag}: update arithmetic", flops / 1e9, "GFLOP", f"{flops / by_threads[every] / 1e9:.0f} GFLOP/s at "
             f"{every} thread(s), {100 * share:.0f}% of a 1024^3 matmul's {peak / 1e9:.0f}")

@@ -11,28 +11,17 @@ same arithmetic by speeding up the update alone.
 """
 from __future__ import annotations
 
-import statistics
-import time
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def matmul_peak(threads: int, size: int = 1024, repeats: int = 9) -> float:
-    """FLOP/s of a ``size`` x ``size`` float32 matrix product at ``threads`` torch threads (median)."""
-    every = torch.get_num_threads()
+def square_matmul(size: int = 1024) -> tuple[Callable[[], torch.Tensor], int]:
+    """(a ``size`` x ``size`` float32 matrix product to time, its floating-point operations):
+    timed at an update's thread count, the peak that update is measured against."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    times = []
-    try:
-        torch.set_num_threads(threads)
-        torch.mm(a, b)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.mm(a, b)
-            times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(every)
-    return 2 * size**3 / statistics.median(times)
+    return (lambda: torch.mm(a, b)), 2 * size**3
 
 
 class _NoStep(torch.optim.Optimizer):
