@@ -36,20 +36,20 @@ class ToFloat(nn.Module):
         return x.mul_(self.scale) if self.scale != 1.0 else x
 
 
-PATCH_MAX_BATCH = 32  # the largest batch PatchConv2d computes through patches (faster up to here)
+PATCH_MAX_BATCH = 256  # the largest batch PatchConv2d computes through patches (faster up to here)
 
 
 class PatchConv2d(nn.Conv2d):
     """A stride-1, unpadded Conv2d (the MinAtar CNN's) computed on the CPU through explicit
-    patches: the input's patches gathered into columns by one precomputed index, times the
-    weight as a matrix; autograd differentiates that. Same parameters, same module to
-    interventions and probes. Why: on a 10x10x4 input oneDNN's kernel takes the weight gradient
-    at about 16 GFLOP/s, and a MinAtar DQN agent step (acting, target and update: batches of 1
-    and 32) took about 9% less this way (1 thread, 2026-11-27). Past ``PATCH_MAX_BATCH`` inputs
-    the columns outgrow the caches: forward and backward of this layer and a linear one ran
-    1.11x as fast as the library's at a batch of 32, 0.88x at 64 and 0.72x at 256 (PPO's
-    minibatch), so larger batches, and other devices, keep the library kernel. Its output is
-    laid out channels-last (``reshape`` it, not ``view``; LayerNorm, ReLU and Flatten take it)."""
+    patches: each example's patches gathered into a column matrix by one precomputed index,
+    and the weight, as a matrix, times every example's columns in one batched product;
+    autograd differentiates that. Same parameters, same module to interventions and probes,
+    and the output is the library's contiguous (N, C, H, W). Why: on a 10x10x4 input oneDNN
+    takes the weight gradient at about 16 GFLOP/s (146 us for 2.4 MFLOP). This layer and a
+    linear one, forward and backward, ran 1.18x as fast as the library's at a batch of 32 and
+    1.06x at 256 (1 thread; 1.32x and 1.75x at 2 threads), and 0.95x at 1,024 (1 thread), so
+    batches past ``PATCH_MAX_BATCH``, unbatched inputs and other devices keep the library kernel
+    (2026-11-27)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
         super().__init__(in_channels, out_channels, kernel_size)  # stride 1, no padding: what the patches assume
@@ -60,20 +60,20 @@ class PatchConv2d(nn.Conv2d):
         n, channels, height, width = x.shape
         k = self.kernel_size[0]
         rows, cols = height - k + 1, width - k + 1
-        patches = x.reshape(n, -1).index_select(1, patch_index(channels, height, width, k, x.device))
-        flat_weight = weight.reshape(weight.shape[0], -1).t()
-        patches = patches.view(n * rows * cols, -1)
-        y = patches @ flat_weight if bias is None else torch.addmm(bias, patches, flat_weight)
-        return y.view(n, rows * cols, -1).transpose(1, 2).reshape(n, -1, rows, cols)
+        columns = x.reshape(n, -1).index_select(1, patch_index(channels, height, width, k, x.device))
+        columns = columns.view(n, -1, rows * cols)  # (example, weight entry, output position)
+        weights = weight.reshape(1, weight.shape[0], -1).expand(n, -1, -1)  # the same matrix for each example, no copy
+        y = torch.bmm(weights, columns) if bias is None else torch.baddbmm(bias.view(1, -1, 1), weights, columns)
+        return y.view(n, -1, rows, cols)
 
 
 _PATCH_INDEX: dict[tuple, torch.Tensor] = {}
 
 
 def patch_index(channels: int, height: int, width: int, kernel: int, device: torch.device) -> torch.Tensor:
-    """Positions in a flattened (channels, height, width) input of every output position's
-    patch, in the order of a flattened Conv2d weight (channel, row, column): rows of the
-    column matrix, one after another."""
+    """Positions in a flattened (channels, height, width) input of the column matrix's
+    entries: one row per weight entry, in the order of a flattened Conv2d weight (channel, row,
+    column), each row running over the output positions."""
     key = (channels, height, width, kernel, device)
     if key not in _PATCH_INDEX:
         with torch.inference_mode(False):  # (first built while acting, it must still serve training)
@@ -84,8 +84,8 @@ def patch_index(channels: int, height: int, width: int, kernel: int, device: tor
 def _patch_positions(channels: int, height: int, width: int, kernel: int) -> torch.Tensor:
     i, j = torch.meshgrid(torch.arange(height - kernel + 1), torch.arange(width - kernel + 1), indexing="ij")
     c, di, dj = torch.meshgrid(torch.arange(channels), torch.arange(kernel), torch.arange(kernel), indexing="ij")
-    position = (i.reshape(-1, 1) + di.reshape(1, -1)) * width + j.reshape(-1, 1) + dj.reshape(1, -1)
-    return (c.reshape(1, -1) * height * width + position).reshape(-1)
+    position = (i.reshape(1, -1) + di.reshape(-1, 1)) * width + j.reshape(1, -1) + dj.reshape(-1, 1)
+    return (c.reshape(-1, 1) * height * width + position).reshape(-1)
 
 
 class CReLU(nn.Module):

@@ -20,6 +20,7 @@ def test_patch_convolution_has_the_library_convolutions_outputs_and_gradients():
     conv, x = PatchConv2d(4, 16, 3), grids(32)
     out = conv(x)
     assert out.grad_fn.name() != "ConvolutionBackward0"  # the patches path ran
+    assert out.is_contiguous()  # laid out as the library's (N, C, H, W): Flatten is a view
     reference = F.conv2d(x, conv.weight, conv.bias)
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out)
