@@ -46,6 +46,7 @@ from agents.replay import ReplayBuffer
 from bench.arithmetic import floor_seconds, square_matmul, update_flops
 from bench.compare import compare
 from bench.stretch import runner_stretch
+from core.memory import keep_freed_memory
 from envs import make_env
 from interventions import Composition
 from probes import ProbeConfig, Prober
@@ -293,6 +294,7 @@ def main(argv=None) -> int:
         rows.append({"what": what, "value": round(value, 4), "unit": unit, "note": note})
         print(f"{what:52s} {value:>12,.2f} {unit:14s} {note}", flush=True)
 
+    keep_freed_memory()  # as the runner does: the isolated timings below are then a run's
     threads = torch.get_num_threads()
     print(f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{threads} torch threads\n")

@@ -6,12 +6,15 @@ A row with an intervention compares with the reference that has the intervention
 (MinAtar DQN + ln_l2: LayerNorm before each ReLU and an L2 term on the loss)."""
 from __future__ import annotations
 
+import multiprocessing
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
 from bench.references import dqn_atari, dqn_minatar, ppo
 from bench.stretch import runner_stretch
+from runner.config import compose_config
 
 # (suite, agent, intervention, torch threads; 0 = all): MinAtar runs take one core each (an
 # experiment runs one per core), Atari runs the whole machine
@@ -34,25 +37,40 @@ def reference_run(suite: str, agent: str, intervention: str, cfg, start: int, en
                                         minibatches=a.num_minibatches, epochs=a.update_epochs)
 
 
+def our_rate(overrides: list[str], start: int, end: int) -> float:
+    """Agent steps/s of the suite's runner over the stretch (in the worker process of ours)."""
+    return runner_stretch(overrides, start, end)[0]
+
+
+def reference_rate(suite: str, agent: str, intervention: str, overrides: list[str], start: int, end: int,
+                   threads: int) -> float:
+    """Agent steps/s of the reference over the same stretch (in the references' worker process)."""
+    torch.set_num_threads(threads)
+    return reference_run(suite, agent, intervention, compose_config(overrides), start, end)()
+
+
 def compare(stretch_config, tiny: bool, scale: float, pairs: int, add, headroom_at_peak: dict[str, float]) -> None:
     """One row per comparison: median of the pairs' ratios, min and max in the note; where
     ``headroom_at_peak`` has how much faster our run would be with its update at the CPU's
     matrix-product peak (measured at the same thread count, all), the ratio that would give.
-    (A factor from within one run: rates taken minutes apart drift by 10-20% on a shared VM.)"""
+    (A factor from within one run: rates taken minutes apart drift by 10-20% on a shared VM.)
+    Ours and the references each run in a worker process of their own, started fresh: the
+    runner sets process-wide state (the allocator, subnormal flushing, compiled kernels) that
+    a reference sharing its process would inherit, and a user's reference would not have."""
     every = torch.get_num_threads()
-    try:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as ours_worker, \
+            ProcessPoolExecutor(1, mp_context=spawn) as references_worker:
         for suite, agent, intervention, threads in COMPARISONS:
             threads = threads or every
-            overrides, cfg, start, end = stretch_config(agent, suite, tiny, scale)
-            reference = reference_run(suite, agent, intervention, cfg, start, end)
+            overrides, _, start, end = stretch_config(agent, suite, tiny, scale)
             ours: list[float] = []
             theirs: list[float] = []
             for _ in range(pairs):
-                ours.append(runner_stretch([*overrides, f"intervention={intervention}", f"threads={threads}"],
-                                           start, end)[0])
-                torch.set_num_threads(threads)
-                torch.set_flush_denormal(False)  # as in a fresh process: the runner set it for ours
-                theirs.append(reference())
+                ours.append(ours_worker.submit(our_rate, [*overrides, f"intervention={intervention}",
+                                                          f"threads={threads}"], start, end).result())
+                theirs.append(references_worker.submit(reference_rate, suite, agent, intervention, overrides,
+                                                       start, end, threads).result())
             ratios = [mine / other for mine, other in zip(ours, theirs)]
             label = f"{suite} {agent}" + ("" if intervention == "none" else f" + {intervention}")
             headroom = headroom_at_peak.get(label) if threads == every else None
@@ -61,5 +79,3 @@ def compare(stretch_config, tiny: bool, scale: float, pairs: int, add, headroom_
             add(f"{label}: ours / reference, {threads} thread(s)", ratio, "x",
                 f"min {min(ratios):.2f} max {max(ratios):.2f} of {pairs} pairs; agent steps/s ours "
                 f"{statistics.median(ours):,.0f}, reference {statistics.median(theirs):,.0f}{ceiling}")
-    finally:
-        torch.set_num_threads(every)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 import agents
 from agents.base import check_instance
 from core.intervals import crossed
+from core.memory import keep_freed_memory
 from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 from envs import make_env
 from interventions import Composition
@@ -53,6 +54,7 @@ class Run:
         # subnormal floats as 0: optimizer moments of a parameter whose gradient stays 0 decay
         # through the subnormal range, where CPU arithmetic is up to 10x slower (make bench)
         torch.set_flush_denormal(True)
+        keep_freed_memory()  # no page faults for each update's tensors (core/memory.py)
         torch.manual_seed(cfg.seed)
         self.device = pick_device(cfg.device)
         self.env = make_env(cfg.env, cfg.seed)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from core.ranges import check, ranged
+from core.memory import keep_freed_memory
 from core.schema import METRICS_COLUMNS
 import interventions
 from nets.networks import build_network
@@ -132,6 +133,7 @@ def train(cfg: ShiftsConfig) -> Path:
         return d
     found = store.prepare()
     torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
     torch.manual_seed(cfg.seed)
     composition = interventions.Composition(cfg.intervention, cfg.interventions)
     task = make_task(cfg)

@@ -106,3 +106,24 @@ def test_per_example_gradients_under_vmap_match_the_library_convolution(monkeypa
     library = per_example_grads()
     for name in params:
         torch.testing.assert_close(ours[name], library[name], rtol=1e-5, atol=1e-5)
+
+
+def test_the_nature_cnn_takes_its_pixels_channels_last_with_the_same_function():
+    """ToFloat casts pixels straight into the NHWC layout of the Nature CNN's weights (no copy
+    inside the first convolution), and the network computes what it did on NCHW floats,
+    also per example under vmap (the eNTK probe)."""
+    torch.manual_seed(0)
+    network = build_network((4, 84, 84), 6, obs_scale=1 / 255)
+    pixels = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    floats = network.body.scale(pixels)
+    assert floats.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(floats, pixels.float() / 255)
+    plain_input = network.body[1:](pixels.float() / 255)  # everything after ToFloat, on an NCHW input
+    torch.testing.assert_close(network.body(pixels), plain_input)
+    params = {k: v.detach() for k, v in network.named_parameters()}
+    q0 = lambda p, example: functional_call(network, p, (example[None],))[0, 0]  # noqa: E731
+    per_example = vmap(grad(q0), in_dims=(None, 0))(params, pixels)
+    first = grad(q0)(params, pixels[0])
+    for name in params:
+        torch.testing.assert_close(per_example[name][0], first[name])
+    assert not build_network((4, 10, 10), 6).body.scale.channels_last  # MinAtar grids stay as they are

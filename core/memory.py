@@ -1,0 +1,30 @@
+"""The process's memory allocator, set for training: freed blocks stay in the process."""
+from __future__ import annotations
+
+import ctypes
+import sys
+
+# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it takes on 64-bit Linux
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+TRIM_THRESHOLD = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed blocks for the next allocation instead of giving them back to the kernel.
+    By default glibc maps blocks over an adaptive threshold fresh from the kernel and trims
+    the heap's free top, so an update's activations and gradients, freed when it ends, come
+    back as new pages that fault in (and are zeroed) one by one: a PPO Atari update took
+    150,000-210,000 page faults and 1.16-1.25 s at 2 threads; with this, none and 0.96-0.97 s
+    (2026-11-27). It is what jemalloc or tcmalloc would do, which PyTorch's CPU tuning guide
+    suggests, with nothing to install; the cost is that the process keeps its peak heap.
+    Blocks over 32 MB (glibc's ceiling) are still mapped per allocation. Returns whether it
+    applied: on glibc Linux; elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc: leave it be
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))

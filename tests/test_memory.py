@@ -1,0 +1,23 @@
+"""core.memory.keep_freed_memory: the allocator setting every training process makes."""
+import sys
+
+from core import memory
+
+
+def test_keep_freed_memory_applies_on_glibc_linux_and_nowhere_else(monkeypatch):
+    if sys.platform.startswith("linux"):
+        assert memory.keep_freed_memory()  # glibc took both settings (mallopt returned 1)
+    monkeypatch.setattr(memory.sys, "platform", "darwin")
+    assert not memory.keep_freed_memory()
+
+
+def test_a_run_keeps_freed_memory(tmp_path, monkeypatch):
+    import runner.loop
+    from runner.config import compose_config
+
+    calls = []
+    monkeypatch.setattr(runner.loop, "keep_freed_memory", lambda: calls.append(1) or True)
+    cfg = compose_config(["env=minatar", "agent=random", "total_steps=20", f"run_dir={tmp_path}", "log.progress=false",
+                          "probe.interval=0", "checkpoint.interval=0"])
+    runner.loop.Run(cfg).train()
+    assert calls == [1]
