@@ -54,9 +54,10 @@ def compare(stretch_config, tiny: bool, scale: float, pairs: int, add, headroom_
     ``headroom_at_peak`` has how much faster our run would be with its update at the CPU's
     matrix-product peak (measured at the same thread count, all), the ratio that would give.
     (A factor from within one run: rates taken minutes apart drift by 10-20% on a shared VM.)
-    Ours and the references each run in a worker process of their own, started fresh: the
-    runner sets process-wide state (the allocator, subnormal flushing, compiled kernels) that
-    a reference sharing its process would inherit, and a user's reference would not have."""
+    Ours and the references each run in a worker process of their own (one each, kept for
+    every pair of every comparison), apart from this one: the runner sets process-wide state
+    (the allocator, subnormal flushing, compiled kernels) that a reference sharing its process
+    would inherit, and a user's reference would not have."""
     every = torch.get_num_threads()
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as ours_worker, \

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import platform
 import sys
 
 # glibc's mallopt parameters (malloc.h) and the largest mmap threshold it takes on 64-bit Linux
@@ -18,13 +19,15 @@ def keep_freed_memory() -> bool:
     150,000-210,000 page faults and 1.16-1.25 s at 2 threads; with this, none and 0.96-0.97 s
     (2026-11-27). It is what jemalloc or tcmalloc would do, which PyTorch's CPU tuning guide
     suggests, with nothing to install; the cost is that the process keeps its peak heap.
-    Blocks over 32 MB (glibc's ceiling) are still mapped per allocation. Returns whether it
-    applied: on glibc Linux; elsewhere nothing changes."""
-    if not sys.platform.startswith("linux"):
+    Blocks of 32 MiB and more (glibc's ceiling on 64-bit Linux) are still mapped per
+    allocation. Returns whether glibc took both settings; with another C library (musl, macOS)
+    nothing changes."""
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc: leave it be
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    mapped = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX))  # (each call on its own: one may be refused)
+    trimmed = bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return mapped and trimmed

@@ -37,11 +37,13 @@ class ToFloat(nn.Module):
         self.register_buffer("dtype", torch.zeros(()), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scaled = self.scale != 1.0  # (then a copy even of an input in the right dtype: mul_ must not write the caller's)
         if self.channels_last and x.dim() == 4:  # (NHWC written by permutes: vmap, the eNTK probe's, takes them)
-            x = x.permute(0, 2, 3, 1).to(self.dtype.dtype, memory_format=torch.contiguous_format).permute(0, 3, 1, 2)
+            x = x.permute(0, 2, 3, 1).to(self.dtype.dtype, memory_format=torch.contiguous_format, copy=True)
+            x = x.permute(0, 3, 1, 2)
         else:
-            x = x.to(self.dtype.dtype)
-        return x.mul_(self.scale) if self.scale != 1.0 else x
+            x = x.to(self.dtype.dtype, copy=scaled)
+        return x.mul_(self.scale) if scaled else x
 
 
 PATCH_MAX_BATCH = 256  # the largest batch PatchConv2d computes through patches (faster up to here)

@@ -1,12 +1,15 @@
 """core.memory.keep_freed_memory: the allocator setting every training process makes."""
+import platform
 import sys
 
 from core import memory
 
 
 def test_keep_freed_memory_applies_on_glibc_linux_and_nowhere_else(monkeypatch):
-    if sys.platform.startswith("linux"):
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert memory.keep_freed_memory()  # glibc took both settings (mallopt returned 1)
+    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("musl", ""))
+    assert not memory.keep_freed_memory()
     monkeypatch.setattr(memory.sys, "platform", "darwin")
     assert not memory.keep_freed_memory()
 
