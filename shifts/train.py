@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from core.ranges import check, ranged
 from core.memory import keep_freed_memory
+from core.ranges import check, ranged
 from core.schema import METRICS_COLUMNS
 import interventions
 from nets.networks import build_network
