@@ -27,6 +27,7 @@ class ReplayBuffer:
             raise ValueError(f"obs_shape {obs_shape} does not start with the stack depth {stack}")
         self.stack, self.gamma, self.n_step = stack, gamma, n_step
         self.num_envs = num_envs
+        self.envs = np.arange(num_envs)
         self.obs_shape = tuple(obs_shape)
         self.frame_shape = self.obs_shape[1:] if stack > 1 else self.obs_shape
         self.slots = math.ceil(capacity / num_envs)  # per env
@@ -81,8 +82,7 @@ class ReplayBuffer:
         for env in np.flatnonzero(self.episode_start):
             for k, frame in enumerate(self._padding(obs[env])):
                 self._push(env, frame, flags=START if k == 0 else 0)  # padding: not sampleable
-        envs = np.arange(self.num_envs)
-        h = self.head
+        envs, h = self.envs, self.head
         self.frames[envs, h] = next_obs[:, -1] if self.stack > 1 else next_obs
         self.actions[envs, h] = actions
         self.rewards[envs, h] = rewards
@@ -144,40 +144,30 @@ class ReplayBuffer:
         return self._sample_any_env_slots(batch_size, size, cum, rng)
 
     def _sample_any_env_slots(self, batch_size: int, size: np.ndarray, cum: np.ndarray, rng: np.random.Generator):
-        env = np.empty(batch_size, dtype=np.int64)
-        slot = np.empty(batch_size, dtype=np.int64)
-        todo = np.arange(batch_size)
-        for _ in range(1000):
-            flat = rng.integers(cum[-1], size=len(todo))
+        def draw(count: int) -> tuple[np.ndarray, np.ndarray]:  # (env, slot) of the accepted ones of count draws
+            flat = rng.integers(cum[-1], size=count)
             e = np.searchsorted(cum, flat, side="right")
             age = flat - (cum[e] - size[e])  # 0 = oldest slot of that env
             full = self.written[e] >= self.slots
             s = np.where(full, (self.head[e] + age) % self.slots, age)
             history_kept = ~full | (age >= self.stack)  # only a full buffer overwrites history
             ok = ((self.flags[e, s] & VALID) > 0) & history_kept & (age <= size[e] - self.n_step)
-            env[todo[ok]], slot[todo[ok]] = e[ok], s[ok]
-            todo = todo[~ok]
-            if len(todo) == 0:
-                return env, slot
-        raise ValueError("replay buffer holds no sampleable transition yet")
+            return e[ok], s[ok]
+        return _first_accepted(batch_size, draw)
 
     def _sample_one_env_slots(self, batch_size: int, size: int, rng: np.random.Generator):
         """``_sample_slots`` for one env (MinAtar's DQN, which samples every frame): the same draws
         and the same slots, without the arithmetic that finds each draw's env (a third of a sample)."""
         full, head, flags = self.written[0] >= self.slots, int(self.head[0]), self.flags[0]
-        slot = np.empty(batch_size, dtype=np.int64)
-        todo = np.arange(batch_size)
-        for _ in range(1000):
-            age = rng.integers(size, size=len(todo))
+
+        def draw(count: int) -> tuple[np.ndarray]:
+            age = rng.integers(size, size=count)
             s = (head + age) % self.slots if full else age
             ok = ((flags[s] & VALID) > 0) & (age <= size - self.n_step)
             if full:
                 ok &= age >= self.stack  # only a full buffer overwrites history
-            slot[todo[ok]] = s[ok]
-            todo = todo[~ok]
-            if len(todo) == 0:
-                return np.zeros(batch_size, dtype=np.int64), slot
-        raise ValueError("replay buffer holds no sampleable transition yet")
+            return (s[ok],)
+        return np.zeros(batch_size, dtype=np.int64), _first_accepted(batch_size, draw)[0]
 
     def state_dict(self) -> dict:
         used = int(min(self.written.max(), self.slots))  # do not write never-filled slots to disk
@@ -196,3 +186,19 @@ class ReplayBuffer:
             getattr(self, key)[:, :used] = state[key]
         self.head, self.written = state["head"].copy(), state["written"].copy()
         self.episode_start = state["episode_start"].copy()
+
+
+def _first_accepted(batch_size: int, draw) -> tuple[np.ndarray, ...]:
+    """Rejection sampling of ``batch_size`` slots: ``draw(count)`` makes ``count`` uniform draws
+    and returns the accepted ones (arrays in draw order). Each round draws twice as many as are
+    still missing and keeps the first accepted, so a batch almost always takes one round (about
+    one slot in seven is an episode's padding when MinAtar breakout's episodes last 6 steps); the
+    kept draws are still independent and uniform over the sampleable slots. One round instead of
+    a loop over the rejected ones: 13 -> 6 us per MinAtar batch (2026-11-27)."""
+    parts, missing = [], batch_size
+    for _ in range(1000):
+        parts.append([accepted[:missing] for accepted in draw(2 * missing)])
+        missing -= len(parts[-1][0])
+        if missing == 0:
+            return tuple(parts[0]) if len(parts) == 1 else tuple(np.concatenate(p) for p in zip(*parts))
+    raise ValueError("replay buffer holds no sampleable transition yet")

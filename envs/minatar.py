@@ -79,12 +79,14 @@ class MinAtarEnv:
         terminated = np.zeros(n, dtype=bool)
         final_obs = obs
         self._elapsed += 1
-        truncated = (self._elapsed >= self.cfg.max_episode_steps) if self.cfg.max_episode_steps else np.zeros(n, bool)
         for i, (env, a) in enumerate(zip(self._envs, self._actions[actions])):
             reward[i], terminated[i] = env.act(a)
             obs[i] = self._observe(env)
-        truncated &= ~terminated
-        done = terminated | truncated
+        if self.cfg.max_episode_steps:
+            truncated = (self._elapsed >= self.cfg.max_episode_steps) & ~terminated
+            done = terminated | truncated
+        else:  # (no cap, the MinAtar paper's setting: two array operations fewer per step)
+            truncated, done = np.zeros(n, dtype=bool), terminated
         if done.any():
             final_obs = obs.copy()
             for i in np.flatnonzero(done):

@@ -47,6 +47,25 @@ def test_epsilon_schedule():
     assert agent.epsilon(600) == pytest.approx(0.55) and agent.epsilon(5000) == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("epsilon", [0.0, 0.3, 1.0])
+def test_acting_is_epsilon_greedy(epsilon):
+    """Greedy where no env explores; an exploring env takes a uniform action (so the greedy
+    one with probability 1/6 too). Random actions are drawn only on steps where some env explores."""
+    agent = make_dqn(8, epsilon_start=epsilon, epsilon_end=epsilon)
+    obs = np.random.default_rng(1).random((8, 4, 10, 10)) < 0.5
+    with torch.no_grad():
+        greedy = agent.network(torch.as_tensor(obs)).argmax(1).numpy()
+    actions = np.stack([agent.act(obs, 0) for _ in range(3000)])
+    assert (actions != greedy).mean() == pytest.approx(epsilon * 5 / 6, abs=0.01)
+    for env in range(8):  # each other action: epsilon / 6 of the steps
+        share = np.bincount(actions[:, env], minlength=6) / len(actions)
+        np.testing.assert_allclose(np.delete(share, greedy[env]), epsilon / 6, atol=0.02)
+    if epsilon == 0:  # a greedy step draws the explore decisions and nothing else
+        agent, drawn = make_dqn(8, epsilon_start=0.0, epsilon_end=0.0), np.random.default_rng(0)
+        agent.act(obs, 0), drawn.random(8)
+        assert agent.rng.bit_generator.state == drawn.bit_generator.state
+
+
 def test_hard_and_polyak_target_sync():
     agent = make_dqn(target_update_interval=3, tau=1.0)
     feed(agent, 2)  # 2 updates at ratio .25 with 4 envs

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from agents.replay import ReplayBuffer
+from agents.replay import VALID, ReplayBuffer
 
 
 class FakeStackedEnv:
@@ -174,3 +174,27 @@ def test_one_env_sampling_draws_the_slots_the_general_path_draws(stack, n_step):
             general = buffer._sample_any_env_slots(256, size, np.cumsum(size), np.random.default_rng(step))
             for a, b in zip(one, general):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_sampling_is_uniform_over_the_sampleable_slots(num_envs):
+    """Each round of rejection keeps the first accepted of twice as many draws as it misses: the
+    batches must still cover every sampleable slot equally often and never a padding slot."""
+    buffer = ReplayBuffer(3000, num_envs, (4, 10, 10), bool, stack=1)
+    episode_end = np.zeros(num_envs, bool)
+    frame = np.zeros((num_envs, 4, 10, 10), bool)
+    for t in range(1200 // num_envs):  # 6-step episodes: one slot in seven is padding
+        episode_end[:] = t % 6 == 5
+        buffer.add(frame, np.zeros(num_envs, int), np.zeros(num_envs), frame, episode_end, np.zeros(num_envs, bool))
+    rng, hits = np.random.default_rng(0), {}
+    for _ in range(4000):
+        env, slot = buffer._sample_slots(32, np.minimum(buffer.written, buffer.slots), rng)
+        for key in zip(env.tolist(), slot.tolist()):
+            hits[key] = hits.get(key, 0) + 1
+    sampleable = {(e, s) for e in range(num_envs) for s in range(min(buffer.written[e], buffer.slots))
+                  if buffer.flags[e, s] & VALID}
+    assert set(hits) == sampleable
+    counts = np.array(list(hits.values()))
+    expected = 4000 * 32 / len(sampleable)
+    chi2 = ((counts - expected) ** 2 / expected).sum()  # about len - 1 for uniform draws
+    assert abs(chi2 - (len(counts) - 1)) < 5 * np.sqrt(2 * (len(counts) - 1))
