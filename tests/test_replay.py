@@ -176,23 +176,36 @@ def test_one_env_sampling_draws_the_slots_the_general_path_draws(stack, n_step):
                 np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("num_envs", [1, 3])
-def test_sampling_is_uniform_over_the_sampleable_slots(num_envs):
+@pytest.mark.parametrize("episode_lengths,stack,n_step,steps", [
+    ((6,), 1, 1, 1200),  # MinAtar DQN: one slot in seven is padding, the buffer not full
+    ((2, 6, 12), 1, 1, 400),  # envs holding different numbers of sampleable slots
+    ((3, 7), 4, 3, 900),  # Atari-style stacks and n-step returns in a wrapped buffer
+])
+def test_sampling_is_uniform_over_the_sampleable_slots(episode_lengths, stack, n_step, steps):
     """Each round of rejection keeps the first accepted of twice as many draws as it misses: the
-    batches must still cover every sampleable slot equally often and never a padding slot."""
-    buffer = ReplayBuffer(3000, num_envs, (4, 10, 10), bool, stack=1)
-    episode_end = np.zeros(num_envs, bool)
-    frame = np.zeros((num_envs, 4, 10, 10), bool)
-    for t in range(1200 // num_envs):  # 6-step episodes: one slot in seven is padding
-        episode_end[:] = t % 6 == 5
-        buffer.add(frame, np.zeros(num_envs, int), np.zeros(num_envs), frame, episode_end, np.zeros(num_envs, bool))
+    batches must still cover every sampleable slot equally often, across envs too, and never a
+    padding slot, a slot whose history was overwritten or one whose n-step future is unwritten."""
+    num_envs = len(episode_lengths)
+    buffer = ReplayBuffer(3000 if stack == 1 else 600, num_envs, (stack, 2, 2), np.uint8, stack=stack, n_step=n_step)
+    obs = np.zeros((num_envs, stack, 2, 2), np.uint8)
+    for t in range(steps):
+        ends = np.array([t % length == length - 1 for length in episode_lengths])
+        frames = np.full_like(obs, t % 251)  # (distinct frames: a reset stack is padded once)
+        buffer.add(obs, np.zeros(num_envs, int), np.zeros(num_envs), frames, ends, np.zeros(num_envs, bool))
+        obs = frames
+    size = np.minimum(buffer.written, buffer.slots)
+    sampleable = set()  # the rules, slot by slot
+    for e in range(num_envs):
+        full = buffer.written[e] >= buffer.slots
+        for age in range(size[e]):
+            s = (buffer.head[e] + age) % buffer.slots if full else age
+            if buffer.flags[e, s] & VALID and (not full or age >= stack) and age <= size[e] - n_step:
+                sampleable.add((e, s))
     rng, hits = np.random.default_rng(0), {}
     for _ in range(4000):
-        env, slot = buffer._sample_slots(32, np.minimum(buffer.written, buffer.slots), rng)
+        env, slot = buffer._sample_slots(32, size, rng)
         for key in zip(env.tolist(), slot.tolist()):
             hits[key] = hits.get(key, 0) + 1
-    sampleable = {(e, s) for e in range(num_envs) for s in range(min(buffer.written[e], buffer.slots))
-                  if buffer.flags[e, s] & VALID}
     assert set(hits) == sampleable
     counts = np.array(list(hits.values()))
     expected = 4000 * 32 / len(sampleable)
