@@ -124,8 +124,8 @@ class DQN:
         if self.cfg.reward_clip:
             rewards = np.sign(rewards)
         self.replay.add(obs, actions, rewards, next_obs, terminated, truncated)
-        if step < self.cfg.learning_starts:
-            return {}
+        if step < self.cfg.learning_starts or step < self.cfg.n_step * self.num_envs:
+            return {}  # (an n-step transition can be sampled once its env has taken n steps)
         self.update_credit += self.num_envs * self.cfg.updates_per_step
         updates, hooks = [], {}
         while self.update_credit >= 1.0:

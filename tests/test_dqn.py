@@ -41,6 +41,16 @@ def test_no_updates_before_learning_starts():
     assert agent.updates == 0
 
 
+def test_n_step_updates_wait_for_a_whole_n_step_transition():
+    """learning_starts=0 with 3-step returns: the first update comes once an env has taken 3 steps
+    (it used to raise "no sampleable transition" on the first step)."""
+    agent = make_dqn(4, n_step=3, updates_per_step=1.0)
+    feed(agent, 2)
+    assert agent.updates == 0
+    feed(agent, 1, start=8)
+    assert agent.updates == 4
+
+
 def test_epsilon_schedule():
     agent = make_dqn(epsilon_start=1.0, epsilon_end=0.1, exploration_start=100, exploration_steps=1000)
     assert agent.epsilon(0) == 1.0 and agent.epsilon(100) == 1.0
