@@ -1,21 +1,17 @@
-"""Interventions: what each hook does on a tiny network, names, and a smoke matrix."""
+"""Interventions: what each hook does on a tiny network, and their names (every agent with every
+intervention in a real run: tests/test_intervention_runs.py)."""
 import copy
-import dataclasses
 import types
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-import agents
-from interventions import INTERVENTIONS, Composition, split_name
+from interventions import Composition, split_name
 from nets.networks import build_network, reinitialised
 from nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers
 from nets.capture import capture, dormant_scores
-from runner.config import compose_config
-from runner.loop import Run
 
 
 def test_names_compose_and_unknown_names_list_the_valid_ones():
@@ -279,87 +275,3 @@ def test_plasticity_injection_keeps_outputs_and_trains_only_the_new_head():
     resumed.load_state_dict(net.state_dict())
     assert bool(resumed.active) and not resumed.head.weight.requires_grad and resumed.new.head.weight.requires_grad
     assert comp.after_update(agent, step=200) == {}  # once
-
-
-def fires_often() -> list[str]:
-    """Overrides that make every family that acts at a step or interval act within a smoke run
-    (several times: every 100 agent steps, or every 5 gradient updates for ReDo)."""
-    overrides = []
-    for name, cls in sorted(INTERVENTIONS.items()):
-        keys = {f.name for f in dataclasses.fields(cls.Config)}
-        every = 5 if getattr(cls, "unit", "steps") == "updates" else 100
-        overrides += [f"interventions.{name}.{key}={every}" for key in ("interval", "at") if key in keys]
-    return overrides
-
-
-SMOKE_INTERVENTIONS = ["none", *sorted(INTERVENTIONS), "ln_l2"]
-HOOK_METRICS = {"redo": "redo_reset_frac", "reset": "reset_layers", "shrink_perturb": "shrink_perturb_applied",
-                "plasticity_injection": "plasticity_injected"}
-
-
-@pytest.mark.parametrize("agent", sorted(agents.AGENTS))
-@pytest.mark.parametrize("intervention", SMOKE_INTERVENTIONS)
-def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, intervention):
-    overrides = [f"agent={agent}", f"intervention={intervention}", "total_steps=400", "log.interval=100",
-                 "log.progress=false", f"run_dir={tmp_path}", "env.num_envs=2", *fires_often(),
-                 *agents.AGENTS[agent].quick_overrides]  # each agent says how it updates within 400 steps
-    if agent == "dqn":  # Polyak target updates (tau < 1) every 50 updates
-        overrides += ["agent.tau=0.5", "agent.target_update_interval=50"]
-    fired = []
-    real = Composition.after_update
-
-    def checked(self, learner, step):  # after every hook that acted, the optimizer holds exactly the trainables
-        metrics = real(self, learner, step)
-        if metrics:
-            assert optimizer_holds_exactly(learner.optimizer, learner.network), (metrics, step)
-            fired.extend(metrics)
-        return metrics
-    monkeypatch.setattr(Composition, "after_update", checked)
-    real_gradients, graded = Composition.gradients, []
-    monkeypatch.setattr(Composition, "gradients", lambda self, network: graded.append(real_gradients(self, network)))
-    run = Run(compose_config(overrides))
-    assert run.train() == 0
-    if run.agent.network is not None:
-        assert run.agent.optimizer.state, "the agent never updated: its quick_overrides are too slow"
-        assert graded, "the agent never called interventions.gradients: l2 and l2init would do nothing"
-        assert optimizer_holds_exactly(run.agent.optimizer, run.agent.network)
-        expected = {HOOK_METRICS[f] for f in split_name(intervention) if f in HOOK_METRICS}
-        assert expected <= set(fired), f"interval hooks that never fired: {expected - set(fired)}"
-    d = run.dir
-    assert d.parent.name.split("[")[0] == intervention
-    returns = pd.read_csv(d / "returns.csv")
-    assert (returns["intervention"] == intervention).all() and (d / "done").exists()
-
-
-def test_nature_cnn_is_channels_last_and_computes_the_same_function():
-    net = build_network((4, 84, 84), 4, obs_scale=1 / 255)
-    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
-               for m in net.modules() if isinstance(m, torch.nn.Conv2d))
-    nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
-    x = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
-    torch.testing.assert_close(net(x), nchw(x), rtol=1e-4, atol=1e-5)
-    fresh = reinitialised(net)  # surgery keeps the layout
-    assert fresh.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_an_agent_that_misses_part_of_the_protocol_cannot_register():
-    from agents import register
-
-    @dataclasses.dataclass
-    class HalfConfig:
-        name: str = "half"
-
-    with pytest.raises(TypeError, match="HalfAgent does not implement the agent protocol: missing truncate, "
-                                        "make_optimizer, probe_inputs, prediction"):
-        @register("half")
-        class HalfAgent:
-            Config = HalfConfig
-
-            def act(self, obs, step): ...
-
-            def observe(self, *args): ...
-
-            def state_dict(self): ...
-
-            def load_state_dict(self, state): ...
-    assert "half" not in agents.AGENTS

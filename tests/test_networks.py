@@ -1,12 +1,15 @@
 """The MinAtar CNN's convolution trains through gathered patches (nets.networks.PatchConv2d):
-the same function and gradients as the library convolution, wherever the network is used."""
+the same function and gradients as the library convolution, wherever the network is used; the
+Nature CNN is laid out channels-last and takes its pixels NHWC, computing the same function."""
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from nets import networks
-from nets.networks import PatchConv2d, build_network
+from nets.networks import PatchConv2d, build_network, reinitialised
 
 PATCH_INDEX = networks.patch_index
 
@@ -127,3 +130,14 @@ def test_the_nature_cnn_takes_its_pixels_channels_last_with_the_same_function():
     for name in params:
         torch.testing.assert_close(per_example[name][0], first[name])
     assert not build_network((4, 10, 10), 6).body.scale.channels_last  # MinAtar grids stay as they are
+
+
+def test_nature_cnn_is_channels_last_and_computes_the_same_function():
+    net = build_network((4, 84, 84), 4, obs_scale=1 / 255)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    x = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
+    torch.testing.assert_close(net(x), nchw(x), rtol=1e-4, atol=1e-5)
+    fresh = reinitialised(net)  # surgery keeps the layout
+    assert fresh.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)

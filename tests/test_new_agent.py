@@ -1,6 +1,8 @@
 """The README's "Adding an agent", done by a test: a REINFORCE agent written into a module of its
 own, registered, and trained like `make minatar AGENT=reinforce` with none, ln_l2, redo and
-two_hot; the CSVs, probes and interval hooks work without a change anywhere else."""
+two_hot; the CSVs, probes and interval hooks work without a change anywhere else. An agent that
+misses part of the protocol is refused at registration."""
+import dataclasses
 import importlib.util
 
 import pandas as pd
@@ -143,3 +145,26 @@ def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_pa
     assert bool(pulled) == (intervention == "ln_l2")  # the recipe's gradient_step applies l2's gradient term
     with pytest.raises(Exception, match="agent.lr=-1.0 is out of range: must be > 0"):
         compose_config([*overrides, "agent.lr=-1"])
+
+
+def test_an_agent_that_misses_part_of_the_protocol_cannot_register():
+    from agents import register
+
+    @dataclasses.dataclass
+    class HalfConfig:
+        name: str = "half"
+
+    with pytest.raises(TypeError, match="HalfAgent does not implement the agent protocol: missing truncate, "
+                                        "make_optimizer, probe_inputs, prediction"):
+        @register("half")
+        class HalfAgent:
+            Config = HalfConfig
+
+            def act(self, obs, step): ...
+
+            def observe(self, *args): ...
+
+            def state_dict(self): ...
+
+            def load_state_dict(self, state): ...
+    assert "half" not in agents.AGENTS

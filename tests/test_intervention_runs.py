@@ -1,0 +1,62 @@
+"""Every agent with every intervention in a short real run, their interval hooks made to fire:
+the optimizer holds exactly the trainable parameters after each hook, and the CSVs name the run."""
+import dataclasses
+
+import pandas as pd
+import pytest
+
+import agents
+from interventions import INTERVENTIONS, Composition, split_name
+from nets.surgery import optimizer_holds_exactly
+from runner.config import compose_config
+from runner.loop import Run
+
+
+def fires_often() -> list[str]:
+    """Overrides that make every family that acts at a step or interval act within a smoke run
+    (several times: every 100 agent steps, or every 5 gradient updates for ReDo)."""
+    overrides = []
+    for name, cls in sorted(INTERVENTIONS.items()):
+        keys = {f.name for f in dataclasses.fields(cls.Config)}
+        every = 5 if getattr(cls, "unit", "steps") == "updates" else 100
+        overrides += [f"interventions.{name}.{key}={every}" for key in ("interval", "at") if key in keys]
+    return overrides
+
+
+SMOKE_INTERVENTIONS = ["none", *sorted(INTERVENTIONS), "ln_l2"]
+HOOK_METRICS = {"redo": "redo_reset_frac", "reset": "reset_layers", "shrink_perturb": "shrink_perturb_applied",
+                "plasticity_injection": "plasticity_injected"}
+
+
+@pytest.mark.parametrize("agent", sorted(agents.AGENTS))
+@pytest.mark.parametrize("intervention", SMOKE_INTERVENTIONS)
+def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, intervention):
+    overrides = [f"agent={agent}", f"intervention={intervention}", "total_steps=400", "log.interval=100",
+                 "log.progress=false", f"run_dir={tmp_path}", "env.num_envs=2", *fires_often(),
+                 *agents.AGENTS[agent].quick_overrides]  # each agent says how it updates within 400 steps
+    if agent == "dqn":  # Polyak target updates (tau < 1) every 50 updates
+        overrides += ["agent.tau=0.5", "agent.target_update_interval=50"]
+    fired = []
+    real = Composition.after_update
+
+    def checked(self, learner, step):  # after every hook that acted, the optimizer holds exactly the trainables
+        metrics = real(self, learner, step)
+        if metrics:
+            assert optimizer_holds_exactly(learner.optimizer, learner.network), (metrics, step)
+            fired.extend(metrics)
+        return metrics
+    monkeypatch.setattr(Composition, "after_update", checked)
+    real_gradients, graded = Composition.gradients, []
+    monkeypatch.setattr(Composition, "gradients", lambda self, network: graded.append(real_gradients(self, network)))
+    run = Run(compose_config(overrides))
+    assert run.train() == 0
+    if run.agent.network is not None:
+        assert run.agent.optimizer.state, "the agent never updated: its quick_overrides are too slow"
+        assert graded, "the agent never called interventions.gradients: l2 and l2init would do nothing"
+        assert optimizer_holds_exactly(run.agent.optimizer, run.agent.network)
+        expected = {HOOK_METRICS[f] for f in split_name(intervention) if f in HOOK_METRICS}
+        assert expected <= set(fired), f"interval hooks that never fired: {expected - set(fired)}"
+    d = run.dir
+    assert d.parent.name.split("[")[0] == intervention
+    returns = pd.read_csv(d / "returns.csv")
+    assert (returns["intervention"] == intervention).all() and (d / "done").exists()
