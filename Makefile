@@ -28,15 +28,16 @@ space := $(subst ,, )
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
 
-.PHONY: help atari minatar shifts sweep figures bench test clean-venv
+.PHONY: help atari minatar classic shifts sweep figures bench test clean-venv
 
 help: ## this list
 	@echo "targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
-	@echo "variables (for atari / minatar):"
+	@echo "variables (for atari / minatar / classic):"
 	@echo "  AGENT=$(subst $(space),|,$(AGENTS))      agent (registry: agents/)"
 	@echo "  INTERVENTION=none         intervention name or a_b composition"
-	@echo "  GAME=...                  Atari game (default Breakout) or MinAtar game (default breakout)"
+	@echo "  GAME=...                  Atari game (default Breakout), MinAtar game (default breakout) or"
+	@echo "                            classic game (CartPole, Acrobot, LunarLander; default CartPole)"
 	@echo "  SEED=0  STEPS=N           seed; agent steps summed over envs (default: the suite's budget)"
 	@echo "  RUN_DIR=runs              root of the run directories"
 	@echo "  ARGS=\"k=v ...\"            raw Hydra overrides, e.g. ARGS=\"agent.lr=1e-4 probe.interval=50000\""
@@ -63,6 +64,9 @@ atari: $(STAMP) ## one Atari run via EnvPool: make atari AGENT=dqn INTERVENTION=
 
 minatar: $(STAMP) ## one MinAtar run: make minatar AGENT=dqn GAME=breakout
 	$(PY) -m runner env=minatar $(RUN_ARGS)
+
+classic: $(STAMP) ## one classic-control run (CartPole, Acrobot, LunarLander): make classic AGENT=ppo GAME=CartPole
+	$(PY) -m runner env=classic $(RUN_ARGS)
 
 TASK ?= label_reset
 shifts: $(STAMP) ## one supervised task sequence: make shifts TASK=label_reset INTERVENTION=ln_l2

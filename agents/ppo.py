@@ -57,11 +57,20 @@ class PPOConfig:
     max_grad_norm: float = ranged(0.5, ge=0)
     """Clip the gradient norm to this; 0 = no clipping."""
     norm_adv: bool = True
-    """Normalise advantages per minibatch."""
+    """Normalise advantages (over ``norm_adv_over``)."""
+    norm_adv_over: str = ranged("minibatch", choices=("minibatch", "rollout"))
+    """minibatch (CleanRL) | rollout (once per rollout, before the minibatches: TRAC, C-CHAIN)."""
     reward_clip: bool = True
     """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
+    reward_scale: float = ranged(1.0, gt=0)
+    """Train on reward x this (after clipping); returns.csv always holds raw scores."""
     arch: str = ranged("auto", choices=("auto", "nature_cnn", "minatar_cnn", "mlp"))
     """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
+    activation: str = ranged("relu", choices=("relu", "leaky_relu"))
+    """Hidden nonlinearity: relu | leaky_relu (slope 0.1). An intervention (crelu) may replace it."""
+    separate_networks: bool = False
+    """A policy network and a value network that share nothing (arch=mlp), instead of one body
+    under both heads; built as one module of two towers (nets.networks, ``towers``)."""
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
@@ -93,7 +102,9 @@ class PPO:
         obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
 
         def factory(value_bins: int = 1, **kw):  # logits, then the critic's outputs
-            return build_network(obs_shape, num_actions + value_bins, cfg.arch, obs_scale, **kw)
+            towers = (num_actions, value_bins) if cfg.separate_networks else ()
+            return build_network(obs_shape, num_actions + value_bins, cfg.arch, obs_scale,
+                                 **{"activation": cfg.activation, "towers": towers, **kw})
         self.values = interventions.value_head()  # a scalar critic, or categorical (two_hot, ...)
         self.network = interventions.build(factory).to(device)
         self.target = None  # PPO bootstraps from its own critic
@@ -112,11 +123,17 @@ class PPO:
 
     @staticmethod
     def check_config(cfg) -> None:
-        """What the field ranges cannot say: a rollout must split into equal minibatches."""
+        """What the field ranges cannot say: a rollout must split into equal minibatches, and
+        separate networks are MLPs."""
         batch = cfg["agent"]["num_steps"] * cfg["env"]["num_envs"]
         if batch % cfg["agent"]["num_minibatches"]:
             raise ValueError(f"agent.num_minibatches={cfg['agent']['num_minibatches']} must divide the rollout "
                              f"(agent.num_steps x env.num_envs = {batch})")
+        if cfg["agent"].get("separate_networks") and cfg["agent"]["arch"] != "mlp":
+            raise ValueError(f"agent.separate_networks=true is built for agent.arch=mlp, not {cfg['agent']['arch']}")
+        if cfg["agent"].get("separate_networks") and "crelu" in str(cfg.get("intervention", "")).split("_"):
+            raise ValueError("agent.separate_networks=true cannot take crelu (it widens each tower's features); "
+                             "use agent.separate_networks=false")
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Built from the live parameters; interventions that replace parameters call it again."""
@@ -148,6 +165,8 @@ class PPO:
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
         c = self.cfg
         rewards = torch.as_tensor(np.sign(rewards) if c.reward_clip else rewards, dtype=torch.float32, device=self.device)
+        if c.reward_scale != 1.0:
+            rewards = rewards * c.reward_scale
         cut_short = torch.as_tensor(truncated & ~terminated, device=self.device)
         if cut_short.any():  # bootstrap a time limit from the true final observation
             rewards = rewards + c.gamma * cut_short * self.value(next_obs)
@@ -191,6 +210,8 @@ class PPO:
         c = self.cfg
         flat = {k: v.flatten(0, 1) for k, v in self.rollout.items()}
         flat["advantages"], flat["returns"] = advantages.flatten(), returns.flatten()
+        if c.norm_adv and c.norm_adv_over == "rollout":
+            flat["advantages"] = (flat["advantages"] - flat["advantages"].mean()) / (flat["advantages"].std() + 1e-8)
         size = len(flat["actions"])
         sums, count, hooks = {}, 0, {}
         for _ in range(c.update_epochs):
@@ -213,7 +234,7 @@ class PPO:
         log_ratio = log_probs.gather(1, mb["actions"][:, None]).squeeze(1) - mb["logprobs"]
         ratio = log_ratio.exp()
         adv = mb["advantages"]
-        if c.norm_adv:
+        if c.norm_adv and c.norm_adv_over == "minibatch":
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_coef, 1 + c.clip_coef)).mean()
         value_loss = self.value_loss(value, critic, mb)

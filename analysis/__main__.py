@@ -1,7 +1,8 @@
 """``python -m analysis RUNS OUT``: every figure and table from the CSVs under RUNS.
 
 Tables (contract): OUT/tables/final_scores.csv, OUT/tables/aggregate.csv (+ aggregate.md,
-probability_of_improvement.csv). Figures (PNG + PDF): OUT/<suite>_<agent>_*.{png,pdf}; shifts runs: OUT/shifts_<task>_<network>.{png,pdf}
+probability_of_improvement.csv); continual runs (env.shift): OUT/tables/continual*.csv and
+continual.md (analysis/continual.py), and they are left out of the stationary tables. Figures (PNG + PDF): OUT/<suite>_<agent>_*.{png,pdf}; shifts runs: OUT/shifts_<task>_<network>.{png,pdf}
 and OUT/tables/shifts_per_task.csv.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from analysis import plots, shifts, stats
 from analysis.continual import figures as continual_figures
 from analysis.load import AnalysisError, Runs, load_runs
 from analysis.scores import NORMALISATION, final_scores, step_grid, with_normalised
+from core.schema import IDENTITY
 
 FINAL_COLUMNS = ["suite", "game", "agent", "intervention", "variant", "seed", "final_return", "normalized_score"]
 PROBE_METRICS = ["probe_loss", "dormant_frac@0.1", "zombie_frac", "feature_srank", "param_norm", "dist_from_init",
@@ -67,13 +69,25 @@ def main(argv: list[str]) -> int:
         if runs.runs.empty:
             print(f"{len(written)} figure files in {out}")
             return 0
-    continual, ratios, continual_files = continual_figures(runs, out, args.bins, args.reps, args.curve_reps, args.seed)
-    if len(continual):
-        continual.to_csv(tables / "continual.csv", index=False)
-        ratios.to_csv(tables / "continual_ratio.csv", index=False)
-        written += continual_files
-        print(f"{continual[['suite', 'game', 'agent', 'variant', 'seed']].drop_duplicates().shape[0]} continual runs -> "
-              f"{tables / 'continual.csv'}")
+    continual = continual_figures(runs, out, args.bins, args.reps, args.curve_reps, args.seed)
+    if continual["tables"]:
+        for name, frame in continual["tables"].items():
+            frame.to_csv(tables / name, index=False)
+        (tables / "continual.md").write_text(continual["markdown"])
+        for line in continual["notes"]:
+            print(line)
+        written += continual["files"]
+        shifting = runs.runs.shift_kind != "none"
+        print(f"{int(shifting.sum())} continual runs -> {tables / 'continual.csv'}, continual_vs_fresh.csv, "
+              "continual_runs.csv, continual_average_return.csv, continual.md")
+        # a continual run is not scored as a stationary one: its game is not the game it played
+        stationary = runs.runs[~shifting]
+        runs = Runs(stationary, *(frame.merge(stationary[list(IDENTITY)], on=list(IDENTITY))
+                                  for frame in (runs.returns, runs.metrics)))
+        if runs.runs.empty:
+            print(continual["markdown"])
+            print(f"{len(written)} figure files in {out}")
+            return 0
     running = int((~runs.runs.complete).sum())
     note = f"final = mean return of episodes in the last {args.final_fraction:.0%} of steps; 95% stratified bootstrap CIs"
     if running:

@@ -1,6 +1,22 @@
-"""Continual RL runs (``env.shift``): how well each task visit is learned, against the first visit
-of the same game (game_cycle) or of task 0 (the other kinds): a ratio below 1 on later visits is
-the plasticity loss the suite is about.
+"""Continual RL runs (``env.shift``), measured as the literature measures plasticity loss: each
+task against a *fresh agent* trained on the same task for the same budget (C-CHAIN, Tang et al.
+2025; TRAC, Muppidi et al. 2024; Juliani & Ash 2024), not against the run's own first visit,
+which rewards transfer and so hides a loss.
+
+The fresh agent is the run of the same experiment and seed whose intervention is ``reset`` with
+``layers=0`` and ``at_shift=true``: at every switch it re-initialises every parameter and its
+optimizer (interventions/reset.py), so each task is learned from scratch, on the very tasks
+(offsets, game order, env seeds) the other runs see. Until the first switch both runs are the
+same run, so task 0 is left out of the scores.
+
+Per run and task (``tables/continual.csv``): ``final_return``, the mean return of the episodes
+that ended in the task's last quarter; ``fresh_return``, the fresh agent's over the same window;
+``vs_fresh = (final - random) / (fresh - random)`` with the random policy's score of the task's
+game (``analysis/data/random_scores.csv``): 1 = as good as learning the task from scratch, below
+1 = plasticity lost. ``transfer_ratio`` (final / the first visit of the same game) is kept as a
+transfer view only. Per run (``tables/continual_runs.csv``): the average return over the whole
+run, C-CHAIN's statistic. A task or run that cannot be scored is said in one line, never dropped
+silently.
 
 Task t covers agent steps (t x interval, (t + 1) x interval]; an episode belongs to the task in
 which it ended (an episode cut by a switch ends there).
@@ -14,17 +30,28 @@ import numpy as np
 import pandas as pd
 
 from analysis import plots, stats
-from analysis.scores import step_grid
+from analysis.scores import DATA, step_grid
 
 METHOD_RUN = ["suite", "game", "agent", "intervention", "variant", "seed"]
+EXPERIMENT = ["suite", "game", "agent", "seed", "shift_kind", "shift_interval", "shift_games"]  # + fresh_agent
+CI_LABEL = "IQM, 95% CIs: stratified bootstrap over seeds, resampled within each game"
+
+
+def random_scores() -> pd.DataFrame:
+    """(suite, game) -> the uniformly random policy's mean return (envs/random_scores.py)."""
+    return pd.read_csv(DATA / "random_scores.csv", comment="#").set_index(["suite", "game"])["random"]
+
+
+def continual_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[(runs.shift_kind != "none") & (runs.shift_interval > 0)]
 
 
 def visits(runs: pd.DataFrame, returns: pd.DataFrame, last: float = 0.25) -> pd.DataFrame:
-    """One row per run and task visit: the mean return of the episodes that ended in the visit's
-    last ``last`` fraction of steps, and that of the first visit of the same game (or task 0)."""
+    """One row per continual run and task: the mean return of the episodes that ended in the task's
+    last ``last`` fraction of steps, the first visit's of the same game (game_cycle; else task 0's)
+    and ``transfer_ratio``, the one over the other."""
     rows = []
-    shifting = runs[(runs.shift_kind != "none") & (runs.shift_interval > 0)]
-    for _, run in shifting.iterrows():
+    for _, run in continual_runs(runs).iterrows():
         mine = returns.merge(pd.DataFrame([run[METHOD_RUN]]), on=METHOD_RUN)
         interval, games = run.shift_interval, run.shift_games.split(",") if run.shift_games else []
         cycle = len(games) if run.shift_kind == "game_cycle" else 0
@@ -38,56 +65,123 @@ def visits(runs: pd.DataFrame, returns: pd.DataFrame, last: float = 0.25) -> pd.
                          "final_return": means.get(task, np.nan), "first_visit_return": means.get(first, np.nan)})
     table = pd.DataFrame(rows)
     if len(table):
-        table["ratio"] = table.final_return / table.first_visit_return.where(table.first_visit_return > 0)
+        table["transfer_ratio"] = table.final_return / table.first_visit_return.where(table.first_visit_return > 0)
     return table
 
 
-def later_visit_ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """Per run and task game: the mean ratio over its visits after the first, as the score
-    ``stats.aggregate`` takes (games = task games, so the CIs are over seeds and games). Only the
-    games that have a ratio in every run of the same suite and agent are kept (a first visit that
-    scored 0 has none), so that every variant is scored on the same games and seeds."""
-    later = table[table.visit > 0].dropna(subset=["ratio"])
-    score = later.groupby(["suite", "agent", "intervention", "variant", "seed", "task_game"]).ratio.mean().reset_index()
-    runs = table.groupby(["suite", "agent"])[["variant", "seed"]].apply(lambda f: len(f.drop_duplicates()))
-    rated = score.groupby(["suite", "agent", "task_game"]).size()
-    everywhere = [key for key, count in rated.items() if count == runs[key[:2]]]
-    score = score[score.set_index(["suite", "agent", "task_game"]).index.isin(everywhere)]
-    return score.rename(columns={"task_game": "game", "ratio": "normalized_score"})
+def against_fresh(table: pd.DataFrame, runs: pd.DataFrame, random: pd.Series) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` (from ``visits``) with ``fresh_return``, ``random_return`` and ``vs_fresh``; and one
+    line for every run or task that cannot be scored, saying why."""
+    notes = []
+    keyed = table.merge(continual_runs(runs)[METHOD_RUN + EXPERIMENT[4:] + ["fresh_agent"]], on=METHOD_RUN)
+    fresh = keyed[keyed.fresh_agent][[*EXPERIMENT, "task", "final_return"]].rename(columns={"final_return": "fresh_return"})
+    if fresh.duplicated([*EXPERIMENT, "task"]).any():
+        notes.append("note: more than one fresh-agent run of one experiment and seed; the first is used")
+        fresh = fresh.drop_duplicates([*EXPERIMENT, "task"])
+    out = keyed.merge(fresh, on=[*EXPERIMENT, "task"], how="left")
+    out["random_return"] = [random.get((s, g), np.nan) for s, g in zip(out.suite, out.task_game)]
+    span = out.fresh_return - out.random_return
+    out["vs_fresh"] = (out.final_return - out.random_return) / span.where(span > 0)
+    for (variant, game, seed), rows in out.groupby(["variant", "game", "seed"]):
+        where = f"{rows.suite.iloc[0]}/{game}/{rows.agent.iloc[0]}/{variant}/seed{seed}"
+        if rows.fresh_return.isna().all():
+            notes.append(f"note: {where}: no fresh-agent run of the same experiment and seed (intervention=reset "
+                         "interventions.reset.layers=0 interventions.reset.at_shift=true); not scored against one")
+            continue
+        for row in rows[rows.vs_fresh.isna()].itertuples():
+            why = ("no random score for this game in analysis/data/random_scores.csv" if np.isnan(row.random_return)
+                   else "no episode ended in the window" if np.isnan(row.final_return) or np.isnan(row.fresh_return)
+                   else f"the fresh agent scored {row.fresh_return:.3g}, not above random ({row.random_return:.3g})")
+            notes.append(f"note: {where} task {row.task} ({row.task_game}): not scored: {why}")
+    return out.drop(columns=["fresh_agent", *EXPERIMENT[4:]]), notes
 
 
-def ratio_table(table: pd.DataFrame, reps: int, seed: int) -> pd.DataFrame:
-    """Per (suite, agent, variant): IQM, mean and median of the later-visit ratios, 95% CIs
-    (stratified bootstrap over seeds within task games)."""
-    return stats.aggregate(later_visit_ratios(table), reps, seed)
+def vs_fresh_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run and task game, the mean ``vs_fresh`` over the tasks after the first (the score
+    ``stats.aggregate`` takes: games = task games)."""
+    scored = table[table.task > 0].dropna(subset=["vs_fresh"])
+    score = scored.groupby(["suite", "agent", "intervention", "variant", "seed", "task_game"]).vs_fresh.mean()
+    return score.reset_index().rename(columns={"task_game": "game", "vs_fresh": "normalized_score"})
 
 
-def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int
-            ) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
-    """(the visits table, the ratio table, the figure files)."""
+def run_averages(runs: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
+    """One row per continual run: its average episode return over the whole run (C-CHAIN)."""
+    shifting = continual_runs(runs)
+    mine = returns.merge(shifting[METHOD_RUN], on=METHOD_RUN)
+    table = mine.groupby(METHOD_RUN).episode_return.agg(average_return="mean", episodes="size").reset_index()
+    cycles = shifting[shifting.shift_kind == "game_cycle"].set_index(METHOD_RUN).shift_games
+    labels = [f"cycle of {cycles[key].count(',') + 1} games" if key in cycles.index else game
+              for key, game in zip(table[METHOD_RUN].itertuples(index=False, name=None), table.game)]
+    return table.assign(game=labels)  # a game_cycle run played every game of its cycle, not env.game
+
+
+def per_game(frame: pd.DataFrame, value: str, reps: int, seed: int) -> pd.DataFrame:
+    """``stats.aggregate`` of ``value`` game by game (a column of seeds per game)."""
+    parts = [stats.aggregate(rows.assign(normalized_score=rows[value]), reps, seed).assign(game=game)
+             for game, rows in frame.groupby("game")]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def markdown(aggregate: pd.DataFrame, by: list[str]) -> str:
+    """IQM [95% CI] per variant (and ``by``), as a markdown table."""
+    iqm = aggregate[aggregate.statistic == "iqm"]
+    lines = ["| " + " | ".join([*by, "intervention", "variant", "seeds", "IQM [95% CI]"]) + " |",
+             "|" + "---|" * (len(by) + 4)]
+    for row in iqm.sort_values([*by, "variant"]).itertuples():
+        cells = [str(getattr(row, b)) for b in by]
+        lines.append("| " + " | ".join([*cells, row.intervention, f"`{row.variant}`", str(row.runs),
+                                        f"{row.value:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _few_seeds(frame: pd.DataFrame) -> str:
+    fewest = int(frame.runs.min()) if len(frame) else 0
+    return f"\\nonly {fewest} seed(s) in some cell: CIs from so few seeds are rough" if fewest < 3 else ""
+
+
+def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -> dict:
+    """Tables (frames, keyed by file name under tables/), notes and figure files of the
+    continual runs: {"tables": {...}, "markdown": str, "notes": [...], "files": [...]}."""
+    result = {"tables": {}, "markdown": "", "notes": [], "files": []}
     table = visits(runs.runs, runs.returns)
-    written = []
     if table.empty:
-        return table, pd.DataFrame(), written
-    ratios = later_visit_ratios(table)
-    aggregates = ratio_table(table, reps, seed)
-    for (suite, agent), shifted in runs.runs[runs.runs.shift_kind != "none"].groupby(["suite", "agent"]):
+        return result
+    table, notes = against_fresh(table, runs.runs, random_scores())
+    averages = run_averages(runs.runs, runs.returns)
+    scores, cut = stats.comparable(vs_fresh_scores(table))
+    vs_fresh = stats.aggregate(scores, reps, seed) if len(scores) else pd.DataFrame()
+    average = per_game(averages, "average_return", reps, seed)
+    result["tables"] = {"continual.csv": table, "continual_runs.csv": averages,
+                        "continual_vs_fresh.csv": vs_fresh, "continual_average_return.csv": average}
+    result["notes"] = notes + cut
+    result["markdown"] = ("## Against a fresh agent: mean of (R - R_random) / (R_fresh - R_random) over tasks 1 on\n\n"
+                          + (markdown(vs_fresh, ["suite", "agent"]) if len(vs_fresh) else "(no run has a fresh agent)\n")
+                          + "\n## Average return over the whole run (C-CHAIN's statistic), per game\n\n"
+                          + markdown(average, ["suite", "agent", "game"]) + f"\n{CI_LABEL}.\n")
+    for (suite, agent), shifted in continual_runs(runs.runs).groupby(["suite", "agent"]):
+        tag = f"{suite}_{agent}_continual"
         mine = runs.returns.merge(shifted[METHOD_RUN], on=METHOD_RUN)
         horizon, interval = int(shifted.total_steps.max()), int(shifted.shift_interval.min())
         grid = step_grid(mine, "episode_return", bins, [*stats.METHOD, "game", "seed"], horizon)
-        curve = stats.iqm_curves(grid, "episode_return", curve_reps, seed).assign(panel=f"{suite} / {agent}")
-        figure = plots.curves(curve, "panel", "IQM episode return (raw score)",
-                              f"{suite} / {agent}: continual runs, task switches every {interval:,} steps (dotted)")
+        curve = stats.iqm_curves(grid, "episode_return", curve_reps, seed, by=("game",))
+        figure = plots.curves(curve, "game", "IQM episode return (raw score)",
+                              f"{suite} / {agent}: continual runs, task switches every {interval:,} steps (dotted)",
+                              sharey=False)
         for ax in figure.axes:
             for switch in range(interval, horizon, interval):
                 ax.axvline(switch, color="grey", linestyle=":", linewidth=0.8)
-        written += plots.save(figure, out, f"{suite}_{agent}_continual_returns")
-        rows = aggregates[(aggregates.suite == suite) & (aggregates.agent == agent)] if len(ratios) else ratios
-        if len(rows):
-            iqm = rows[rows.statistic == "iqm"].assign(panel="IQM of later / first visit")
-            written += plots.save(plots.interval_bars(iqm, "panel", "return ratio (1 = as well as the first visit)",
-                                                      f"{suite} / {agent}: later task visits against the first "
-                                                      "(95% CIs over seeds and games)"), out,
-                                  f"{suite}_{agent}_continual_ratio")
+        result["files"] += plots.save(figure, out, f"{tag}_returns")
+        mine_fresh = vs_fresh[(vs_fresh.suite == suite) & (vs_fresh.agent == agent)] if len(vs_fresh) else vs_fresh
+        if len(mine_fresh):
+            iqm = mine_fresh[mine_fresh.statistic == "iqm"].assign(panel="IQM over seeds and games")
+            result["files"] += plots.save(plots.interval_bars(
+                iqm, "panel", "score against a fresh agent (1 = as good, 0 = random)",
+                f"{suite} / {agent}: tasks 1 on against a fresh agent on each\n{CI_LABEL}{_few_seeds(iqm)}"),
+                out, f"{tag}_vs_fresh")
+        mine_average = average[(average.suite == suite) & (average.agent == agent) & (average.statistic == "iqm")]
+        result["files"] += plots.save(plots.interval_bars(
+            mine_average, "game", "average return over the run",
+            f"{suite} / {agent}: average return over the whole run\n{CI_LABEL}{_few_seeds(mine_average)}"),
+            out, f"{tag}_average_return")
     plt.close("all")
-    return table, aggregates, written
+    return result

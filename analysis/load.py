@@ -95,10 +95,14 @@ def _csv(run: Path, name: str) -> Path:
 
 
 def _shift(config: dict) -> dict:
-    """The run's env.shift (continual RL), as columns of the runs frame."""
+    """The run's env.shift (continual RL), as columns of the runs frame; ``fresh_agent``: the run
+    re-initialises its whole agent at every switch (``reset`` with ``layers=0`` and ``at_shift``),
+    the baseline the continual analysis measures the other runs against."""
     shift = (config.get("env") or {}).get("shift") or {}
+    reset = ((config.get("interventions") or {}).get("reset") or {})
+    fresh = config.get("intervention") == "reset" and reset.get("layers") == 0 and bool(reset.get("at_shift"))
     return {"shift_kind": shift.get("kind", "none"), "shift_interval": int(shift.get("interval") or 0),
-            "shift_games": ",".join(shift.get("games") or [])}
+            "shift_games": ",".join(shift.get("games") or []), "fresh_agent": fresh}
 
 
 def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: dict) -> dict:

@@ -4,12 +4,14 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from .atari import AtariConfig, AtariEnv, atari_games
+from .classic import GAMES as CLASSIC_GAMES, ClassicConfig, ClassicEnv
 from .minatar import GAMES as MINATAR_GAMES, MinAtarConfig, MinAtarEnv
 from .shift import ShiftingEnv
 
 SUITES = {
     "atari": (AtariConfig, AtariEnv, atari_games),
     "minatar": (MinAtarConfig, MinAtarEnv, lambda: list(MINATAR_GAMES)),
+    "classic": (ClassicConfig, ClassicEnv, lambda: list(CLASSIC_GAMES)),
 }
 
 

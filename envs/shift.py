@@ -1,20 +1,24 @@
 """Nonstationary RL: ``env.shift`` turns any run into a sequence of tasks, applied here, in the
 env layer, so every agent gets it unchanged (Lyle et al. 2024's mechanisms inside the RL suites).
 
-A task lasts ``interval`` agent steps (summed over envs); task t covers steps [t x interval,
-(t + 1) x interval). Kinds:
-- ``game_cycle``: the MinAtar games of ``games``, one per task, cycling; every game's channels
+A task lasts ``interval`` agent steps (summed over envs; ``num_envs`` must divide it, so switches
+land exactly); task t covers steps [t x interval, (t + 1) x interval). Task 0 is always the
+unshifted env. Kinds:
+- ``game_cycle`` (MinAtar): the games of ``games``, one per task, cycling; every game's channels
   zero-padded into one 10-channel layout, the full 6-action set, so one network sees them all.
   At a switch every episode in progress ends as a time limit and the next game's start.
-- ``obs_permutation``: the observation's positions (the same permutation for every channel)
-  under a new random permutation each task: the input distribution moves.
-- ``reward_scale``: the reward the agent learns from is multiplied by ``1 + growth x task``
-  (``info["score"]`` keeps the raw game score, which returns.csv records): the value targets grow.
-``smooth=true`` spreads the same total change evenly over each interval instead of applying it at
-its start: the reward factor grows linearly with the step; a permutation moves one more position
-pair at a time (the swaps that make the next permutation are applied one by one).
+- ``obs_permutation`` (MinAtar): the observation's positions (the same permutation for every
+  channel) under a new random permutation each task: the input distribution moves.
+- ``obs_offset`` (vector observations: classic): a fixed offset vector d_t ~ N(0, sigma^2) per
+  observation dimension added to every observation of task t (d_0 = 0): Continual Gym Control.
+- ``reward_scale`` (MinAtar, classic): the reward the agent learns from is multiplied by
+  ``1 + growth x task`` (``info["score"]`` keeps the raw game score, which returns.csv records).
+``smooth=true`` (every kind but game_cycle), one convention for all: during task t the shift
+moves evenly from task t's value to task t + 1's, which it reaches at the switch (the reward
+factor grows linearly with the step; a permutation moves one position pair at a time, the swaps
+that make the next permutation applied one by one; the offset is interpolated linearly).
 Everything is drawn from the run's seed and saved in checkpoints: a resumed run shifts exactly
-as an uninterrupted one.
+as an uninterrupted one, and runs of one seed see the same tasks whatever their agent.
 """
 from __future__ import annotations
 
@@ -25,36 +29,50 @@ import numpy as np
 
 from core.ranges import ranged
 
-KINDS = ("none", "game_cycle", "obs_permutation", "reward_scale")
-SMOOTH_KINDS = ("obs_permutation", "reward_scale")
+KINDS = ("none", "game_cycle", "obs_permutation", "obs_offset", "reward_scale")
+SMOOTH_KINDS = ("obs_permutation", "obs_offset", "reward_scale")
+# The suites each kind works on: grids (MinAtar) or vectors (classic); Atari has none yet.
+SUITES_OF = {"game_cycle": ("minatar",), "obs_permutation": ("minatar",), "obs_offset": ("classic",),
+             "reward_scale": ("minatar", "classic")}
 MINATAR_CHANNELS = 10  # seaquest has the most
 
 
 @dataclass
 class ShiftConfig:
     kind: str = ranged("none", choices=KINDS)
-    """none (a stationary run) | game_cycle | obs_permutation | reward_scale."""
+    """none (a stationary run) | game_cycle | obs_permutation | obs_offset | reward_scale."""
     interval: int = ranged(1_000_000, ge=1)
     """Agent steps (summed over envs) per task."""
     smooth: bool = False
-    """Spread each task's change evenly over its interval (obs_permutation, reward_scale)."""
+    """Spread each task's change evenly over its interval (obs_permutation, obs_offset, reward_scale)."""
     games: list = field(default_factory=lambda: ["asterix", "breakout", "freeway", "seaquest", "space_invaders"])
     """game_cycle: the MinAtar games, one per task, in this order, cycling."""
     growth: float = ranged(1.0, ge=0)
     """reward_scale: the learned reward is multiplied by 1 + growth x task."""
+    sigma: float = ranged(2.0, gt=0)
+    """obs_offset: standard deviation of each task's offset, per observation dimension."""
 
 
-def check_shift(suite: str, shift, reward_clip: bool) -> None:
-    """The combinations that cannot work, as one-line ValueErrors (before a run starts)."""
+def check_shift(env, reward_clip: bool) -> None:
+    """The combinations that cannot work, as one-line ValueErrors (before a run starts); ``env``
+    is the suite config."""
+    suite, shift, num_envs = env.suite, env.shift, env.num_envs
     if shift.kind == "none":
         return
     if shift.smooth and shift.kind not in SMOOTH_KINDS:
         raise ValueError(f"env.shift.smooth=true: {shift.kind} has no smooth form; valid with: {', '.join(SMOOTH_KINDS)}")
-    if suite != "minatar":
-        raise ValueError(f"env.shift.kind={shift.kind} is implemented for MinAtar only (env=minatar)")
+    if suite not in SUITES_OF[shift.kind]:
+        valid = [k for k, suites in SUITES_OF.items() if suite in suites]
+        raise ValueError(f"env.shift.kind={shift.kind} works on {' and '.join(SUITES_OF[shift.kind])} only; "
+                         f"valid on {suite}: {', '.join(valid) or 'none yet'}")
+    if shift.interval % num_envs:
+        raise ValueError(f"env.shift.interval={shift.interval:,} must be a multiple of env.num_envs={num_envs}, "
+                         "so that every switch lands on a step of the run")
     if shift.kind == "reward_scale" and reward_clip:
         raise ValueError("env.shift.kind=reward_scale with agent.reward_clip=true would learn from sign(reward): "
                          "the scale would change nothing; set agent.reward_clip=false")
+    if shift.kind == "game_cycle" and env.minimal_action_set:
+        raise ValueError("env.shift.kind=game_cycle needs env.minimal_action_set=false (one action set for every game)")
     if shift.kind == "game_cycle":
         from envs.minatar import GAMES
         unknown = [g for g in shift.games if g not in GAMES]
@@ -75,16 +93,14 @@ class ShiftingEnv:
         self.num_envs, self.num_actions = self._inner.num_envs, self._inner.num_actions
         self.single_observation_shape = self._inner.single_observation_shape
         if self.shift.kind == "game_cycle":
-            if cfg.minimal_action_set:
-                raise ValueError("env.shift.kind=game_cycle needs env.minimal_action_set=false (one action set)")
             self.single_observation_shape = (MINATAR_CHANNELS, *self.single_observation_shape[1:])
         positions = int(np.prod(self.single_observation_shape[1:]))
         self.permutation = np.arange(positions)
         self.swaps = np.zeros((0, 2), dtype=np.int64)  # the swaps that lead to the next permutation
         self.applied = 0
         if self.shift.kind == "obs_permutation":
-            self._draw_swaps()
-            self._apply_swaps(len(self.swaps) if not self.shift.smooth else 0)
+            self._draw_swaps()  # to the permutation of task 1; task 0 is the identity
+        self.offsets = {}  # obs_offset: task -> d_task, drawn when first needed
 
     def _make_inner(self, task: int):
         cfg = self.cfg
@@ -98,6 +114,22 @@ class ShiftingEnv:
         n = len(self.permutation)
         self.swaps = np.array([(i, self.rng.integers(i + 1)) for i in range(n - 1, 0, -1)], dtype=np.int64)
         self.applied = 0
+
+    def offset(self, task: int) -> np.ndarray:
+        """d_task: zero for task 0, else N(0, sigma^2) per dimension from the run's seed and the task
+        alone (so a resumed run, and a run of another agent with the same seed, sees the same)."""
+        if task not in self.offsets:
+            shape = self.single_observation_shape
+            rng = np.random.default_rng([self.seed, 0x0FF5E7, task])
+            self.offsets[task] = np.zeros(shape, np.float32) if task == 0 else \
+                rng.normal(0.0, self.shift.sigma, shape).astype(np.float32)
+        return self.offsets[task]
+
+    def current_offset(self) -> np.ndarray:
+        if not self.shift.smooth:
+            return self.offset(self.task)
+        progress = (self.steps % self.shift.interval) / self.shift.interval
+        return self.offset(self.task) + progress * (self.offset(self.task + 1) - self.offset(self.task))
 
     def _apply_swaps(self, upto: int) -> None:
         for i, j in self.swaps[self.applied:upto]:
@@ -113,6 +145,8 @@ class ShiftingEnv:
         if self.shift.kind == "obs_permutation":
             flat = obs.reshape(*obs.shape[:2], -1)
             return flat[:, :, self.permutation].reshape(obs.shape)
+        if self.shift.kind == "obs_offset":
+            return obs + self.current_offset()
         return obs
 
     def reward_factor(self) -> float:
@@ -128,7 +162,7 @@ class ShiftingEnv:
     def step(self, actions: np.ndarray):
         factor = self.reward_factor()
         obs, reward, terminated, truncated, info = self._inner.step(actions)
-        info = {**info, "final_obs": self._view(info["final_obs"]), "score": reward}
+        info = {**info, "final_obs": self._view(info["final_obs"]), "score": reward}  # as the step saw it
         self.steps += self.num_envs
         task = self.steps // self.shift.interval
         if task != self.task:
@@ -143,8 +177,6 @@ class ShiftingEnv:
         if self.shift.kind == "obs_permutation":
             self._apply_swaps(len(self.swaps))  # the smooth walk ends where the abrupt one jumps
             self._draw_swaps()
-            if not self.shift.smooth:
-                self._apply_swaps(len(self.swaps))
         if self.shift.kind == "game_cycle":  # the episodes in progress end here, as time limits
             self._inner.close()
             self._inner = self._make_inner(self.task)
@@ -170,6 +202,7 @@ class ShiftingEnv:
             self._inner.close()
             self._inner = self._make_inner(self.task)
         self._inner.load_state_dict(state["inner"])
+        self.offsets = {}  # (drawn again from the seed and the task)
 
     def close(self) -> None:
         self._inner.close()

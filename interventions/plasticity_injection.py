@@ -12,8 +12,9 @@ with no fresh nonlinear units.
 
 The injected head exists from the start (inactive, its weights frozen), so a checkpoint has the
 same shape before and after injection and resumes either way; the target network mirrors it.
-``network.body`` stays the whole old path (encoder and old hidden layers), so the probes and
-diagnostics walk the same layers as for any other network.
+``network.body`` stays the whole old path (encoder and old hidden layers), the layers surgery
+walks; after the injection the probes measure the path that learns and acts,
+``acting_body()``: the encoder under the injected hidden layers.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from core.ranges import ranged
 from interventions import register
-from nets.networks import reinitialised
+from nets.networks import Network, reinitialised
 from nets.surgery import rebuild_optimizer
 
 
@@ -45,14 +46,13 @@ def encoder_end(body: nn.Sequential) -> int:
     return max(i for i, m in enumerate(children) if isinstance(m, nn.Linear))
 
 
-class InjectedNetwork(nn.Module):
+class InjectedNetwork(Network):
     """``body`` (encoder, then the old hidden layers), ``head`` (the old output layer), and the
     injected branch ``new`` (a copy of the old hidden layers and head, freshly initialised)
     minus its frozen copy ``new_frozen``, added once ``active``."""
 
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.body, self.head = network.body, network.head
+    def __init__(self, network: Network):
+        super().__init__(network.body, network.head)
         self.split = encoder_end(self.body)
         above = list(self.body.children())[self.split:]
         branch = nn.Sequential(OrderedDict(trunk=nn.Sequential(*copy.deepcopy(above)), head=copy.deepcopy(self.head)))
@@ -81,6 +81,15 @@ class InjectedNetwork(nn.Module):
         self.new_frozen.load_state_dict(self.new.state_dict())
         self.active.fill_(True)
         self.set_trainable()
+
+    def acting_body(self) -> nn.Sequential:
+        """Before injection the body; after it the encoder under the injected hidden layers (named
+        as the old ones), whose features the fresh head reads."""
+        if not self.active:
+            return self.body
+        named = list(self.body.named_children())
+        injected = zip([name for name, _ in named[self.split:]], self.new.trunk.children())
+        return nn.Sequential(OrderedDict([*named[:self.split], *injected]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.body):

@@ -21,7 +21,7 @@ from core.ranges import ranged
 from interventions import register
 from interventions.schedule import Scheduled
 from nets.capture import capture, dormant_scores
-from nets.networks import reinitialised
+from nets.networks import BlockLinear, reinitialised
 from nets.surgery import trained_weight, weight_layers, zero_moments
 
 
@@ -37,11 +37,15 @@ class ReDoConfig:
     """Recycle at every task switch instead of every ``interval`` updates (task sequences only)."""
 
 
-def outgoing_columns(unit_mask: torch.Tensor, next_layer: nn.Module) -> torch.Tensor:
-    """Input columns of ``next_layer.weight`` that read from the masked units: the input channels
-    of a conv, or the flattened (channel, position) columns of a linear layer after a conv."""
-    per_unit = next_layer.weight.shape[1] // len(unit_mask)
-    return unit_mask.repeat_interleave(per_unit)
+def outgoing_weights(unit_mask: torch.Tensor, next_layer: nn.Module) -> torch.Tensor:
+    """(weight-shaped) True on the weights of ``next_layer`` that read from the masked units: the
+    input channels of a conv, the flattened (channel, position) columns of a linear layer after a
+    conv, or a block-diagonal layer's own (``BlockLinear.input_mask``)."""
+    weight = trained_weight(next_layer)
+    if isinstance(next_layer, BlockLinear):
+        return next_layer.input_mask(unit_mask)
+    per_unit = weight.shape[1] // len(unit_mask)
+    return _columns(unit_mask.repeat_interleave(per_unit), weight)
 
 
 @register("redo")
@@ -70,10 +74,10 @@ class ReDo(Scheduled):
                 zero_moments(agent.optimizer, bias, mask)
         for name, mask in masks.items():  # ... then zero outgoing weights, so no recycled unit's
             following = layers[names[names.index(name) + 1]]  # output reaches the next layer
-            columns = outgoing_columns(mask, following)
+            outgoing = outgoing_weights(mask, following)
             weight = trained_weight(following)
-            weight[:, columns] = 0
-            zero_moments(agent.optimizer, weight, _columns(columns, weight))
+            weight[outgoing] = 0
+            zero_moments(agent.optimizer, weight, outgoing)
         recycled, total = sum(int(m.sum()) for m in masks.values()), sum(len(m) for m in masks.values())
         return {"redo_reset_frac": torch.tensor(recycled / max(total, 1))}
 

@@ -1,6 +1,12 @@
 """``reset``: re-initialise the last ``layers`` weight layers (1 = the head) every ``interval``
 agent steps (Nikishin et al. 2022, "The Primacy Bias in Deep RL"). Their optimizer moments are
-zeroed; the target network is left to catch up at its next sync."""
+zeroed (Adam's step count is kept: nets/surgery.py); the target network is left to catch up at
+its next sync.
+
+``layers=0`` makes a fresh agent: every parameter of the network (LayerNorm included) is
+re-initialised, the target network (DQN) copies it, and the optimizer is built anew (no moments,
+step count 0). At every task switch (``at_shift=true``) that is the continual literature's
+"fresh agent trained on each task for the same budget" baseline, within the same run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +24,9 @@ from nets.surgery import weight_layers, zero_moments
 class ResetConfig:
     interval: int = ranged(2_000_000, ge=1)
     """Agent steps between resets."""
-    layers: int = ranged(1, ge=1)
-    """How many weight layers, counted from the output, to re-initialise (1 = head only)."""
+    layers: int = ranged(1, ge=0)
+    """How many weight layers, counted from the output, to re-initialise (1 = head only; 0 = every
+    parameter, and a new optimizer: a fresh agent)."""
     at_shift: bool = False
     """Reset at every task switch instead of every ``interval`` agent steps (task sequences only)."""
 
@@ -30,9 +37,19 @@ class Reset(Scheduled):
 
     @torch.no_grad()
     def apply(self, agent) -> dict:
+        if self.cfg.layers == 0:
+            return self.fresh_agent(agent)
         for _, layer in weight_layers(agent.network)[-self.cfg.layers:]:
             fresh = reinitialised(layer)
             for param, new in zip(layer.parameters(), fresh.parameters()):
                 param.copy_(new)
                 zero_moments(agent.optimizer, param)
         return {"reset_layers": torch.tensor(float(self.cfg.layers))}
+
+    @torch.no_grad()
+    def fresh_agent(self, agent) -> dict:
+        agent.network.load_state_dict(reinitialised(agent.network).state_dict())  # (in place: same tensors)
+        if agent.target is not None:
+            agent.target.load_state_dict(agent.network.state_dict())
+        agent.optimizer = agent.make_optimizer()
+        return {"reset_layers": torch.tensor(float(len(weight_layers(agent.network))))}

@@ -24,17 +24,19 @@ def weight_layer_names(body: nn.Sequential) -> dict[str, str]:
 
 @torch.no_grad()
 def capture(network: nn.Module, inputs: torch.Tensor) -> tuple[dict, dict, torch.Tensor]:
-    """(pre-activations, activations) per reported layer, and the body's output features."""
-    labels = weight_layer_names(network.body)
+    """(pre-activations, activations) per reported layer, and the body's output features (the body
+    that acts: ``Network.acting_body``)."""
+    body = network.acting_body()
+    labels = weight_layer_names(body)
     pre, post, handles = {}, {}, []
-    for name, module in network.body.named_children():
+    for name, module in body.named_children():
         if name in labels:
             def hook(_, args, output, label=labels[name]):
                 pre[label], post[label] = args[0].detach(), output.detach()
             handles.append(module.register_forward_hook(hook))
     try:
         with eval_mode(network):
-            features = network.body(inputs)
+            features = body(inputs)
     finally:
         for handle in handles:
             handle.remove()

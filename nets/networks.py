@@ -4,13 +4,21 @@ Bodies are built from a spec of named layers so that interventions and probes ca
 (``conv1``, ``act1``, ...); ``layer_norm=True`` puts a LayerNorm before every nonlinearity;
 ``activation="crelu"`` uses concatenated ReLUs, which double each layer's output, and
 ``width_scale`` scales every width (CReLU at 1/sqrt(2) keeps the parameter count).
+``towers=(a, b, ...)`` (MLP only) builds one independent network per output group, as one module:
+PPO's separate policy and value networks are ``towers=(actions, 1)``. Every tower reads the whole
+input; after that, each layer is block-diagonal (``BlockLinear``: a tower reads only its own
+features) and a LayerNorm normalises each tower's features apart (``TowerLayerNorm``), so the
+towers share nothing, while interventions and probes walk one body and one head as usual.
 """
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -106,8 +114,54 @@ class CReLU(nn.Module):
         return torch.cat([x.relu(), (-x).relu()], dim=1)
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "crelu": CReLU}
-WIDENING = {"relu": 1, "crelu": 2}  # output units per pre-activation unit
+class BlockLinear(nn.Linear):
+    """Independent linear layers side by side: output block i reads input block i only (a
+    block-diagonal product). Only the blocks are stored, stacked: ``weight`` is (sum of the
+    output blocks, one input block), so an ``nn.Linear`` of ``in_block`` inputs that initialises,
+    trains and is re-initialised exactly as the separate layers would be (PyTorch's default
+    initialisation takes its bound from the fan-in, ``in_block``); rows ``rows(i)`` are block i's.
+    ``input_mask`` says which weights read a given input unit (ReDo's outgoing weights)."""
+
+    def __init__(self, in_block: int, out_blocks: tuple[int, ...]):
+        super().__init__(in_block, sum(out_blocks))
+        self.in_block, self.out_blocks = in_block, tuple(out_blocks)
+
+    def rows(self, block: int) -> slice:
+        start = sum(self.out_blocks[:block])
+        return slice(start, start + self.out_blocks[block])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = self.in_block
+        return torch.cat([F.linear(x[..., i * width:(i + 1) * width], self.weight[self.rows(i)], self.bias[self.rows(i)])
+                          for i in range(len(self.out_blocks))], dim=-1)
+
+    def input_mask(self, units: torch.Tensor) -> torch.Tensor:
+        """(weight-shaped) True where a weight reads one of the input ``units`` (a mask over the
+        concatenated inputs of every block)."""
+        mask = torch.zeros(self.weight.shape, dtype=torch.bool, device=units.device)
+        for i in range(len(self.out_blocks)):
+            mask[self.rows(i)] = units[i * self.in_block:(i + 1) * self.in_block]
+        return mask
+
+
+class TowerLayerNorm(nn.LayerNorm):
+    """LayerNorm over each tower's features apart (``towers`` equal blocks of the last axis)."""
+
+    def __init__(self, towers: int, width: int):
+        super().__init__(towers * width)
+        self.towers, self.width = towers, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normed = F.layer_norm(x.unflatten(-1, (self.towers, self.width)), (self.width,), eps=self.eps)
+        return normed.flatten(-2) * self.weight + self.bias
+
+
+def leaky_relu() -> nn.Module:
+    return nn.LeakyReLU(0.1)  # C-CHAIN's and TRAC's slope
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "crelu": CReLU, "leaky_relu": leaky_relu}
+WIDENING = {"relu": 1, "crelu": 2, "leaky_relu": 1}  # output units per pre-activation unit
 
 
 class Network(nn.Module):
@@ -118,6 +172,11 @@ class Network(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
 
+    def acting_body(self) -> nn.Sequential:
+        """The layers whose features the output is computed from now, as the probes measure them:
+        the body (a network with an injected head says otherwise)."""
+        return self.body
+
 
 def default_arch(obs_shape: tuple) -> str:
     if len(obs_shape) == 3 and obs_shape[1] >= 32:
@@ -126,11 +185,14 @@ def default_arch(obs_shape: tuple) -> str:
 
 
 def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool = False,
-               activation: str = "relu", width_scale: float = 1.0) -> nn.Sequential:
+               activation: str = "relu", width_scale: float = 1.0, towers: int = 1) -> nn.Sequential:
+    """``towers`` > 1: that many independent MLPs side by side (their features concatenated)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown network arch '{arch}'; valid: {', '.join(ARCHS)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation '{activation}'; valid: {', '.join(ACTIVATIONS)}")
+    if towers > 1 and (arch != "mlp" or activation == "crelu"):
+        raise ValueError(f"separate towers are built for arch=mlp without crelu, not arch={arch}, {activation}")
     layers: OrderedDict[str, nn.Module] = OrderedDict(scale=ToFloat(obs_scale, channels_last=arch == "nature_cnn"))
     shape = tuple(obs_shape)
     n = 0
@@ -146,11 +208,14 @@ def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool =
             patches = stride == 1 and arch == "minatar_cnn"  # where it was measured faster
             layers[f"conv{n}"] = PatchConv2d(shape[0], out, kernel) if patches else nn.Conv2d(shape[0], out, kernel, stride)
             shape = (out, (shape[1] - kernel) // stride + 1, (shape[2] - kernel) // stride + 1)
-        else:
-            layers[f"fc{n}"] = nn.Linear(shape[0], out)
-            shape = (out,)
+        elif towers > 1 and n > 1:  # a tower reads its own features only
+            layers[f"fc{n}"] = BlockLinear(shape[0] // towers, (out,) * towers)
+            shape = (out * towers,)
+        else:  # (the first layer of every tower reads the whole input: one Linear holds them all)
+            layers[f"fc{n}"] = nn.Linear(shape[0], out * towers)
+            shape = (out * towers,)
         if layer_norm:
-            layers[f"norm{n}"] = nn.LayerNorm(shape)
+            layers[f"norm{n}"] = TowerLayerNorm(towers, shape[0] // towers) if towers > 1 else nn.LayerNorm(shape)
         layers[f"act{n}"] = ACTIVATIONS[activation]()
         shape = (shape[0] * WIDENING[activation], *shape[1:])
     return nn.Sequential(layers)
@@ -158,13 +223,19 @@ def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool =
 
 def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_scale: float = 1.0,
                   layer_norm: bool = False, activation: str = "relu", width_scale: float = 1.0,
-                  value_bins: int = 1) -> Network:
-    """``value_bins > 1``: the head gives ``value_bins`` logits per output (categorical values)."""
+                  value_bins: int = 1, towers: tuple[int, ...] = ()) -> Network:
+    """``value_bins > 1``: the head gives ``value_bins`` logits per output (categorical values).
+    ``towers``: the sizes of output groups that each get a network of their own (they sum to
+    ``num_outputs``, ``value_bins`` included: the caller counts them); () = one shared body."""
     arch = default_arch(obs_shape) if arch == "auto" else arch
-    body = build_body(obs_shape, arch, obs_scale, layer_norm, activation, width_scale)
+    if towers and sum(towers) != num_outputs * value_bins:
+        raise ValueError(f"towers {towers} must add up to the {num_outputs * value_bins} outputs")
+    body = build_body(obs_shape, arch, obs_scale, layer_norm, activation, width_scale, max(len(towers), 1))
     with torch.no_grad():
         features = body(torch.zeros(1, *obs_shape)).shape[-1]
-    network = Network(body, nn.Linear(features, num_outputs * value_bins))
+    head = BlockLinear(features // len(towers), towers) if len(towers) > 1 else \
+        nn.Linear(features, num_outputs * value_bins)
+    network = Network(body, head)
     if arch == "nature_cnn":  # oneDNN's convolutions are faster on NHWC weights (README, "make bench")
         network = network.to(memory_format=torch.channels_last)
     return network

@@ -19,8 +19,9 @@ from nets.networks import Network, reinitialised
 
 
 def with_new_head(network: nn.Module, inputs: torch.Tensor, outputs: int) -> nn.Module:
-    """A copy of ``network.body`` under a fresh linear head with ``outputs`` units."""
-    body = copy.deepcopy(network.body)
+    """A copy of the network's acting body (``Network.acting_body``) under a fresh linear head with
+    ``outputs`` units."""
+    body = copy.deepcopy(network.acting_body())
     with torch.no_grad():
         features = body(inputs[:1]).flatten(1).shape[1]
     return Network(body, nn.Sequential(nn.Flatten(), nn.Linear(features, outputs)).to(inputs.device))

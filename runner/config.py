@@ -129,7 +129,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         check(cfg.agent, agents.AGENTS[cfg.agent.name].Config, "agent.")
         check(cfg.env, SUITES[cfg.env.suite][0], "env.")
         check(cfg.env.shift, ShiftConfig, "env.shift.")
-        check_shift(cfg.env.suite, cfg.env.shift, bool(cfg.agent.get("reward_clip", False)))
+        check_shift(cfg.env, bool(cfg.agent.get("reward_clip", False)))
         check(cfg.probe, ProbeConfig, "probe.")
         for family, intervention_cls in interventions.INTERVENTIONS.items():  # used or not
             check(cfg.interventions[family], intervention_cls.Config, f"interventions.{family}.")

@@ -151,12 +151,12 @@ class Run:
                                                      terminated, truncated, self.step))
                 self._track_episodes(info.get("score", rewards), terminated | truncated)  # raw game scores
                 self.obs = next_obs
-                if getattr(self.env, "task", None) not in (None, self.task) and self.step < total_steps:
-                    self._switch_task()  # (a switch on the run's last step starts no task)
                 if crossed(before, self.step, log_interval):
                     self._log_metrics(bar)
                 if self.prober and self.prober.due(before, self.step):
-                    self._log_probes()
+                    self._log_probes()  # (at a switch: the network that learned the task that ends)
+                if getattr(self.env, "task", None) not in (None, self.task) and self.step < total_steps:
+                    self._switch_task()  # (a switch on the run's last step starts no task)
                 if crossed(before, self.step, checkpoint_interval):
                     self.save()
                 bar.update(n)

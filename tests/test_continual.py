@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_DQN, TINY_PPO, planned_run
-from envs import MinAtarConfig, make_env
+from envs import ClassicConfig, MinAtarConfig, make_env
 from envs.minatar import MinAtarEnv
 from envs.shift import ShiftConfig
 from runner.config import ConfigError, compose_config
@@ -103,7 +103,16 @@ def test_kind_none_changes_nothing(run, tmp_path):
     (["env.shift.kind=reward_scale", "env.shift.growth=-1", "agent.reward_clip=false"], "env.shift.growth=-1.0"),
     (["env.shift.kind=game_cycle", "env.shift.smooth=true"], "game_cycle has no smooth form"),
     (["env.shift.kind=reward_scale", "agent.reward_clip=true"], "set agent.reward_clip=false"),
-    (["env=atari", "env.shift.kind=obs_permutation"], "implemented for MinAtar only"),
+    (["env=atari", "env.shift.kind=obs_permutation"], "works on minatar only; valid on atari: none yet"),
+    (["env.shift.kind=obs_offset"], "works on classic only; valid on minatar: game_cycle, obs_permutation, reward_scale"),
+    (["env=classic", "env.shift.kind=obs_permutation"], "valid on classic: obs_offset, reward_scale"),
+    (["env=classic", "env.shift.kind=obs_offset", "env.shift.sigma=0"], "env.shift.sigma=0.0 is out of range: must be > 0"),
+    (["env=classic", "env.game=Pendulum"], "unknown classic game 'Pendulum'; valid: CartPole, Acrobot, LunarLander"),
+    (["env.shift.kind=game_cycle", "env.num_envs=3", "env.shift.interval=1000"],
+     "env.shift.interval=1,000 must be a multiple of env.num_envs=3"),
+    (["env.shift.kind=game_cycle", "env.minimal_action_set=true"], "needs env.minimal_action_set=false"),
+    (["intervention=weight_clip", "interventions.weight_clip.kappa=0"], "interventions.weight_clip.kappa=0"),
+    (["intervention=reset", "interventions.reset.layers=-1"], "interventions.reset.layers=-1 is out of range"),
     (["intervention=redo", "interventions.redo.at_shift=true"], "at_shift=true needs task switches"),
 ])
 def test_bad_shift_values_are_refused_before_a_run_starts(args, message):
@@ -112,8 +121,8 @@ def test_bad_shift_values_are_refused_before_a_run_starts(args, message):
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_task_visits_are_measured_against_the_first_visit_of_the_same_game():
-    from analysis.continual import later_visit_ratios, visits
+def test_task_visits_keep_the_first_visit_of_the_same_game_as_a_transfer_view():
+    from analysis.continual import visits
 
     ident = {"suite": "minatar", "game": "breakout", "agent": "ppo", "intervention": "none", "variant": "v", "seed": 0}
     runs = pd.DataFrame([{**ident, "shift_kind": "game_cycle", "shift_interval": 100, "shift_games": "a,b",
@@ -124,9 +133,7 @@ def test_task_visits_are_measured_against_the_first_visit_of_the_same_game():
     table = visits(runs, returns)
     assert table.task_game.tolist() == ["a", "b", "a", "b"] and table.visit.tolist() == [0, 0, 1, 1]
     assert table.final_return.tolist() == [4.0, 2.0, 1.0, 3.0]  # steps 70 and 310 are early in their visits
-    assert table.ratio.tolist() == [1.0, 1.0, 0.25, 1.5]
-    later = later_visit_ratios(table).set_index("game").normalized_score
-    assert later.to_dict() == {"a": 0.25, "b": 1.5}
+    assert table.transfer_ratio.tolist() == [1.0, 1.0, 0.25, 1.5]
 
 
 def test_figures_read_gzipped_csvs_and_write_the_continual_table(run, tmp_path):
@@ -143,35 +150,17 @@ def test_figures_read_gzipped_csvs_and_write_the_continual_table(run, tmp_path):
             shutil.copyfileobj(plain, packed)
         (d / name).unlink()
     assert figures([str(tmp_path), str(tmp_path / "out"), "--reps", "20", "--curve-reps", "10", "--bins", "4"]) == 0
-    table = pd.read_csv(tmp_path / "out" / "tables" / "continual.csv")
+    tables = tmp_path / "out" / "tables"
+    table = pd.read_csv(tables / "continual.csv")
     assert table.task.tolist() == [0, 1, 2, 3] and table.task_game.tolist() == ["breakout", "asterix"] * 2
+    assert {"fresh_return", "vs_fresh", "transfer_ratio"} <= set(table.columns)
+    assert pd.read_csv(tables / "continual_runs.csv").game.tolist() == ["cycle of 2 games"]
     assert (tmp_path / "out" / "minatar_ppo_continual_returns.png").exists()
+    assert not (tables / "final_scores.csv").exists()  # a continual run is not scored as a breakout run
 
 
-def test_the_readme_continual_table_is_what_the_committed_csvs_give():
-    """The README's result table is rebuilt from results/minatar_continual (gzipped CSVs) by the
-    same code `make figures` runs (same bootstrap repetitions and seed)."""
-    import re
-
-    from analysis.continual import ratio_table, visits
-    from analysis.load import load_runs
-    from conftest import ROOT
-
-    section = (ROOT / "README.md").read_text().split("### Result: PPO through the five MinAtar games", 1)[1]
-    rows = re.findall(r"^\| (\w+) \| (\d) \| ([\d.]+) \[([\d.]+), ([\d.]+)\] \|", section, re.M)
-    assert len(rows) >= 7
-    runs = load_runs(ROOT / "results" / "minatar_continual")
-    table = ratio_table(visits(runs.runs, runs.returns), reps=2000, seed=0)
-    iqm = table[table.statistic == "iqm"].set_index("intervention")
-    seeds = runs.runs.groupby("intervention").seed.nunique()
-    for intervention, count, value, low, high in rows:
-        assert int(count) == seeds[intervention]
-        got = iqm.loc[intervention, ["value", "ci_low", "ci_high"]].to_numpy()
-        assert np.allclose(got, [float(value), float(low), float(high)], atol=0.006), intervention
-
-
-def test_the_readme_calibration_table_is_what_the_committed_csvs_give():
-    """Every row of the README's calibration table (results/minatar_continual_calibration): the
+def test_the_calibration_table_is_what_the_committed_csvs_give():
+    """Every row of the calibration table of docs/experiments/minatar_continual.md (results/minatar_continual_calibration): the
     mean return over the last quarter of each task, as `make figures` writes it to
     tables/continual.csv."""
     import re
@@ -180,7 +169,8 @@ def test_the_readme_calibration_table_is_what_the_committed_csvs_give():
     from analysis.load import load_runs
     from conftest import ROOT
 
-    section = (ROOT / "README.md").read_text().split("### Calibration: every setting tried", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "experiments" / "minatar_continual.md").read_text()
+    section = page.split("## Calibration: every setting tried", 1)[1]
     rows = re.findall(r"^\| (dqn|ppo) \| (\w+) \| `([^`]+)` \| (\d) \| ([\d. ]+) \|", section, re.M)
     runs = load_runs(ROOT / "results" / "minatar_continual_calibration")
     assert len(rows) == len(runs.runs) >= 6  # every committed run is in the table
@@ -188,3 +178,150 @@ def test_the_readme_calibration_table_is_what_the_committed_csvs_give():
     for agent, game, variant, seed, returns in rows:
         mine = table[(table.agent == agent) & (table.game == game) & (table.variant == variant) & (table.seed == int(seed))]
         assert np.allclose(mine.sort_values("task").final_return, [float(x) for x in returns.split()], atol=0.051), variant
+
+
+def test_bad_continual_values_exit_2_and_create_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    for args in (["env=classic", "env.shift.kind=obs_offset", "env.shift.sigma=-1"],
+                 ["env=classic", "env.num_envs=3", "env.shift.kind=obs_offset", "env.shift.interval=1000"],
+                 ["env=minatar", "env.shift.kind=obs_offset"], ["env=classic", "env.game=Pong"],
+                 ["env=classic", "intervention=weight_clip", "interventions.weight_clip.kappa=-2"]):
+        result = subprocess.run([sys.executable, "-m", "runner", f"run_dir={tmp_path}", *args], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), args
+        assert not any(tmp_path.iterdir()), args
+
+
+@pytest.mark.parametrize("kind, start_of", [("obs_permutation", lambda env: env.permutation.copy()),
+                                            ("obs_offset", lambda env: env.current_offset().copy()),
+                                            ("reward_scale", lambda env: env.reward_factor())])
+def test_every_shift_starts_unshifted_and_smooth_moves_from_one_task_to_the_next(kind, start_of):
+    """One convention for every kind: task 0 is the unshifted env; during task t the smooth form moves
+    from task t's abrupt value to task t + 1's, reached at the switch."""
+    def make(smooth):
+        cfg = (ClassicConfig if kind == "obs_offset" else MinAtarConfig)(
+            num_envs=1, shift=ShiftConfig(kind=kind, interval=4, smooth=smooth))
+        env = make_env(cfg, 0)
+        env.reset(seed=0)
+        return env
+
+    abrupt, smooth = make(False), make(True)
+    values = {"abrupt": [start_of(abrupt)], "smooth": [start_of(smooth)]}  # before step 1: task 0
+    for _ in range(12):
+        for name, env in (("abrupt", abrupt), ("smooth", smooth)):
+            env.step(np.array([0]))
+            values[name].append(start_of(env))
+    same = lambda a, b: np.allclose(a, b)  # noqa: E731
+    unshifted = np.arange(100) if kind == "obs_permutation" else 0.0 if kind == "obs_offset" else 1.0
+    assert same(values["abrupt"][0], unshifted) and same(values["smooth"][0], unshifted)
+    for step in (4, 8, 12):  # at every switch the smooth walk has arrived where the abrupt one jumps
+        assert same(values["smooth"][step], values["abrupt"][step])
+        assert not same(values["abrupt"][step], values["abrupt"][step - 1])
+    assert not same(values["smooth"][2], values["abrupt"][2])  # and in between it is on its way
+
+
+def test_offsets_are_drawn_from_the_seed_and_the_task_alone():
+    def offsets(seed, agent_draws):
+        env = make_env(ClassicConfig(num_envs=2, shift=ShiftConfig(kind="obs_offset", interval=10, sigma=2.0)), seed)
+        obs, _ = env.reset(seed=seed)
+        rng, seen = np.random.default_rng(agent_draws), []
+        for _ in range(40):
+            obs, _, _, _, info = env.step(rng.integers(2, size=2))
+            seen.append(env.current_offset().copy())
+        return np.unique(np.stack(seen), axis=0), env
+
+    a, env = offsets(0, agent_draws=1)
+    b, _ = offsets(0, agent_draws=2)  # another agent acting differently sees the same tasks
+    assert len(a) == 9 and np.array_equal(a, b)  # 80 agent steps, a task every 10 and not np.array_equal(a, offsets(1, 1)[0])
+    assert 0.5 < np.std(np.concatenate([env.offset(t) for t in range(1, 40)])) < 4  # N(0, 2^2) per dimension
+    plain = make_env(ClassicConfig(num_envs=2), 0)
+    shifted = make_env(ClassicConfig(num_envs=2, shift=ShiftConfig(kind="obs_offset", interval=10)), 0)
+    x, y = plain.reset(seed=0)[0], shifted.reset(seed=0)[0]
+    assert np.array_equal(x, y)  # task 0: d_0 = 0
+    for step in range(1, 25):
+        x = plain.step(np.ones(2, int))[0]
+        y = shifted.step(np.ones(2, int))[0]
+        assert shifted.task == 2 * step // 10
+        np.testing.assert_allclose(y, x + shifted.offset(shifted.task), rtol=0, atol=1e-6)
+
+
+def test_probes_at_a_switch_measure_the_network_before_an_at_shift_intervention_acts(monkeypatch, tmp_path):
+    """The probe row of a switch step is the network that learned the task that ends: a reset of
+    every layer at the switch comes after it."""
+    from interventions import Composition
+    from probes import Prober
+    from runner.loop import Run
+
+    calls = []
+    monkeypatch.setattr(Prober, "__call__", lambda self, agent: calls.append("probe") or [])
+    overrides = [*TINY_PPO, "env.shift.kind=obs_permutation", "env.shift.interval=800", "total_steps=1600",
+                 "probe.interval=800", "intervention=reset", "interventions.reset.at_shift=true",
+                 "interventions.reset.layers=0", f"run_dir={tmp_path}"]
+    real_on_shift = Composition.on_shift
+    monkeypatch.setattr(Composition, "on_shift", lambda self, agent: calls.append("on_shift") or real_on_shift(self, agent))
+    assert Run(compose_config(overrides)).train() == 0
+    assert calls == ["probe", "on_shift", "probe"]
+
+
+@pytest.mark.parametrize("agent_name, args", [("dqn", TINY_DQN), ("ppo", TINY_PPO)])
+def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
+    """layers=0: every parameter re-initialised (as a new network of the same seed stream would
+    be), the target network with it, and a new optimizer: no moments, step count 0."""
+    import torch
+    from omegaconf import OmegaConf
+
+    import agents
+    from interventions import Composition
+    from nets.networks import reinitialised
+
+    cfg = compose_config([*args, "intervention=reset", "interventions.reset.at_shift=true", "interventions.reset.layers=0",
+                          "env.shift.kind=obs_permutation", "env.shift.interval=800"])
+    composition = Composition(cfg.intervention, cfg.interventions)
+    agent = agents.AGENTS[agent_name](OmegaConf.to_object(cfg.agent), (4, 10, 10), np.dtype(bool), 6, 4,
+                                      torch.device("cpu"), 0, composition)
+    inputs = torch.rand(16, 4, 10, 10) > 0.5
+    for _ in range(3):  # a trained network and an optimizer with state
+        agent.optimizer.zero_grad()
+        agent.network(inputs).pow(2).mean().backward()
+        agent.optimizer.step()
+    before = {n: p.detach().clone() for n, p in agent.network.named_parameters()}
+    old_optimizer = agent.optimizer
+    torch.manual_seed(5)
+    expected = reinitialised(agent.network).state_dict()
+    torch.manual_seed(5)
+    assert composition.on_shift(agent)["reset_layers"] == 3  # conv1, fc2, head: every layer of the MinAtar CNN
+    for name, param in agent.network.named_parameters():
+        assert not torch.equal(param, before[name]) and torch.equal(param, expected[name]), name
+    assert agent.optimizer is not old_optimizer and not agent.optimizer.state
+    assert all(p is q for p, q in zip(agent.optimizer.param_groups[0]["params"], agent.network.parameters()))
+    if agent.target is not None:
+        for p, q in zip(agent.target.parameters(), agent.network.parameters()):
+            assert torch.equal(p, q)
+
+
+def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_seed(capsys):
+    from analysis.continual import against_fresh, visits, vs_fresh_scores
+
+    shift = {"shift_kind": "obs_offset", "shift_interval": 100, "shift_games": "", "last_step": 300}
+    ident = {"suite": "classic", "game": "CartPole", "agent": "ppo", "seed": 0}
+    runs = pd.DataFrame([{**ident, "intervention": "none", "variant": "none", **shift, "fresh_agent": False},
+                         {**ident, "intervention": "reset", "variant": "reset[layers=0]", **shift, "fresh_agent": True},
+                         {**ident, "intervention": "l2", "variant": "l2", **shift, "fresh_agent": False, "seed": 1}])
+    late = {"none": [50.0, 20.0, 0.0], "reset[layers=0]": [50.0, 80.0, 10.0], "l2": [1.0, 1.0, 1.0]}  # per task
+    returns = pd.DataFrame([{**ident, "intervention": v.split("[")[0], "variant": v, "seed": int(v == "l2"),
+                             "step": 100 * task + 90, "episode_return": r, "episode_length": 1}
+                            for v, rs in late.items() for task, r in enumerate(rs)])
+    random = pd.Series({("classic", "CartPole"): 20.0})
+    table, notes = against_fresh(visits(runs, returns), runs, random)
+    none = table[table.variant == "none"].set_index("task")
+    assert none.fresh_return.tolist() == [50.0, 80.0, 10.0]
+    assert none.vs_fresh[0] == 1.0 and none.vs_fresh[1] == 0.0  # (20 - 20) / (80 - 20): no better than random
+    assert np.isnan(none.vs_fresh[2])  # the fresh agent did not beat random there: not scored, and said so
+    assert any("none/seed0 task 2 (CartPole): not scored: the fresh agent scored 10" in n for n in notes)
+    assert any("l2/seed1: no fresh-agent run of the same experiment and seed" in n for n in notes)  # other seed
+    scores = vs_fresh_scores(table).set_index("variant").normalized_score
+    assert scores["none"] == 0.0 and scores["reset[layers=0]"] == 1.0  # task 0 (the shared start) left out

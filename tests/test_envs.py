@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from minatar import Environment
 
-from envs import AtariConfig, MinAtarConfig, UnknownChoice, make_env
+from envs import AtariConfig, ClassicConfig, MinAtarConfig, UnknownChoice, make_env
 
 
 def test_atari_shapes_and_dtypes():
@@ -16,7 +16,7 @@ def test_atari_shapes_and_dtypes():
     assert env.num_actions == 4  # minimal action set of Breakout
 
 
-@pytest.mark.parametrize("suite_cfg", [AtariConfig(num_envs=2), MinAtarConfig(num_envs=2)])
+@pytest.mark.parametrize("suite_cfg", [AtariConfig(num_envs=2), MinAtarConfig(num_envs=2), ClassicConfig(num_envs=2)])
 def test_same_seed_same_observations(suite_cfg):
     def rollout(seed):
         env = make_env(suite_cfg, seed=seed)
@@ -72,7 +72,29 @@ def test_minatar_truncation():
     assert not any(f.any() for f in flags[:4]) and flags[4].all()
 
 
-@pytest.mark.parametrize("suite_cfg", [AtariConfig(game="NotAGame"), MinAtarConfig(game="pong")])
+@pytest.mark.parametrize("suite_cfg", [AtariConfig(game="NotAGame"), MinAtarConfig(game="pong"),
+                                       ClassicConfig(game="Pendulum")])
 def test_unknown_game_names_valid_ones(suite_cfg):
-    with pytest.raises(UnknownChoice, match="valid: .*(Breakout|breakout)"):
+    with pytest.raises(UnknownChoice, match="valid: .*(Breakout|breakout|CartPole, Acrobot, LunarLander)"):
         make_env(suite_cfg, seed=0)
+
+
+@pytest.mark.parametrize("game, shape, actions", [("CartPole", (4,), 2), ("Acrobot", (6,), 3), ("LunarLander", (8,), 4)])
+def test_classic_games_give_float32_vectors(game, shape, actions):
+    env = make_env(ClassicConfig(game=game, num_envs=3), seed=0)
+    obs, _ = env.reset()
+    assert obs.shape == (3, *shape) and obs.dtype == np.float32 and env.num_actions == actions
+    obs, reward, terminated, truncated, info = env.step(np.zeros(3, int))
+    assert obs.dtype == np.float32 and reward.dtype == np.float32 and info["final_obs"].shape == obs.shape
+
+
+def test_classic_episode_cap_truncates_with_the_true_final_obs_and_resets_in_the_same_step():
+    env = make_env(ClassicConfig(game="Acrobot", num_envs=2, max_episode_steps=7), seed=0)  # Acrobot: no early end
+    obs, _ = env.reset()
+    for _ in range(7):
+        prev = obs
+        obs, _, terminated, truncated, info = env.step(np.ones(2, int))
+    assert truncated.all() and not terminated.any()
+    assert not np.array_equal(info["final_obs"], obs)  # obs is the new episode's first observation
+    assert np.abs(info["final_obs"] - prev).max() < 1.0  # the true last one continues the episode
+    assert not env.step(np.ones(2, int))[3].any()  # the next step is the new episode's first

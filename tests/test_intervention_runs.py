@@ -60,3 +60,18 @@ def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, 
     assert d.parent.name.split("[")[0] == intervention
     returns = pd.read_csv(d / "returns.csv")
     assert (returns["intervention"] == intervention).all() and (d / "done").exists()
+
+
+@pytest.mark.parametrize("intervention", ["redo", "ln_l2", "reset", "weight_clip", "l2init", "shrink_perturb",
+                                          "spectral_norm", "plasticity_injection", "two_hot"])
+def test_separate_policy_and_value_networks_take_the_interventions(tmp_path, intervention):
+    """The classic preset's two towers (agents/ppo.py separate_networks) under each kind of surgery
+    and architecture change: a short run, its hooks firing, the optimizer consistent."""
+    overrides = ["env=classic", "agent=ppo", f"intervention={intervention}", "total_steps=1600", "agent.num_steps=200",
+                 "agent.num_minibatches=5", "log.progress=false", f"run_dir={tmp_path}", "probe.interval=800",
+                 "probe.steps=5", "probe.batch_size=32", "probe.entk_batch=8", *fires_often()]
+    run = Run(compose_config(overrides))
+    assert run.cfg.agent.separate_networks and run.train() == 0
+    assert optimizer_holds_exactly(run.agent.optimizer, run.agent.network)
+    probes = pd.read_csv(run.dir / "metrics.csv")
+    assert {"probe_loss", "feature_srank", "reset_layers" if intervention == "reset" else "loss"} <= set(probes.metric)

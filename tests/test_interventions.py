@@ -275,3 +275,40 @@ def test_plasticity_injection_keeps_outputs_and_trains_only_the_new_head():
     resumed.load_state_dict(net.state_dict())
     assert bool(resumed.active) and not resumed.head.weight.requires_grad and resumed.new.head.weight.requires_grad
     assert comp.after_update(agent, step=200) == {}  # once
+
+
+def test_weight_clip_keeps_every_weight_within_kappa_times_its_init_bound():
+    torch.manual_seed(0)
+    net, x = build_network((4,), 3, "mlp", activation="leaky_relu", towers=(2, 1)), torch.randn(32, 4)
+    optimizer = torch.optim.SGD(net.parameters(), lr=100.0)  # steps far past any bound
+    agent = types.SimpleNamespace(network=net, optimizer=optimizer)
+    comp = Composition("weight_clip", {"weight_clip": {"kappa": 1.5}})
+    for _ in range(3):
+        optimizer.zero_grad()
+        net(x).pow(2).mean().backward()
+        optimizer.step()
+        comp.after_update(agent, step=1)
+    bounds = {"fc1": 1 / 2, "fc2": 1 / 16, "fc3": 1 / 16, "head": 1 / 16}  # 1 / sqrt(fan-in): 4 inputs, then 256
+    for name, bound in bounds.items():
+        layer = net.get_submodule(name if name == "head" else f"body.{name}")
+        for param in (layer.weight, layer.bias):
+            assert param.abs().max() <= 1.5 * bound + 1e-7
+            assert param.abs().max() > 1.4 * bound  # the steps pushed them to the limit
+
+
+def test_after_plasticity_injection_the_probes_measure_the_injected_path():
+    """Probes measure the layers that learn and act: after the injection, the encoder under the
+    fresh hidden layers, not the frozen old ones (here all dead)."""
+    from probes.units import unit_diagnostics
+
+    torch.manual_seed(0)
+    net = Composition("plasticity_injection").build(lambda **kw: build_network((6,), 3, "mlp", **kw))
+    x = torch.randn(64, 6)
+    with torch.no_grad():  # the old last hidden layer: every unit dead
+        net.body.fc3.weight.zero_()
+        net.body.fc3.bias.fill_(-1.0)
+    dead = lambda: dict(((m, layer), v) for m, layer, v in unit_diagnostics(net, x))[("dormant_frac@0.0", "fc3")]  # noqa: E731
+    assert dead() == 1.0
+    net.inject()
+    assert dead() < 0.2 and [n for n, _ in net.acting_body().named_children()] == [n for n, _ in net.body.named_children()]
+    assert net.acting_body().fc3 is net.new.trunk[0] and net.acting_body().fc1 is net.body.fc1

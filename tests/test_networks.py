@@ -141,3 +141,45 @@ def test_nature_cnn_is_channels_last_and_computes_the_same_function():
     torch.testing.assert_close(net(x), nchw(x), rtol=1e-4, atol=1e-5)
     fresh = reinitialised(net)  # surgery keeps the layout
     assert fresh.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def separate_mlps(net: nn.Module, actions: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The two networks a two-tower network is, rebuilt from its blocks as plain layers."""
+    towers = []
+    for t, rows in enumerate([slice(0, 256), slice(256, 512)]):
+        layers = []
+        for name in ("fc1", "fc2", "fc3"):
+            layer = net.body.get_submodule(name)
+            linear = nn.Linear(layer.weight.shape[1], 256)
+            linear.weight.data, linear.bias.data = layer.weight[rows].clone(), layer.bias[rows].clone()
+            layers += [linear, nn.LeakyReLU(0.1)]
+        head = nn.Linear(256, actions if t == 0 else 1)
+        out = net.head.rows(t)
+        head.weight.data, head.bias.data = net.head.weight[out].clone(), net.head.bias[out].clone()
+        towers.append(nn.Sequential(*layers, head))
+    return towers[0], towers[1]
+
+
+def test_two_towers_are_two_separate_networks():
+    torch.manual_seed(0)
+    net = build_network((4,), 3, "mlp", activation="leaky_relu", towers=(2, 1))
+    actor, critic = separate_mlps(net, 2)
+    x = torch.randn(16, 4)
+    torch.testing.assert_close(net(x), torch.cat([actor(x), critic(x)], 1))
+    net(x)[:, 2].sum().backward()  # the value's gradient reaches the value tower only
+    for name in ("fc2", "fc3"):
+        grad_ = net.body.get_submodule(name).weight.grad
+        assert (grad_[:256] == 0).all() and (grad_[256:] != 0).any()
+    assert (net.head.weight.grad[:2] == 0).all() and (net.body.fc1.weight.grad[:256] == 0).all()
+    # each block is initialised as a 256-input nn.Linear is: U(-1/16, 1/16)
+    assert net.body.fc2.weight.abs().max() <= 1 / 16 and net.body.fc2.weight.abs().max() > 0.06
+
+
+def test_tower_layernorm_normalises_each_tower_apart():
+    torch.manual_seed(0)
+    net = build_network((4,), 3, "mlp", layer_norm=True, towers=(2, 1))
+    x = torch.randn(8, 4)
+    features = net.body[:4](x)  # scale, flatten, fc1, norm1
+    for tower in (features[:, :256], features[:, 256:]):
+        torch.testing.assert_close(tower.mean(1), torch.zeros(8), atol=1e-5, rtol=0)
+        torch.testing.assert_close(tower.var(1, unbiased=False), torch.ones(8), atol=1e-3, rtol=0)
