@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 
 AGENTS: dict[str, type] = {}
+BROKEN: dict[str, str] = {}  # module name -> why it failed to import (its agent is then not available)
 
 
 def register(name: str):
@@ -21,5 +22,15 @@ def register(name: str):
     return add
 
 
+def broken_note() -> str:
+    """'' or one clause naming the agent modules that failed to import, and why."""
+    return "".join(f"; agents/{name}.py failed to import ({why})" for name, why in sorted(BROKEN.items()))
+
+
 for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+    try:  # one broken file must not take the other agents down with it
+        importlib.import_module(f"{__name__}.{_module.name}")
+    except Exception as error:  # noqa: BLE001 (reported when an agent is asked for: runner.config)
+        if _module.name in ("base",):
+            raise
+        BROKEN[_module.name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"

@@ -57,6 +57,10 @@ class Agent(Protocol):
         as at an Atari resume): treat each env's last transition as a time limit that
         bootstraps from ``obs``, the observation that followed it."""
 
+    def restart(self) -> None:
+        """Optional. Forget what was collected with the current network (a fresh agent starts
+        here: ``interventions.reset`` with ``layers=0``); PPO drops the rollout in progress."""
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         """A new optimizer over the network's trainable parameters now (an intervention that
         replaces parameters calls it, then carries the state of the others over)."""

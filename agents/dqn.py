@@ -94,6 +94,14 @@ class DQN:
         self.update_credit = 0.0  # fractional updates owed (updates_per_step x agent steps)
         self.updates = 0
 
+    @staticmethod
+    def check_config(cfg) -> None:
+        """What the field ranges cannot say: a batch is drawn from what the buffer can hold."""
+        batch, buffer = cfg["agent"]["batch_size"], cfg["agent"]["buffer_size"]
+        if batch > buffer:
+            raise ValueError(f"agent.batch_size={batch:,} is larger than agent.buffer_size={buffer:,}: "
+                             "a batch is drawn from the buffer")
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Built from the live parameters; interventions that replace parameters call it again."""
         params = [p for p in self.network.parameters() if p.requires_grad]

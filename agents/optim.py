@@ -125,6 +125,8 @@ def _fused_update(params, grads, square_avg, grad_avg, steps, lr: float, alpha: 
         # and inductor's asserts checking them again cost 10 of the step's 69 us, MinAtar, 1 thread)
         _compiled["update"] = torch.compile(_per_tensor_update, fullgraph=True, dynamic=False,
                                             options={"size_asserts": False})
+    if _compiled["works"] is None:  # the first step compiles: say so, or the run seems to hang
+        print("compiling the centred RMSProp step for this machine (once per process, about 20-30 s)", flush=True)
     key = (lr, alpha, eps, floor, params[0].dtype)
     if key not in _hyper:
         _hyper[key] = torch.tensor([lr, alpha, 1 - alpha, eps, floor], dtype=params[0].dtype)

@@ -60,6 +60,10 @@ class PPOConfig:
     """Normalise advantages (over ``norm_adv_over``)."""
     norm_adv_over: str = ranged("minibatch", choices=("minibatch", "rollout"))
     """minibatch (CleanRL) | rollout (once per rollout, before the minibatches: TRAC, C-CHAIN)."""
+    value_target: str = ranged("gae", choices=("gae", "discounted"))
+    """The critic's target: gae (the GAE lambda-return, CleanRL) | discounted (the discounted sum of
+    the rollout's rewards, bootstrapped only where an episode is cut or the rollout ends: TRAC,
+    C-CHAIN). The advantages are GAE's either way."""
     reward_clip: bool = True
     """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
     reward_scale: float = ranged(1.0, gt=0)
@@ -131,9 +135,10 @@ class PPO:
                              f"(agent.num_steps x env.num_envs = {batch})")
         if cfg["agent"].get("separate_networks") and cfg["agent"]["arch"] != "mlp":
             raise ValueError(f"agent.separate_networks=true is built for agent.arch=mlp, not {cfg['agent']['arch']}")
-        if cfg["agent"].get("separate_networks") and "crelu" in str(cfg.get("intervention", "")).split("_"):
-            raise ValueError("agent.separate_networks=true cannot take crelu (it widens each tower's features); "
-                             "use agent.separate_networks=false")
+        parts = str(cfg.get("intervention", "")).split("_")
+        if cfg["agent"].get("separate_networks") and ("crelu" in parts or "spectral" in parts):
+            raise ValueError("agent.separate_networks=true cannot take crelu or spectral_norm (they act on a layer as "
+                             "one matrix, not tower by tower); use agent.separate_networks=false")
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Built from the live parameters; interventions that replace parameters call it again."""
@@ -182,8 +187,18 @@ class PPO:
             return {}
         self.t = 0
         r = self.rollout
-        advantages = gae(r["rewards"], r["values"], r["dones"], self.value(next_obs), c.gamma, c.gae_lambda)
-        return self.update(advantages, advantages + r["values"], step)
+        next_value = self.value(next_obs)
+        advantages = gae(r["rewards"], r["values"], r["dones"], next_value, c.gamma, c.gae_lambda)
+        if c.value_target == "discounted":  # GAE with lambda 1 and no values: the discounted sum
+            returns = gae(r["rewards"], torch.zeros_like(r["values"]), r["dones"], next_value, c.gamma, 1.0)
+        else:
+            returns = advantages + r["values"]
+        return self.update(advantages, returns, step)
+
+    def restart(self) -> None:
+        """A fresh agent starts here (interventions.reset, ``layers=0``): the rows of the rollout in
+        progress came from the old policy, so the next update is made of the new one's only."""
+        self.t = 0
 
     def truncate(self, obs: np.ndarray) -> None:
         """The episodes in progress end here (a resume that restarts the envs): the rollout's

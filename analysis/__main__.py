@@ -59,7 +59,12 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out, tables = Path(args.out), Path(args.out) / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
+    try:
+        tables.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"error: cannot write to {out} ({error.strerror}); pass another OUT", file=sys.stderr)
+        return 2
+    print(f"{len(runs.runs)} runs under {args.runs}; writing to {out}", flush=True)
     written = []
     if (runs.runs.suite == "shifts").any():
         table, written = shifts.figures(runs.metrics, out, args.reps, args.seed)
@@ -69,8 +74,10 @@ def main(argv: list[str]) -> int:
         if runs.runs.empty:
             print(f"{len(written)} figure files in {out}")
             return 0
+    if (runs.runs.shift_kind != "none").any():
+        print("continual runs: scoring each task against its fresh agent, drawing their figures", flush=True)
     continual = continual_figures(runs, out, args.bins, args.reps, args.curve_reps, args.seed)
-    if continual["tables"]:
+    if continual:
         for name, frame in continual["tables"].items():
             frame.to_csv(tables / name, index=False)
         (tables / "continual.md").write_text(continual["markdown"])
@@ -109,6 +116,7 @@ def main(argv: list[str]) -> int:
 
     for (suite, agent), final_rows in final.groupby(["suite", "agent"]):
         tag, unit = f"{suite}_{agent}", NORMALISATION.get(suite, "raw score")
+        print(f"{suite} / {agent}: learning curves, final scores, profiles, probes", flush=True)
         shared = set(final_rows.game)
         mine = runs.returns[(runs.returns.suite == suite) & (runs.returns.agent == agent) & runs.returns.game.isin(shared)]
         horizon = int(runs.runs[(runs.runs.suite == suite) & (runs.runs.agent == agent)].total_steps.max())
@@ -142,8 +150,8 @@ def main(argv: list[str]) -> int:
                                    horizon)
             probe_curves = stats.iqm_curves(probe_grid, "value", args.curve_reps, args.seed, by=("metric",))
             written += plots.save(plots.curves(probe_curves, "metric", "IQM over games and seeds",
-                                               f"{suite} / {agent}: probes and diagnostics", sharey=False), out,
-                                  f"{tag}_probes")
+                                               f"{suite} / {agent}: probes and diagnostics", sharey=False,
+                                               log_panels=("entk_condition",)), out, f"{tag}_probes")
     print(f"{len(runs.runs)} runs ({running} in progress) -> {tables} and {len(written)} figure files in {out}")
     shown = aggregate[aggregate.statistic == "iqm"][["suite", "agent", "variant", "value", "ci_low", "ci_high", "runs", "games"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

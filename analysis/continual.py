@@ -33,7 +33,9 @@ from analysis import plots, stats
 from analysis.scores import DATA, step_grid
 
 METHOD_RUN = ["suite", "game", "agent", "intervention", "variant", "seed"]
-EXPERIMENT = ["suite", "game", "agent", "seed", "shift_kind", "shift_interval", "shift_games"]  # + fresh_agent
+# what a run and its fresh agent share: the same task sequence, budget, seed and training keys
+EXPERIMENT = ["suite", "game", "agent", "seed", "shift_kind", "shift_interval", "shift_games", "shift_settings",
+              "total_steps", "training_keys"]
 CI_LABEL = "IQM, 95% CIs: stratified bootstrap over seeds, resampled within each game"
 
 
@@ -43,7 +45,23 @@ def random_scores() -> pd.DataFrame:
 
 
 def continual_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[(runs.shift_kind != "none") & (runs.shift_interval > 0)]
+    shifting = runs[(runs.shift_kind != "none") & (runs.shift_interval > 0)]
+    return shifting.assign(training_keys=shifting.variant.map(training_keys))
+
+
+def training_keys(variant: str) -> str:
+    """The agent and env keys of a variant label (``none[agent.lr=0.001,env.shift.kind=x]`` ->
+    ``agent.lr=0.001,env.shift.kind=x``): what the run changed apart from its intervention's keys,
+    which a fresh agent of the same experiment shares."""
+    inner = variant.partition("[")[2].rstrip("]")
+    return ",".join(k for k in inner.split(",") if k.startswith(("agent.", "env.")))
+
+
+def scored_tasks(run) -> int:
+    """Tasks that the run has finished: all of them once it is done, else those it has passed."""
+    if run.complete:
+        return int(np.ceil(run.total_steps / run.shift_interval))
+    return int(run.last_step // run.shift_interval)
 
 
 def visits(runs: pd.DataFrame, returns: pd.DataFrame, last: float = 0.25) -> pd.DataFrame:
@@ -58,7 +76,7 @@ def visits(runs: pd.DataFrame, returns: pd.DataFrame, last: float = 0.25) -> pd.
         task_of = (mine.step - 1) // interval
         late = mine.step > task_of * interval + (1 - last) * interval
         means = mine[late].groupby(task_of[late]).episode_return.mean()
-        for task in range(int(np.ceil(run.last_step / interval))):
+        for task in range(scored_tasks(run)):
             first = task % cycle if cycle else 0
             rows.append({**run[METHOD_RUN].to_dict(), "task": task,
                          "task_game": games[task % cycle] if cycle else run.game, "visit": task // cycle if cycle else task,
@@ -82,15 +100,16 @@ def against_fresh(table: pd.DataFrame, runs: pd.DataFrame, random: pd.Series) ->
     out["random_return"] = [random.get((s, g), np.nan) for s, g in zip(out.suite, out.task_game)]
     span = out.fresh_return - out.random_return
     out["vs_fresh"] = (out.final_return - out.random_return) / span.where(span > 0)
-    for (variant, game, seed), rows in out.groupby(["variant", "game", "seed"]):
-        where = f"{rows.suite.iloc[0]}/{game}/{rows.agent.iloc[0]}/{variant}/seed{seed}"
+    for (suite, agent, variant, game, seed), rows in out.groupby(["suite", "agent", "variant", "game", "seed"]):
+        where = f"{suite}/{game}/{agent}/{variant}/seed{seed}"
         if rows.fresh_return.isna().all():
             notes.append(f"note: {where}: no fresh-agent run of the same experiment and seed (intervention=reset "
                          "interventions.reset.layers=0 interventions.reset.at_shift=true); not scored against one")
             continue
         for row in rows[rows.vs_fresh.isna()].itertuples():
             why = ("no random score for this game in analysis/data/random_scores.csv" if np.isnan(row.random_return)
-                   else "no episode ended in the window" if np.isnan(row.final_return) or np.isnan(row.fresh_return)
+                   else "the fresh agent has not finished this task" if np.isnan(row.fresh_return)
+                   else "no episode ended in the window" if np.isnan(row.final_return)
                    else f"the fresh agent scored {row.fresh_return:.3g}, not above random ({row.random_return:.3g})")
             notes.append(f"note: {where} task {row.task} ({row.task_game}): not scored: {why}")
     return out.drop(columns=["fresh_agent", *EXPERIMENT[4:]]), notes
@@ -105,10 +124,16 @@ def vs_fresh_scores(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_averages(runs: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
-    """One row per continual run: its average episode return over the whole run (C-CHAIN)."""
+    """One row per finished continual run: its average return over the whole run, as C-CHAIN logs
+    it: the mean return of the episodes that ended in each rollout (``agent.num_steps`` x
+    ``env.num_envs`` steps), averaged over the rollouts; per episode for an agent without rollouts."""
     shifting = continual_runs(runs)
-    mine = returns.merge(shifting[METHOD_RUN], on=METHOD_RUN)
-    table = mine.groupby(METHOD_RUN).episode_return.agg(average_return="mean", episodes="size").reset_index()
+    shifting = shifting[shifting.complete]
+    mine = returns.merge(shifting[METHOD_RUN + ["rollout"]], on=METHOD_RUN)
+    window = np.where(mine.rollout > 0, (mine.step - 1) // mine.rollout.clip(lower=1), np.arange(len(mine)))
+    per_window = mine.assign(window=window).groupby([*METHOD_RUN, "window"]).episode_return.mean()
+    table = per_window.groupby(METHOD_RUN).agg(average_return="mean").reset_index()
+    table = table.merge(mine.groupby(METHOD_RUN).size().rename("episodes").reset_index(), on=METHOD_RUN)
     cycles = shifting[shifting.shift_kind == "game_cycle"].set_index(METHOD_RUN).shift_games
     labels = [f"cycle of {cycles[key].count(',') + 1} games" if key in cycles.index else game
               for key, game in zip(table[METHOD_RUN].itertuples(index=False, name=None), table.game)]
@@ -134,36 +159,52 @@ def markdown(aggregate: pd.DataFrame, by: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short_labels(frame: pd.DataFrame, fresh: set[str]) -> pd.DataFrame:
+    """Variants named by their intervention ("fresh agent" for the fresh runs) for a figure's axis,
+    when that names each one apart; else the full labels (tables/continual.md has them all)."""
+    label = {v: "fresh agent" if v in fresh else v.split("[")[0] for v in frame.variant.unique()}
+    return frame.assign(variant=frame.variant.map(label)) if len(set(label.values())) == len(label) else frame
+
+
 def _few_seeds(frame: pd.DataFrame) -> str:
     fewest = int(frame.runs.min()) if len(frame) else 0
-    return f"\\nonly {fewest} seed(s) in some cell: CIs from so few seeds are rough" if fewest < 3 else ""
+    return f"\nonly {fewest} seed(s) in some cell: CIs from so few seeds are rough" if fewest < 3 else ""
 
 
-def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -> dict:
-    """Tables (frames, keyed by file name under tables/), notes and figure files of the
-    continual runs: {"tables": {...}, "markdown": str, "notes": [...], "files": [...]}."""
-    result = {"tables": {}, "markdown": "", "notes": [], "files": []}
+def tables(runs, reps: int, seed: int) -> dict:
+    """The continual runs' tables (frames keyed by their file name under tables/), their markdown
+    (``continual.md``) and the notes on what could not be scored; {} without continual runs."""
     table = visits(runs.runs, runs.returns)
     if table.empty:
-        return result
+        return {}
     table, notes = against_fresh(table, runs.runs, random_scores())
     averages = run_averages(runs.runs, runs.returns)
     scores, cut = stats.comparable(vs_fresh_scores(table))
     vs_fresh = stats.aggregate(scores, reps, seed) if len(scores) else pd.DataFrame()
     average = per_game(averages, "average_return", reps, seed)
-    result["tables"] = {"continual.csv": table, "continual_runs.csv": averages,
-                        "continual_vs_fresh.csv": vs_fresh, "continual_average_return.csv": average}
-    result["notes"] = notes + cut
-    result["markdown"] = ("## Against a fresh agent: mean of (R - R_random) / (R_fresh - R_random) over tasks 1 on\n\n"
-                          + (markdown(vs_fresh, ["suite", "agent"]) if len(vs_fresh) else "(no run has a fresh agent)\n")
-                          + "\n## Average return over the whole run (C-CHAIN's statistic), per game\n\n"
-                          + markdown(average, ["suite", "agent", "game"]) + f"\n{CI_LABEL}.\n")
+    text = ("## Against a fresh agent: mean of (R - R_random) / (R_fresh - R_random) over tasks 1 on\n\n"
+            + (markdown(vs_fresh, ["suite", "agent"]) if len(vs_fresh) else "(no run has a fresh agent)\n")
+            + "\n## Average return over the whole run (C-CHAIN's statistic), per game\n\n"
+            + markdown(average, ["suite", "agent", "game"]) + f"\n{CI_LABEL}.\n")
+    return {"tables": {"continual.csv": table, "continual_runs.csv": averages, "continual_vs_fresh.csv": vs_fresh,
+                       "continual_average_return.csv": average},
+            "markdown": text, "notes": notes + cut}
+
+
+def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -> dict:
+    """``tables(runs, ...)`` and the figure files of the continual runs (under "files")."""
+    result = tables(runs, reps, seed)
+    if not result:
+        return result
+    vs_fresh, average = result["tables"]["continual_vs_fresh.csv"], result["tables"]["continual_average_return.csv"]
+    result["files"] = []
+    fresh = set(runs.runs[runs.runs.fresh_agent].variant)
     for (suite, agent), shifted in continual_runs(runs.runs).groupby(["suite", "agent"]):
         tag = f"{suite}_{agent}_continual"
         mine = runs.returns.merge(shifted[METHOD_RUN], on=METHOD_RUN)
         horizon, interval = int(shifted.total_steps.max()), int(shifted.shift_interval.min())
         grid = step_grid(mine, "episode_return", bins, [*stats.METHOD, "game", "seed"], horizon)
-        curve = stats.iqm_curves(grid, "episode_return", curve_reps, seed, by=("game",))
+        curve = short_labels(stats.iqm_curves(grid, "episode_return", curve_reps, seed, by=("game",)), fresh)
         figure = plots.curves(curve, "game", "IQM episode return (raw score)",
                               f"{suite} / {agent}: continual runs, task switches every {interval:,} steps (dotted)",
                               sharey=False)
@@ -173,12 +214,13 @@ def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -
         result["files"] += plots.save(figure, out, f"{tag}_returns")
         mine_fresh = vs_fresh[(vs_fresh.suite == suite) & (vs_fresh.agent == agent)] if len(vs_fresh) else vs_fresh
         if len(mine_fresh):
-            iqm = mine_fresh[mine_fresh.statistic == "iqm"].assign(panel="IQM over seeds and games")
+            iqm = short_labels(mine_fresh[mine_fresh.statistic == "iqm"], fresh).assign(panel="IQM over seeds and games")
             result["files"] += plots.save(plots.interval_bars(
                 iqm, "panel", "score against a fresh agent (1 = as good, 0 = random)",
                 f"{suite} / {agent}: tasks 1 on against a fresh agent on each\n{CI_LABEL}{_few_seeds(iqm)}"),
                 out, f"{tag}_vs_fresh")
-        mine_average = average[(average.suite == suite) & (average.agent == agent) & (average.statistic == "iqm")]
+        mine_average = short_labels(average[(average.suite == suite) & (average.agent == agent)
+                                            & (average.statistic == "iqm")], fresh)
         result["files"] += plots.save(plots.interval_bars(
             mine_average, "game", "average return over the run",
             f"{suite} / {agent}: average return over the whole run\n{CI_LABEL}{_few_seeds(mine_average)}"),

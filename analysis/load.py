@@ -94,6 +94,10 @@ def _csv(run: Path, name: str) -> Path:
     return plain if plain.exists() or not (run / f"{name}.csv.gz").exists() else run / f"{name}.csv.gz"
 
 
+# the env.shift keys that shape each kind's tasks (beside kind, interval and games)
+SHIFT_SETTINGS = {"obs_permutation": ("smooth",), "obs_offset": ("sigma", "smooth"), "reward_scale": ("growth", "smooth")}
+
+
 def _shift(config: dict) -> dict:
     """The run's env.shift (continual RL), as columns of the runs frame; ``fresh_agent``: the run
     re-initialises its whole agent at every switch (``reset`` with ``layers=0`` and ``at_shift``),
@@ -101,8 +105,12 @@ def _shift(config: dict) -> dict:
     shift = (config.get("env") or {}).get("shift") or {}
     reset = ((config.get("interventions") or {}).get("reset") or {})
     fresh = config.get("intervention") == "reset" and reset.get("layers") == 0 and bool(reset.get("at_shift"))
+    agent, env = config.get("agent") or {}, config.get("env") or {}
+    rollout = int(agent.get("num_steps") or 0) * int(env.get("num_envs") or 1)
     return {"shift_kind": shift.get("kind", "none"), "shift_interval": int(shift.get("interval") or 0),
-            "shift_games": ",".join(shift.get("games") or []), "fresh_agent": fresh}
+            "shift_games": ",".join(shift.get("games") or []),
+            "shift_settings": ",".join(f"{k}={shift.get(k)}" for k in SHIFT_SETTINGS.get(shift.get("kind"), ())),
+            "fresh_agent": fresh, "rollout": rollout}
 
 
 def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: dict) -> dict:

@@ -76,20 +76,25 @@ def aggregate(final: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFr
 
 def probability_of_improvement(final: pd.DataFrame, baseline: str = "none", reps: int = 2000,
                                seed: int = 0) -> pd.DataFrame:
-    """P(variant > baseline variant) per (suite, agent), on the games both were run on."""
+    """P(variant > baseline) per (suite, agent), on the games both were run on. The baseline is the
+    variant of the intervention ``baseline`` there (``none[env.shift.kind=...]`` in an experiment
+    that overrides keys for every run); a (suite, agent) with no single such variant is skipped."""
     pairs = {}
     for (suite, agent), rows in final.groupby(["suite", "agent"]):
-        base = rows[rows.variant == baseline]
-        for (intervention, variant), mine in rows[rows.variant != baseline].groupby(["intervention", "variant"]):
+        baselines = rows[rows.intervention == baseline].variant.unique()
+        if len(baselines) != 1:
+            continue
+        base = rows[rows.variant == baselines[0]]
+        for (intervention, variant), mine in rows[rows.variant != baselines[0]].groupby(["intervention", "variant"]):
             games = sorted(set(mine.dropna(subset=["normalized_score"]).game)
                            & set(base.dropna(subset=["normalized_score"]).game))
             if games:
-                pairs[f"{suite}|{agent}|{intervention}|{variant}"] = [
+                pairs[f"{suite}|{agent}|{intervention}|{variant}|{baselines[0]}"] = [
                     score_matrix(mine, "normalized_score", games), score_matrix(base, "normalized_score", games)]
     if not pairs:
         return pd.DataFrame(columns=[*METHOD, "baseline", "value", "ci_low", "ci_high"])
     points, intervals = _estimates(pairs, metrics.probability_of_improvement, reps, seed)
-    return pd.DataFrame([{**dict(zip(METHOD, k.split("|"))), "baseline": baseline, "value": float(points[k]),
+    return pd.DataFrame([{**dict(zip(METHOD, k.split("|")[:4])), "baseline": k.split("|")[4], "value": float(points[k]),
                           "ci_low": float(np.ravel(intervals[k])[0]), "ci_high": float(np.ravel(intervals[k])[1])} for k in pairs])
 
 

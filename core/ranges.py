@@ -12,6 +12,7 @@ before any run directory exists.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,18 +24,25 @@ class Range:
     le: float | None = None
     lt: float | None = None
     choices: tuple | None = None
+    integer: bool = False
+    """Only whole numbers (a run-level key without a typed schema: seed, total_steps, ...)."""
 
     def contains(self, value: Any) -> bool:
         if self.choices is not None:
             return value in self.choices
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
+        if not math.isfinite(value) or (self.integer and not isinstance(value, int)):
+            return False  # inf and nan are never a setting
         return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
                 and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
 
     def __str__(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
+        return ("a whole number " if self.integer else "") + self._bounds()
+
+    def _bounds(self) -> str:
         low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
         high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
         if low and high:
@@ -55,6 +63,8 @@ def ranges(schema: type) -> dict[str, Range]:
 
 
 def check_value(key: str, value: Any, valid: Range) -> None:
+    if isinstance(value, float) and not math.isfinite(value) and valid.choices is None:
+        raise ValueError(f"{key}={value!r} is out of range: must be a finite number {valid}")
     if not valid.contains(value):
         raise ValueError(f"{key}={value!r} is out of range: must be {valid}")
 

@@ -27,6 +27,9 @@ class ClassicConfig:
     """Environments stepped together."""
     max_episode_steps: int = ranged(0, ge=0)
     """Truncate episodes after this many steps; 0 = the game's own limit (500, 500, 1,000)."""
+    reset_interval: int = ranged(0, ge=0)
+    """Every this many steps of each env, end the episodes in progress as time limits and start new
+    ones (TRAC's and C-CHAIN's PPO reset the env at every 800-step rollout); 0 = never."""
     total_steps: int = ranged(500_000, ge=1)
     """Default agent-step budget of a run on this suite."""
     shift: ShiftConfig = field(default_factory=ShiftConfig)
@@ -40,6 +43,7 @@ class ClassicEnv:
 
     def __init__(self, cfg: ClassicConfig, seed: int):
         self.cfg, self.num_envs = cfg, cfg.num_envs
+        self.steps = 0  # steps of each env in the run (reset_interval's clock; a resume keeps it)
         self._make_pool(seed)
         with warnings.catch_warnings():  # gymnasium's note that the Box bounds are float32
             warnings.simplefilter("ignore", UserWarning)
@@ -63,6 +67,9 @@ class ClassicEnv:
         obs, reward, terminated, truncated, _ = self._pool.step(np.asarray(actions, dtype=np.int32))
         obs = obs.astype(np.float32)
         final_obs = obs
+        self.steps += 1
+        if self.cfg.reset_interval and self.steps % self.cfg.reset_interval == 0:
+            truncated = truncated | ~terminated  # every episode in progress ends here
         done = terminated | truncated
         if done.any():
             ids = np.flatnonzero(done)
@@ -71,11 +78,11 @@ class ClassicEnv:
         return obs, reward.astype(np.float32), terminated, truncated & ~terminated, {"final_obs": final_obs}
 
     def state_dict(self) -> dict:
-        """Empty: EnvPool cannot snapshot env state (a resumed run starts new episodes)."""
-        return {}
+        """The step count only: EnvPool cannot snapshot env state (a resumed run starts new episodes)."""
+        return {"steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
-        """Nothing to restore (see state_dict)."""
+        self.steps = state.get("steps", 0)
 
     def close(self) -> None:
         self._pool.close()

@@ -41,6 +41,9 @@ def split_name(name: str) -> list[str]:
     """``"ln_l2"`` -> ``["ln", "l2"]``; family names may contain ``_`` (longest match wins)."""
     if name == "none":
         return []
+    if "" in name.split("_"):  # "ln_", "_l2", "ln__l2": a composition names only registered parts
+        valid = ", ".join(["none", *sorted(INTERVENTIONS)])
+        raise ValueError(f"unknown intervention '{name}' (an empty part); valid: {valid} (or an a_b composition)")
     parts, rest = [], name
     while rest:
         match = max((f for f in INTERVENTIONS if rest == f or rest.startswith(f + "_")), key=len, default=None)

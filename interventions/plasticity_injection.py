@@ -89,7 +89,9 @@ class InjectedNetwork(Network):
             return self.body
         named = list(self.body.named_children())
         injected = zip([name for name, _ in named[self.split:]], self.new.trunk.children())
-        return nn.Sequential(OrderedDict([*named[:self.split], *injected]))
+        body = nn.Sequential(OrderedDict([*named[:self.split], *injected]))
+        body.towers = getattr(self.body, "towers", 1)
+        return body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.body):

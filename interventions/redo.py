@@ -20,7 +20,7 @@ from torch import nn
 from core.ranges import ranged
 from interventions import register
 from interventions.schedule import Scheduled
-from nets.capture import capture, dormant_scores
+from nets.capture import capture, dormant_scores, towers
 from nets.networks import BlockLinear, reinitialised
 from nets.surgery import trained_weight, weight_layers, zero_moments
 
@@ -61,7 +61,8 @@ class ReDo(Scheduled):
         _, activations, _ = capture(agent.network, inputs)
         layers = dict(weight_layers(agent.network))
         names = list(layers)
-        masks = {name: dormant_scores(a) <= self.cfg.tau for name, a in activations.items()}
+        split = towers(agent.network)
+        masks = {name: dormant_scores(a, split) <= self.cfg.tau for name, a in activations.items()}
         for name, mask in masks.items():  # fresh incoming weights and zero biases first, for every layer ...
             if not mask.any():
                 continue

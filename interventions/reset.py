@@ -4,8 +4,10 @@ zeroed (Adam's step count is kept: nets/surgery.py); the target network is left 
 its next sync.
 
 ``layers=0`` makes a fresh agent: every parameter of the network (LayerNorm included) is
-re-initialised, the target network (DQN) copies it, and the optimizer is built anew (no moments,
-step count 0). At every task switch (``at_shift=true``) that is the continual literature's
+re-initialised, the target network (DQN) copies it, the optimizer is built anew (no moments,
+step count 0), and the agent's optional ``restart()`` drops what it collected with the old
+network (PPO: the rollout in progress). DQN keeps its replay buffer and exploration schedule, and
+``dist_from_init`` and ``l2init`` keep the run's first initialisation as theirs. At every task switch (``at_shift=true``) that is the continual literature's
 "fresh agent trained on each task for the same budget" baseline, within the same run."""
 from __future__ import annotations
 
@@ -52,4 +54,7 @@ class Reset(Scheduled):
         if agent.target is not None:
             agent.target.load_state_dict(agent.network.state_dict())
         agent.optimizer = agent.make_optimizer()
+        restart = getattr(agent, "restart", None)  # optional (agents/base.py): what else a fresh agent forgets
+        if restart is not None:
+            restart()
         return {"reset_layers": torch.tensor(float(len(weight_layers(agent.network))))}

@@ -34,6 +34,7 @@ def init_bound(layer: nn.Module) -> float:
 @register("weight_clip")
 class WeightClip:
     Config = WeightClipConfig
+    incompatible = ("plasticity_injection",)  # it would clip the frozen old head, not the injected one
 
     def __init__(self, cfg: WeightClipConfig):
         self.cfg = cfg

@@ -48,7 +48,14 @@ def per_unit(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def dormant_scores(activation: torch.Tensor) -> torch.Tensor:
-    """ReDo's score per unit: mean |activation| over inputs (and positions) / the layer's mean."""
+def towers(network: nn.Module) -> int:
+    """How many independent towers the acting body's units form (nets.networks ``towers``)."""
+    return getattr(network.acting_body(), "towers", 1)
+
+
+def dormant_scores(activation: torch.Tensor, towers: int = 1) -> torch.Tensor:
+    """ReDo's score per unit: mean |activation| over inputs (and positions) / the layer's mean, the
+    mean taken within the unit's tower (separate networks are scored each on its own scale)."""
     unit_mean = per_unit(activation).abs().mean(dim=(0, 2))
-    return unit_mean / (unit_mean.mean() + 1e-9)
+    by_tower = unit_mean.view(towers, -1)
+    return (by_tower / (by_tower.mean(1, keepdim=True) + 1e-9)).flatten()

@@ -131,8 +131,8 @@ class BlockLinear(nn.Linear):
         return slice(start, start + self.out_blocks[block])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        width = self.in_block
-        return torch.cat([F.linear(x[..., i * width:(i + 1) * width], self.weight[self.rows(i)], self.bias[self.rows(i)])
+        width, weight, bias = self.in_block, self.weight, self.bias  # (read once: a parametrized weight is computed)
+        return torch.cat([F.linear(x[..., i * width:(i + 1) * width], weight[self.rows(i)], bias[self.rows(i)])
                           for i in range(len(self.out_blocks))], dim=-1)
 
     def input_mask(self, units: torch.Tensor) -> torch.Tensor:
@@ -218,7 +218,9 @@ def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool =
             layers[f"norm{n}"] = TowerLayerNorm(towers, shape[0] // towers) if towers > 1 else nn.LayerNorm(shape)
         layers[f"act{n}"] = ACTIVATIONS[activation]()
         shape = (shape[0] * WIDENING[activation], *shape[1:])
-    return nn.Sequential(layers)
+    body = nn.Sequential(layers)
+    body.towers = towers  # each layer's units are that many equal blocks, one per tower (nets.capture)
+    return body
 
 
 def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_scale: float = 1.0,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nets.capture import capture, dormant_scores, per_unit
+from nets.capture import capture, dormant_scores, per_unit, towers
 
 DORMANT_TAUS = (0.0, 0.025, 0.1)
 
@@ -30,10 +30,11 @@ def effective_rank(features: torch.Tensor, delta: float = 0.01) -> int:
 def unit_diagnostics(network: nn.Module, inputs: torch.Tensor) -> list[tuple[str, str, float]]:
     """(metric, layer, value) rows; layer "" is the fraction over all units of the body."""
     pre, post, features = capture(network, inputs)
+    split = towers(network)
     rows = []
     totals = {tau: 0 for tau in DORMANT_TAUS} | {"zombie": 0, "units": 0, "preactivations": 0}
     for layer in post:
-        scores, zombies = dormant_scores(post[layer]), zombie_mask(pre[layer])
+        scores, zombies = dormant_scores(post[layer], split), zombie_mask(pre[layer])
         for tau in DORMANT_TAUS:
             count = int((scores <= tau).sum())
             rows.append((f"dormant_frac@{tau}", layer, count / len(scores)))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -18,7 +20,7 @@ from core.ranges import Range, check, check_value
 from envs import SUITES, UnknownChoice, check_game
 from envs.shift import KINDS, ShiftConfig, check_shift
 from probes import ProbeConfig
-from runner.store import RunError, variant_label
+from runner.store import RunError, run_directory, variant_label
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Keys that may change between a run and its resumption without changing the run itself.
@@ -34,8 +36,9 @@ NOT_TRAINING = ("seed", "total_steps", "env.total_steps", "device", "threads", "
 
 # The valid values of the run-level keys of configs/config.yaml (the dataclass configs declare
 # theirs on their fields: core.ranges.ranged).
-RUN_RANGES = {"seed": Range(ge=0), "total_steps": Range(ge=1), "threads": Range(ge=0), "log.interval": Range(ge=1),
-              "checkpoint.interval": Range(ge=0), "device": Range(choices=("auto", "cpu", "cuda"))}
+RUN_RANGES = {"seed": Range(ge=0, integer=True), "total_steps": Range(ge=1, integer=True),
+              "threads": Range(ge=0, le=os.cpu_count() or 1, integer=True), "log.interval": Range(ge=1, integer=True),
+              "checkpoint.interval": Range(ge=0, integer=True), "device": Range(choices=("auto", "cpu", "cuda"))}
 
 
 class ConfigError(ValueError):
@@ -66,13 +69,34 @@ def _check_group_overrides(overrides: list[str]) -> None:
         group = {"agent": "agent", "env": "env", "suite": "env"}.get(key.lstrip("+~"))
         if group and value not in choices(group):
             label = "agent" if group == "agent" else "suite"
-            raise ConfigError(f"unknown {label} '{value}'; valid: {', '.join(choices(group))}")
+            broken = agents.broken_note() if group == "agent" else ""
+            raise ConfigError(f"unknown {label} '{value}'; valid: {', '.join(choices(group))}{broken}")
 
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """The resolved config of one run, validated (agent, suite, game, intervention, ranges),
     with its ``variant`` label."""
+    overrides = [whole_numbers(o) for o in overrides]
+    for override in overrides:  # before composing: PPO's anneal_steps follows total_steps, and would fail obscurely
+        key, _, value = override.partition("=")
+        if RUN_RANGES.get(key, Range()).integer and re.fullmatch(r"[+-]?\d*\.\d*([eE][+-]?\d+)?", value):
+            try:
+                check_value(key, float(value), RUN_RANGES[key])
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
     return validate(_compose(overrides))
+
+
+SCIENTIFIC = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+")
+
+
+def whole_numbers(override: str) -> str:
+    """``total_steps=2.5e3`` -> ``total_steps=2500``: a whole number written in scientific notation
+    is an int (YAML reads it as a float, which an integer key refuses); other values are as given."""
+    key, sep, value = override.partition("=")
+    if sep and SCIENTIFIC.fullmatch(value) and float(value).is_integer():
+        return f"{key}={int(float(value))}"
+    return override
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -144,11 +168,15 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise ConfigError("device=cuda asked for, but torch sees no CUDA device; use device=cpu or auto")
     if cfg.variant == "auto":
         cfg.variant = rl_variant(cfg)
-    elif not cfg.variant or "/" in cfg.variant:
-        raise ConfigError(f"variant={cfg.variant!r}: a label needs at least one character and no '/'")
+    try:
+        run_path(cfg)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     return cfg
 
 
 def run_path(cfg: DictConfig) -> Path:
-    """RUN_DIR/<suite>/<game>/<agent>/<variant>/seed<k> (the contract)."""
-    return Path(cfg.run_dir) / cfg.env.suite / cfg.env.game / cfg.agent.name / cfg.variant / f"seed{cfg.seed}"
+    """RUN_DIR/<suite>/<game>/<agent>/<variant>/seed<k> (the contract); ValueError for a part that
+    would not name one directory (runner.store.run_directory)."""
+    return run_directory(cfg.run_dir, ("env.suite", cfg.env.suite), ("env.game", cfg.env.game),
+                         ("agent", cfg.agent.name), ("variant", cfg.variant), ("seed", f"seed{cfg.seed}"))

@@ -136,6 +136,9 @@ class Run:
                    desc=f"{cfg.agent.name}/{cfg.intervention} {cfg.env.game}")
         start_step, start_time = self.step, time.perf_counter()
         self._session = (start_step, start_time, start_step, start_time)  # start, last timing row
+        # without a terminal (a log file, nohup, Slurm) the bar is off: a line per log interval instead
+        self._text_progress = (bar.disable and cfg.log.progress, start_step, start_time, -float("inf"))
+        self._announce()
         self.task = getattr(self.env, "task", None)  # a sequence of tasks (env.shift), or None
         if self.task is not None and not found:
             self.metrics_log.write(0, "task", "", self.task)
@@ -180,6 +183,34 @@ class Run:
               f"{len(self.recent_returns)} episodes {recent}; logs in {self.dir}")
         return 0
 
+    def _announce(self) -> None:
+        """What this run will and will not do within its budget, before it starts."""
+        cfg = self.cfg
+        parts = [f"{self.dir}: steps {self.step:,} -> {cfg.total_steps:,}"]
+        starts = cfg.agent.get("learning_starts")
+        if starts is not None:
+            parts.append(f"learning starts at step {starts:,}" if starts < cfg.total_steps else
+                         f"it never updates (agent.learning_starts={starts:,} >= total_steps)")
+        if self.prober and cfg.probe.interval:
+            first = (self.step // cfg.probe.interval + 1) * cfg.probe.interval
+            parts.append(f"first probe at step {first:,}" if first <= cfg.total_steps else
+                         f"no probe (probe.interval={cfg.probe.interval:,} > total_steps)")
+        print("; ".join(parts), flush=True)
+
+    def _print_progress(self) -> None:
+        """One line (at most every 10 s): steps, steps/s, ETA, mean return."""
+        on, start_step, start_time, last = self._text_progress
+        now = time.perf_counter()
+        if not on or now - last < 10:
+            return
+        rate = (self.step - start_step) / max(now - start_time, 1e-9)
+        eta = time.strftime("%H:%M:%S", time.gmtime((self.cfg.total_steps - self.step) / max(rate, 1e-9)))
+        recent = f"{np.mean(self.recent_returns):.2f}" if self.recent_returns else "n/a"
+        print(f"step {self.step:,}/{self.cfg.total_steps:,} ({self.step / self.cfg.total_steps:.0%}), "
+              f"{rate:,.0f} steps/s, ETA {eta}, mean return of the last {len(self.recent_returns)} episodes {recent}",
+              flush=True)
+        self._text_progress = (on, start_step, start_time, now)
+
     def _switch_task(self) -> None:
         """A new task (env.shift) starts with the next step: log its index, and let the
         interventions that act at task switches (``at_shift``) act, before the agent acts on it."""
@@ -223,6 +254,7 @@ class Run:
             self._session = (start_step, start_time, self.step, now)
         if self.recent_returns:
             bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+        self._print_progress()
 
     def _log_probes(self) -> None:
         """Probe rows go straight to metrics.csv; a NaN here (e.g. the eNTK condition of a

@@ -6,7 +6,9 @@ and a run's identity (its variant label). It imports no agent, env or probe.
 Layout: ``config.yaml``, the CSV logs, ``checkpoint/`` (runner.checkpoint), ``done``."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,11 +22,32 @@ class RunError(RuntimeError):
     """A run that cannot go on; the message says why and what to do, in one line."""
 
 
+PART_MAX = 100  # characters of one directory name of a run path
+
+
+def run_directory(root: str | Path, *parts: tuple[str, object]) -> Path:
+    """``root/part/part/...``, the one place a run's path is built (RL runs, shifts runs, sweeps):
+    every part, given as (key, value), must name one directory inside ``root``. A ValueError names
+    the key and what is wrong (a label such as ``../x`` would write outside RUN_DIR)."""
+    path = Path(root)
+    for key, value in parts:
+        text = str(value)
+        problem = ("is empty" if not text else "contains '/'" if "/" in text or "\\" in text
+                   else "contains '..'" if ".." in text else "starts with '.'" if text.startswith(".")
+                   else "has a character that is not printable" if not text.isprintable()
+                   else f"is {len(text)} characters long (at most {PART_MAX})" if len(text) > PART_MAX else None)
+        if problem:
+            raise ValueError(f"{key}={text!r} cannot name a run directory: it {problem}")
+        path = path / text
+    return path
+
+
 class RunStore:
     def __init__(self, directory: Path, cfg: DictConfig, resumable: tuple[str, ...], identity: tuple):
         """``resumable``: the keys a resumed run may change; ``identity``: the CSV identity columns."""
         self.dir, self.cfg, self.resumable, self.identity = Path(directory), cfg, resumable, identity
         self.logs: dict[str, CSVLog] = {}
+        self._lock = None  # the open lock file, held for the life of the process
 
     def finished(self, length_key: str) -> bool:
         """Whether the run has its ``done`` marker; a finished run asked for another length
@@ -47,8 +70,9 @@ class RunStore:
         return True
 
     def prepare(self) -> Path | None:
-        """Create the directory, check that a run found there is this run, save the config;
-        returns the checkpoint to resume from, if any."""
+        """Create the directory and lock it for this process, check that a run found there is this
+        run (its config.yaml, written when it started, whether or not it reached a checkpoint),
+        save the config; returns the checkpoint to resume from, if any."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / ".writable"
@@ -56,18 +80,37 @@ class RunStore:
             probe.unlink()
         except OSError as error:
             raise RunError(f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR")
+        self.lock()
         try:
             found = checkpoint.find(self.dir)
         except checkpoint.CorruptCheckpoint as error:
             raise self._corrupt(error)
         saved = self.dir / "config.yaml"
-        if found and saved.exists():
+        if saved.exists():
             differences = config_differences(OmegaConf.load(saved), self.cfg, self.resumable)
             if differences:
                 raise RunError(f"{self.dir} holds a run with another config ({'; '.join(differences[:3])}); "
-                               "use another RUN_DIR, seed or variant, or delete that directory")
+                               "nothing was changed there: use another RUN_DIR, seed or variant, or delete that directory")
         OmegaConf.save(self.cfg, saved)
         return found
+
+    def lock(self) -> None:
+        """An OS lock on the run directory (``.lock``), held until the process ends, however it ends
+        (the kernel drops it at exit, kill -9 included): one process per run."""
+        handle = open(self.dir / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunError(f"{self.dir} is in use by another process (PID {holder}); wait for it to end, or use "
+                           "another RUN_DIR, seed or variant") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
 
     def open_log(self, name: str, columns: tuple[str, ...], resuming: bool) -> CSVLog:
         """``<name>.csv``; a run killed before its first checkpoint starts it over (its rows will
@@ -121,7 +164,7 @@ def variant_label(intervention: str, defaults: dict, config: dict, ignored: tupl
     if not changes:
         return intervention
     inner = ",".join(changes)
-    if len(inner) > 100:  # stable: the same changes always give the same label
+    if len(inner) > PART_MAX - len(intervention) - 2:  # stable: the same changes always give the same label
         digest = hashlib.sha1(inner.encode()).hexdigest()[:8]
         kept = []
         for change in changes:

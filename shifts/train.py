@@ -18,6 +18,7 @@ end-of-task measurements come a whole task later), logging what they did at the 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ import interventions
 from nets.networks import build_network
 from nets.values import CategoricalValues, ScalarValues
 from probes import ProbeConfig, Prober
-from runner.store import RunStore, variant_label
+from runner.store import RunStore, run_directory, variant_label
 from shifts.tasks import TASKS, digits
 
 
@@ -49,8 +50,8 @@ class ShiftsConfig:
     from the defaults and changes training, e.g. ln_l2[lr=0.01]."""
     seed: int = ranged(0, ge=0)
     run_dir: str = "runs"
-    arch: str = "mlp"
-    """The network (nets.networks.ARCHS); mlp = 3 x 256 ReLU."""
+    arch: str = ranged("mlp", choices=("mlp",))
+    """The network: mlp = 3 x 256 ReLU (the digits are vectors)."""
     tasks: int = ranged(30, ge=1)
     steps_per_task: int = ranged(400, ge=1)
     batch_size: int = ranged(128, ge=1)
@@ -67,7 +68,7 @@ class ShiftsConfig:
     target_norm: bool = False
     """Regression: train on targets standardised with each task's mean and spread (fvu is
     measured in the original units), which takes the target offset and scale away."""
-    threads: int = ranged(1, ge=1)
+    threads: int = ranged(1, ge=1, le=os.cpu_count() or 1)
     probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(interval=1, batch_size=256, steps=200))
     """The probes, run after every task (interval is not used here)."""
     interventions: Any = None
@@ -122,7 +123,10 @@ def make_task(cfg: ShiftsConfig):
 
 
 def run_path(cfg: ShiftsConfig) -> Path:
-    return Path(cfg.run_dir) / "shifts" / cfg.task / cfg.arch / cfg.variant / f"seed{cfg.seed}"
+    """RUN_DIR/shifts/<task>/<arch>/<variant>/seed<k>; ValueError for a part that would not name one
+    directory (runner.store.run_directory)."""
+    return run_directory(cfg.run_dir, ("suite", "shifts"), ("task", cfg.task), ("arch", cfg.arch),
+                         ("variant", cfg.variant), ("seed", f"seed{cfg.seed}"))
 
 
 def train(cfg: ShiftsConfig) -> Path:
@@ -256,6 +260,7 @@ def config_from(argv: list[str]) -> ShiftsConfig:
     obj = OmegaConf.to_object(cfg)
     obj = dataclasses.replace(obj, interventions=OmegaConf.to_container(cfg.interventions))
     check_support(obj, composition)
+    run_path(obj)  # every part names one directory inside run_dir
     return obj
 
 

@@ -112,6 +112,8 @@ def test_kind_none_changes_nothing(run, tmp_path):
      "env.shift.interval=1,000 must be a multiple of env.num_envs=3"),
     (["env.shift.kind=game_cycle", "env.minimal_action_set=true"], "needs env.minimal_action_set=false"),
     (["intervention=weight_clip", "interventions.weight_clip.kappa=0"], "interventions.weight_clip.kappa=0"),
+    (["intervention=weight_clip_plasticity_injection"], "weight_clip and plasticity_injection cannot be composed"),
+    (["env=classic", "agent=ppo", "intervention=spectral_norm"], "cannot take crelu or spectral_norm"),
     (["intervention=reset", "interventions.reset.layers=-1"], "interventions.reset.layers=-1 is out of range"),
     (["intervention=redo", "interventions.redo.at_shift=true"], "at_shift=true needs task switches"),
 ])
@@ -126,7 +128,7 @@ def test_task_visits_keep_the_first_visit_of_the_same_game_as_a_transfer_view():
 
     ident = {"suite": "minatar", "game": "breakout", "agent": "ppo", "intervention": "none", "variant": "v", "seed": 0}
     runs = pd.DataFrame([{**ident, "shift_kind": "game_cycle", "shift_interval": 100, "shift_games": "a,b",
-                          "last_step": 400}])
+                          "shift_settings": "", "last_step": 400, "total_steps": 400, "complete": True}])
     # tasks: a (1..100), b (101..200), a (201..300), b (301..400); returns late in each visit: 4, 2, 1, 3
     episodes = [(70, 9.0), (90, 4.0), (190, 2.0), (280, 1.0), (300, 1.0), (390, 3.0), (310, 50.0)]
     returns = pd.DataFrame([{**ident, "step": s, "episode_return": r, "episode_length": 1} for s, r in episodes])
@@ -306,12 +308,16 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
 def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_seed(capsys):
     from analysis.continual import against_fresh, visits, vs_fresh_scores
 
-    shift = {"shift_kind": "obs_offset", "shift_interval": 100, "shift_games": "", "last_step": 300}
+    shift = {"shift_kind": "obs_offset", "shift_interval": 100, "shift_games": "", "shift_settings": "sigma=2.0",
+             "last_step": 300, "total_steps": 300, "complete": True, "rollout": 0}
     ident = {"suite": "classic", "game": "CartPole", "agent": "ppo", "seed": 0}
     runs = pd.DataFrame([{**ident, "intervention": "none", "variant": "none", **shift, "fresh_agent": False},
                          {**ident, "intervention": "reset", "variant": "reset[layers=0]", **shift, "fresh_agent": True},
-                         {**ident, "intervention": "l2", "variant": "l2", **shift, "fresh_agent": False, "seed": 1}])
-    late = {"none": [50.0, 20.0, 0.0], "reset[layers=0]": [50.0, 80.0, 10.0], "l2": [1.0, 1.0, 1.0]}  # per task
+                         {**ident, "intervention": "l2", "variant": "l2", **shift, "fresh_agent": False, "seed": 1},
+                         {**ident, "intervention": "reset", "variant": "reset[agent.lr=0.1,reset.layers=0]", **shift,
+                          "fresh_agent": True}])  # a fresh agent of another experiment (its own lr)
+    late = {"none": [50.0, 20.0, 0.0], "reset[layers=0]": [50.0, 80.0, 10.0], "l2": [1.0, 1.0, 1.0],
+            "reset[agent.lr=0.1,reset.layers=0]": [0.0, 0.0, 0.0]}  # per task
     returns = pd.DataFrame([{**ident, "intervention": v.split("[")[0], "variant": v, "seed": int(v == "l2"),
                              "step": 100 * task + 90, "episode_return": r, "episode_length": 1}
                             for v, rs in late.items() for task, r in enumerate(rs)])
@@ -323,5 +329,6 @@ def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_
     assert np.isnan(none.vs_fresh[2])  # the fresh agent did not beat random there: not scored, and said so
     assert any("none/seed0 task 2 (CartPole): not scored: the fresh agent scored 10" in n for n in notes)
     assert any("l2/seed1: no fresh-agent run of the same experiment and seed" in n for n in notes)  # other seed
+    assert not any("more than one" in n for n in notes)
     scores = vs_fresh_scores(table).set_index("variant").normalized_score
     assert scores["none"] == 0.0 and scores["reset[layers=0]"] == 1.0  # task 0 (the shared start) left out

@@ -98,3 +98,12 @@ def test_classic_episode_cap_truncates_with_the_true_final_obs_and_resets_in_the
     assert not np.array_equal(info["final_obs"], obs)  # obs is the new episode's first observation
     assert np.abs(info["final_obs"] - prev).max() < 1.0  # the true last one continues the episode
     assert not env.step(np.ones(2, int))[3].any()  # the next step is the new episode's first
+
+
+def test_classic_reset_interval_cuts_every_episode_in_progress_on_its_clock():
+    env = make_env(ClassicConfig(game="Acrobot", num_envs=2, reset_interval=5), seed=0)  # Acrobot: no early end
+    env.reset()
+    cut = [env.step(np.ones(2, int))[3].all() for _ in range(15)]
+    assert [i + 1 for i, c in enumerate(cut) if c] == [5, 10, 15]
+    env.load_state_dict({"steps": 3})  # a resumed run keeps the clock
+    assert [env.step(np.ones(2, int))[3].all() for _ in range(2)] == [False, True]

@@ -63,7 +63,7 @@ def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, 
 
 
 @pytest.mark.parametrize("intervention", ["redo", "ln_l2", "reset", "weight_clip", "l2init", "shrink_perturb",
-                                          "spectral_norm", "plasticity_injection", "two_hot"])
+                                          "plasticity_injection", "two_hot"])
 def test_separate_policy_and_value_networks_take_the_interventions(tmp_path, intervention):
     """The classic preset's two towers (agents/ppo.py separate_networks) under each kind of surgery
     and architecture change: a short run, its hooks firing, the optimizer consistent."""

@@ -183,3 +183,13 @@ def test_tower_layernorm_normalises_each_tower_apart():
     for tower in (features[:, :256], features[:, 256:]):
         torch.testing.assert_close(tower.mean(1), torch.zeros(8), atol=1e-5, rtol=0)
         torch.testing.assert_close(tower.var(1, unbiased=False), torch.ones(8), atol=1e-3, rtol=0)
+
+
+def test_dormant_scores_of_separate_towers_are_each_against_their_own_tower():
+    from nets.capture import dormant_scores, towers
+
+    net = build_network((4,), 3, "mlp", towers=(2, 1))
+    assert towers(net) == 2 and towers(build_network((4,), 3, "mlp")) == 1
+    activation = torch.cat([torch.full((8, 256), 0.01), torch.full((8, 256), 100.0)], 1)  # two scales
+    assert torch.allclose(dormant_scores(activation, 2), torch.ones(512))  # each unit at its tower's mean
+    assert (dormant_scores(activation)[:256] < 0.001).all()  # judged across towers, one would look dormant

@@ -152,3 +152,11 @@ def test_a_resume_seam_cuts_the_rollout_and_bootstraps_from_the_last_observation
     agent.truncate(obs)
     torch.testing.assert_close(agent.rollout["rewards"][1], rewards + GAMMA * agent.value(obs))
     assert agent.rollout["dones"][1].tolist() == [1.0, 1.0] and agent.rollout["dones"][0].tolist() == [0.0, 0.0]
+
+
+def test_the_discounted_value_target_bootstraps_only_where_an_episode_or_the_rollout_ends():
+    from agents.ppo import gae
+
+    rewards, dones = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[0.0], [1.0], [0.0]])
+    target = gae(rewards, torch.zeros_like(rewards), dones, torch.tensor([10.0]), 0.5, 1.0)
+    assert target.flatten().tolist() == [1 + 0.5 * 2, 2, 3 + 0.5 * 10]
