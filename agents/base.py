@@ -57,6 +57,10 @@ class Agent(Protocol):
         as at an Atari resume): treat each env's last transition as a time limit that
         bootstraps from ``obs``, the observation that followed it."""
 
+    def task_switched(self) -> None:
+        """Optional. A new task of a task sequence (env.shift) starts with the next step; DQN
+        clears its replay there if ``agent.replay_at_shift=clear``."""
+
     def restart(self) -> None:
         """Optional. Forget what was collected with the current network (a fresh agent starts
         here: ``interventions.reset`` with ``layers=0``); PPO drops the rollout in progress."""

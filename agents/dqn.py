@@ -64,6 +64,9 @@ class DQNConfig:
     """Agent steps over which epsilon decays linearly."""
     reward_clip: bool = True
     """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
+    replay_at_shift: str = ranged("keep", choices=("keep", "clear"))
+    """At a task switch (env.shift): keep the replay buffer, with rewards as they were learned
+    (C-CHAIN's Continual MinAtar keeps it) | clear it (updates wait until it can sample again)."""
     arch: str = ranged("auto", choices=("auto", "nature_cnn", "minatar_cnn", "mlp"))
     """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
 
@@ -90,7 +93,10 @@ class DQN:
         self.optimizer = self.make_optimizer()
 
         stack = obs_shape[0] if np.dtype(obs_dtype) == np.uint8 else 1  # pixels: dedupe frames
-        self.replay = ReplayBuffer(cfg.buffer_size, num_envs, obs_shape, obs_dtype, stack, cfg.gamma, cfg.n_step)
+        self.new_replay = lambda: ReplayBuffer(cfg.buffer_size, num_envs, obs_shape, obs_dtype, stack, cfg.gamma,  # noqa: E731
+                                               cfg.n_step)
+        self.replay = self.new_replay()
+        self.refilling = False  # a cleared buffer: no update until it can sample
         self.update_credit = 0.0  # fractional updates owed (updates_per_step x agent steps)
         self.updates = 0
 
@@ -134,6 +140,10 @@ class DQN:
         self.replay.add(obs, actions, rewards, next_obs, terminated, truncated)
         if step < self.cfg.learning_starts or step < self.cfg.n_step * self.num_envs:
             return {}  # (an n-step transition can be sampled once its env has taken n steps)
+        if self.refilling:
+            if not self.replay.can_sample():
+                return {}
+            self.refilling = False
         self.update_credit += self.num_envs * self.cfg.updates_per_step
         updates, hooks = [], {}
         while self.update_credit >= 1.0:
@@ -143,6 +153,16 @@ class DQN:
         if len(updates) <= 1:  # (MinAtar: one update per frame, no arithmetic on the host)
             return {**(updates[0] if updates else {}), **hooks}
         return {**{k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}, **hooks}
+
+    def task_switched(self) -> None:
+        """A new task starts (env.shift): the replay is kept or cleared (``replay_at_shift``)."""
+        if self.cfg.replay_at_shift == "clear":
+            self.replay, self.refilling = self.new_replay(), True
+
+    def restart(self) -> None:
+        """A fresh agent starts here (interventions.reset, ``layers=0``): a new, empty replay. The
+        exploration schedule and learning_starts still count from the run's first step."""
+        self.replay, self.refilling, self.update_credit = self.new_replay(), True, 0.0
 
     def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
         """Q(s, .) from the network's outputs: the outputs themselves; with a categorical head
@@ -208,7 +228,7 @@ class DQN:
         return {"network": self.network.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
                 "rng": self.rng.bit_generator.state, "update_credit": self.update_credit,
-                "updates": self.updates}
+                "updates": self.updates, "refilling": self.refilling}
 
     def load_state_dict(self, state: dict) -> None:
         self.network.load_state_dict(state["network"])
@@ -218,5 +238,6 @@ class DQN:
         self.replay.load_state_dict(state["replay"])
         self.rng.bit_generator.state = state["rng"]
         self.update_credit, self.updates = state["update_credit"], state["updates"]
+        self.refilling = state.get("refilling", False)
 
 

@@ -53,9 +53,17 @@ def score_matrix(frame: pd.DataFrame, value: str, games: list[str] | None = None
 
 
 def _estimates(score_dict: dict, func, reps: int, seed: int) -> tuple[dict, dict]:
-    with warnings.catch_warnings():  # rliable 1.2 seeds arch 7 with a RandomState: deprecated, still exact
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        return rly.get_interval_estimates(score_dict, func, reps=reps, random_state=np.random.RandomState(seed))
+    """rliable's interval estimates, reproducible: its stratified bootstrap draws its resamples from
+    numpy's global RNG (``np.random.choice``), not from the ``random_state`` it is given, so that
+    RNG is seeded here (and put back after)."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # rliable 1.2 hands arch 7 a RandomState: deprecated
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            return rly.get_interval_estimates(score_dict, func, reps=reps, random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(state)
 
 
 def aggregate(final: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFrame:

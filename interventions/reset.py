@@ -6,8 +6,9 @@ its next sync.
 ``layers=0`` makes a fresh agent: every parameter of the network (LayerNorm included) is
 re-initialised, the target network (DQN) copies it, the optimizer is built anew (no moments,
 step count 0), and the agent's optional ``restart()`` drops what it collected with the old
-network (PPO: the rollout in progress). DQN keeps its replay buffer and exploration schedule, and
-``dist_from_init`` and ``l2init`` keep the run's first initialisation as theirs. At every task switch (``at_shift=true``) that is the continual literature's
+network (PPO: the rollout in progress; DQN: its replay buffer). DQN's exploration schedule and
+learning_starts still count from the run's first step, and ``dist_from_init`` and ``l2init``
+keep the run's first initialisation as theirs. At every task switch (``at_shift=true``) that is the continual literature's
 "fresh agent trained on each task for the same budget" baseline, within the same run."""
 from __future__ import annotations
 

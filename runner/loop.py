@@ -216,6 +216,9 @@ class Run:
         interventions that act at task switches (``at_shift``) act, before the agent acts on it."""
         self.task = self.env.task
         self.metrics_log.write(self.step, "task", "", self.task)
+        switched = getattr(self.agent, "task_switched", None)  # optional (agents/base.py)
+        if switched is not None:
+            switched()
         for name, value in self.interventions.on_shift(self.agent).items():
             self.metrics_log.write(self.step, name, "", float(value))
 

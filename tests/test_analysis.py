@@ -173,3 +173,26 @@ def test_shifts_runs_get_per_task_figures_beside_rl_runs(tmp_path):
     assert (tmp_path / "out" / "minatar_dqn_learning_curves.png").exists()  # the RL runs still get theirs
     final = pd.read_csv(tmp_path / "out" / "tables" / "final_scores.csv")
     assert set(final.suite) == {"minatar"}
+
+
+def test_probability_of_improvement_takes_the_experiments_none_variant_as_its_baseline():
+    from analysis.stats import probability_of_improvement
+
+    rows = [{"suite": "minatar", "agent": "dqn", "intervention": i, "variant": f"{i}[env.shift.kind=x]", "game": g,
+             "seed": s, "normalized_score": float(s + (i == "ln"))}
+            for i in ("none", "ln") for g in ("a", "b") for s in range(3)]
+    better = probability_of_improvement(pd.DataFrame(rows), "none", reps=20)
+    assert better.variant.tolist() == ["ln[env.shift.kind=x]"] and better.baseline.tolist() == ["none[env.shift.kind=x]"]
+    assert better.value.iloc[0] > 0.5
+
+
+def test_figures_name_variants_by_intervention_and_draw_the_entk_condition_on_a_log_axis():
+    from analysis import plots
+
+    frame = pd.DataFrame([{"variant": v, "metric": m, "step": s, "value": 10.0 ** s, "ci_low": 1.0, "ci_high": 2.0}
+                          for v in ("none[a=1]", "ln_l2[a=1,b=2]") for m in ("entk_condition", "probe_loss")
+                          for s in (1, 2)])
+    figure = plots.curves(frame, "metric", "y", "t", sharey=False, log_panels=("entk_condition",))
+    scales = {ax.get_title(): ax.get_yscale() for ax in figure.axes}
+    assert scales == {"entk_condition": "log", "probe_loss": "linear"}
+    assert sorted(t.get_text() for t in figure.legends[0].get_texts()) == ["ln_l2", "none"]

@@ -332,3 +332,30 @@ def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_
     assert not any("more than one" in n for n in notes)
     scores = vs_fresh_scores(table).set_index("variant").normalized_score
     assert scores["none"] == 0.0 and scores["reset[layers=0]"] == 1.0  # task 0 (the shared start) left out
+
+
+@pytest.mark.parametrize("experiment", ["minatar_continual", "classic_continual"])
+def test_the_committed_continual_tables_are_what_the_csvs_give_and_the_page_holds_them(experiment):
+    """results/<experiment>/figures/tables/continual.md is rebuilt from the committed CSVs by the code
+    `make figures` runs, and docs/experiments/<experiment>.md holds it unchanged."""
+    from analysis.continual import tables
+    from analysis.load import load_runs
+    from conftest import ROOT
+
+    committed = (ROOT / "results" / experiment / "figures" / "tables" / "continual.md").read_text()
+    assert tables(load_runs(ROOT / "results" / experiment), reps=2000, seed=0)["markdown"] == committed
+    page = (ROOT / "docs" / "experiments" / f"{experiment}.md").read_text()
+    generated = page.split(f"<!-- generated: results/{experiment}/figures/tables/continual.md -->\n", 1)[1]
+    assert generated.split("<!-- end generated -->", 1)[0] == committed
+
+
+@pytest.mark.parametrize("policy, kept", [("keep", 1600), ("clear", 800)])
+def test_dqn_keeps_or_clears_its_replay_at_a_switch(tmp_path, policy, kept):
+    from runner.loop import Run
+
+    overrides = [*TINY_DQN, "total_steps=1600", "env.shift.kind=obs_permutation", "env.shift.interval=800",
+                 f"agent.replay_at_shift={policy}", f"run_dir={tmp_path}"]
+    run = Run(compose_config(overrides))
+    assert run.train() == 0 and len(run.agent.replay) == kept
+    metrics = pd.read_csv(run.dir / "metrics.csv")
+    assert metrics[metrics.metric == "loss"].step.max() == 1600  # it learns again after the switch
