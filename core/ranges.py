@@ -43,6 +43,8 @@ class Range:
         return ("a whole number " if self.integer else "") + self._bounds()
 
     def _bounds(self) -> str:
+        if self.ge is None and self.gt is None and self.le is None and self.lt is None:
+            return "any finite number"
         low = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else None
         high = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else None
         if low and high:
@@ -64,7 +66,9 @@ def ranges(schema: type) -> dict[str, Range]:
 
 def check_value(key: str, value: Any, valid: Range) -> None:
     if isinstance(value, float) and not math.isfinite(value) and valid.choices is None:
-        raise ValueError(f"{key}={value!r} is out of range: must be a finite number {valid}")
+        bounds = str(valid)
+        raise ValueError(f"{key}={value!r} is out of range: must be "
+                         + (bounds if bounds == "any finite number" else f"a finite number {bounds}"))
     if not valid.contains(value):
         raise ValueError(f"{key}={value!r} is out of range: must be {valid}")
 

@@ -14,9 +14,9 @@ from nets.values import CategoricalValues, hl_gauss
 class HLGaussConfig:
     bins: int = ranged(51, ge=2)
     """Atoms of the support."""
-    v_min: float = -10.0
+    v_min: float = ranged(-10.0)
     """Lowest value of the support."""
-    v_max: float = 10.0
+    v_max: float = ranged(10.0)
     """Highest value (clipped Atari rewards; raise it for MinAtar's unclipped returns)."""
     sigma_ratio: float = ranged(0.75, gt=0)
     """Gaussian sigma in bin widths (0.75 in Farebrother et al. 2024)."""

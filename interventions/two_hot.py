@@ -13,9 +13,9 @@ from nets.values import CategoricalValues, two_hot
 class TwoHotConfig:
     bins: int = ranged(51, ge=2)
     """Atoms of the support."""
-    v_min: float = -10.0
+    v_min: float = ranged(-10.0)
     """Lowest value of the support (targets below are clamped)."""
-    v_max: float = 10.0
+    v_max: float = ranged(10.0)
     """Highest value (clipped Atari rewards; raise it for MinAtar's unclipped returns)."""
 
 

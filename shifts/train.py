@@ -59,7 +59,7 @@ class ShiftsConfig:
     """Adam learning rate."""
     inputs: int = ranged(1000, ge=1, le=1797)
     """How many digits (the same inputs in every task)."""
-    offset: float = 10.0
+    offset: float = ranged(10.0)
     """target_offset: the mean grows by this per task."""
     scale: float = ranged(10.0, ge=0)
     """target_scale: the spread grows by 1 + this x task."""

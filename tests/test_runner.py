@@ -46,13 +46,13 @@ def test_dqn_logs_losses_and_finished_runs_are_skipped(run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["agent=nope"], "unknown agent 'nope'; valid: " + ", ".join(sorted(agents.AGENTS))),
-    (["env=nope"], "unknown suite 'nope'; valid: atari, minatar"),
+    (["env=nope"], "unknown suite 'nope'; valid: atari, classic, minatar"),
     (["env.game=pong"], "unknown minatar game 'pong'; valid: asterix, breakout"),
     (["env=atari", "env.game=Zelda"], "unknown atari game 'Zelda'; valid: Adventure, AirRaid, Alien"),
     (["env=atari", "env.game=Hopper"], "unknown atari game 'Hopper'"),
     (["intervention=magic"], "unknown intervention 'magic'; valid: none"),
     (["agent.lrr=1"], "Key 'lrr' not in 'DQNConfig'"),
-    (["seed=abc"], "seed='abc' is out of range: must be >= 0"),
+    (["seed=abc"], "seed='abc' is out of range: must be a whole number >= 0"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_directory(run, tmp_path, args, message):
     result = run(*args, check=False)

@@ -20,6 +20,8 @@ def bad_value(field_type, valid: Range):
     """A value of the field's type just outside its range."""
     if valid.choices is not None:
         return "bogus"
+    if valid.ge is valid.gt is valid.le is valid.lt is None:
+        return float("inf")  # any finite number: inf is the value out of range
     if valid.gt is not None:
         value = valid.gt
     elif valid.ge is not None:
