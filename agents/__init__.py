@@ -34,3 +34,5 @@ for _module in pkgutil.iter_modules(__path__):
         if _module.name in ("base",):
             raise
         BROKEN[_module.name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        for _name in [n for n, c in AGENTS.items() if c.__module__ == f"{__name__}.{_module.name}"]:
+            del AGENTS[_name]  # (registered before the failure: half a module is not an agent)

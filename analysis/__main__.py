@@ -84,15 +84,16 @@ def main(argv: list[str]) -> int:
         for line in continual["notes"]:
             print(line)
         written += continual["files"]
-        shifting = runs.runs.shift_kind != "none"
-        print(f"{int(shifting.sum())} continual runs -> {tables / 'continual.csv'}, continual_vs_fresh.csv, "
-              "continual_runs.csv, continual_average_return.csv, continual.md")
-        # a continual run is not scored as a stationary one: its game is not the game it played
+        print(f"{int((runs.runs.shift_kind != 'none').sum())} continual runs -> {tables / 'continual.csv'}, "
+              "continual_vs_fresh.csv, continual_runs.csv, continual_average_return.csv, continual.md")
+    shifting = runs.runs.shift_kind != "none"
+    if shifting.any():  # a continual run is not scored as a stationary one: its game is not the game it played
         stationary = runs.runs[~shifting]
         runs = Runs(stationary, *(frame.merge(stationary[list(IDENTITY)], on=list(IDENTITY))
                                   for frame in (runs.returns, runs.metrics)))
         if runs.runs.empty:
-            print(continual["markdown"])
+            if continual:
+                print(continual["markdown"])
             print(f"{len(written)} figure files in {out}")
             return 0
     running = int((~runs.runs.complete).sum())

@@ -89,8 +89,10 @@ def probability_of_improvement(final: pd.DataFrame, baseline: str = "none", reps
     that overrides keys for every run); a (suite, agent) with no single such variant is skipped."""
     pairs = {}
     for (suite, agent), rows in final.groupby(["suite", "agent"]):
-        baselines = rows[rows.intervention == baseline].variant.unique()
+        baselines = [baseline] if (rows.variant == baseline).any() else rows[rows.intervention == baseline].variant.unique()
         if len(baselines) != 1:
+            print(f"note: {suite}/{agent}: no single '{baseline}' variant to compare with "
+                  f"({len(baselines)} found); no probability of improvement")
             continue
         base = rows[rows.variant == baselines[0]]
         for (intervention, variant), mine in rows[rows.variant != baselines[0]].groupby(["intervention", "variant"]):

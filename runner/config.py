@@ -87,14 +87,15 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return validate(_compose(overrides))
 
 
-SCIENTIFIC = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+")
+FLOAT_LITERAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][+-]?\d+)?")
 
 
 def whole_numbers(override: str) -> str:
-    """``total_steps=2.5e3`` -> ``total_steps=2500``: a whole number written in scientific notation
-    is an int (YAML reads it as a float, which an integer key refuses); other values are as given."""
+    """``total_steps=2.5e3`` -> ``total_steps=2500`` (and ``2500.0`` likewise): a whole number
+    written as a float is an int (YAML reads it as a float, which an integer key refuses; a float
+    key takes the int); other values are as given."""
     key, sep, value = override.partition("=")
-    if sep and SCIENTIFIC.fullmatch(value) and float(value).is_integer():
+    if sep and FLOAT_LITERAL.fullmatch(value) and float(value).is_integer():
         return f"{key}={int(float(value))}"
     return override
 
@@ -140,6 +141,10 @@ def validate(cfg: DictConfig) -> DictConfig:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
         raise _config_error(error) from None
+    for key, valid in RUN_RANGES.items():  # 2500.0 -> 2500 (a sweep's Hydra composes without compose_config)
+        value = OmegaConf.select(cfg, key)
+        if valid.integer and isinstance(value, float) and value.is_integer():
+            OmegaConf.update(cfg, key, int(value))
     try:
         cfg.env.game = check_game(cfg.env.suite, cfg.env.game)
         composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters

@@ -118,6 +118,13 @@ class Run:
 
     # ---- the loop -----------------------------------------------------------------------
     def train(self) -> int:
+        """Run (or resume, or skip) the run; the run directory stays locked while it trains."""
+        try:
+            return self._train()
+        finally:
+            self.store.release()
+
+    def _train(self) -> int:
         cfg = self.cfg
         if self.store.finished("total_steps"):
             return 0
@@ -127,7 +134,7 @@ class Run:
             self.restore(found)
             print(f"resuming {self.dir} from step {self.step:,}")
         self.tensorboard = TensorBoardLog(self.dir / "tensorboard" if cfg.log.tensorboard else None,
-                                          purge_step=self.step if found else None)
+                                          purge_step=self.step if found else 0)  # (a restart drops old events)
 
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         n = self.env.num_envs

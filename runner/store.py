@@ -55,7 +55,7 @@ class RunStore:
         if not (self.dir / "done").exists():
             return False
         saved = self.dir / "config.yaml"
-        previous = OmegaConf.load(saved) if saved.exists() else None
+        previous = self._load_config(saved) if saved.exists() else None
         differences = config_differences(previous, self.cfg, self.resumable) if previous is not None else []
         if differences:  # possible under a label of one's own (variant=NAME)
             raise RunError(f"{self.dir} holds a finished run with another config ({'; '.join(differences[:3])}); "
@@ -75,42 +75,65 @@ class RunStore:
         save the config; returns the checkpoint to resume from, if any."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".writable"
-            probe.touch()
-            probe.unlink()
         except OSError as error:
             raise RunError(f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR")
-        self.lock()
+        self.lock()  # (opening the lock file also proves the directory writable)
+        if (self.dir / "done").exists():  # finished by another process since finished() looked
+            raise RunError(f"{self.dir} was finished by another process meanwhile; nothing was changed")
         try:
             found = checkpoint.find(self.dir)
         except checkpoint.CorruptCheckpoint as error:
             raise self._corrupt(error)
         saved = self.dir / "config.yaml"
         if saved.exists():
-            differences = config_differences(OmegaConf.load(saved), self.cfg, self.resumable)
+            differences = config_differences(self._load_config(saved), self.cfg, self.resumable)
             if differences:
                 raise RunError(f"{self.dir} holds a run with another config ({'; '.join(differences[:3])}); "
                                "nothing was changed there: use another RUN_DIR, seed or variant, or delete that directory")
-        OmegaConf.save(self.cfg, saved)
+        written = saved.with_name(f".config.yaml.{os.getpid()}")  # whole or not at all: a kill mid-write
+        OmegaConf.save(self.cfg, written)                        # leaves the previous file
+        os.replace(written, saved)
         return found
+
+    def _load_config(self, saved: Path) -> DictConfig:
+        try:
+            loaded = OmegaConf.load(saved)
+        except Exception as error:  # noqa: BLE001 (a YAML error of any kind: one line)
+            raise RunError(f"{saved} cannot be read ({type(error).__name__}); delete that directory to start over")
+        if not isinstance(loaded, DictConfig) or not loaded:
+            raise RunError(f"{saved} is empty; delete that directory to start over")
+        return loaded
 
     def lock(self) -> None:
         """An OS lock on the run directory (``.lock``), held until the process ends, however it ends
         (the kernel drops it at exit, kill -9 included): one process per run."""
-        handle = open(self.dir / ".lock", "a+")
+        try:
+            handle = open(self.dir / ".lock", "a+")
+        except OSError as error:
+            raise RunError(f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise RunError(f"{self.dir} is in use by another process (PID {holder}); wait for it to end, or use "
+            who = "this process" if holder == str(os.getpid()) else f"another process (PID {holder})"
+            raise RunError(f"{self.dir} is in use by {who}; wait for it to end, or use "
                            "another RUN_DIR, seed or variant") from None
+        except OSError as error:  # a filesystem without locks (some network filesystems)
+            handle.close()
+            raise RunError(f"cannot lock {self.dir} ({error.strerror}); use a RUN_DIR on a local filesystem") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._lock = handle
+
+    def release(self) -> None:
+        """Give the lock up (the run is over, however it ended); the OS does it at exit anyway."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def open_log(self, name: str, columns: tuple[str, ...], resuming: bool) -> CSVLog:
         """``<name>.csv``; a run killed before its first checkpoint starts it over (its rows will
@@ -163,12 +186,13 @@ def variant_label(intervention: str, defaults: dict, config: dict, ignored: tupl
         changes.append(f"{key}={_short(value)}")
     if not changes:
         return intervention
-    inner = ",".join(changes)
-    if len(inner) > PART_MAX - len(intervention) - 2:  # stable: the same changes always give the same label
+    inner, room = ",".join(changes), PART_MAX - len(intervention) - 2  # the label names one directory
+    if len(inner) > room:  # stable: the same changes always give the same label
         digest = hashlib.sha1(inner.encode()).hexdigest()[:8]
         kept = []
         for change in changes:
-            if len(",".join([*kept, change])) > 60:
+            tail = f"+{len(changes) - len(kept) - 1}_more,{digest}"
+            if len(",".join([*kept, change, tail])) > min(room, 80):
                 break
             kept.append(change)
         inner = ",".join([*kept, f"+{len(changes) - len(kept)}_more", digest])
@@ -195,7 +219,8 @@ def _short(value) -> str:
 
 
 def config_differences(saved: DictConfig, new: DictConfig, resumable: tuple[str, ...]) -> list[str]:
-    """Keys whose values differ, apart from those a resumed run may change (``resumable``)."""
+    """Keys whose values differ, apart from those a resumed run may change (``resumable``) and
+    those the saved config predates (a key added by a newer version has its default there)."""
     a, b = OmegaConf.to_container(saved), OmegaConf.to_container(new)
     # Only the families this run uses matter: a newer version adding a family stays resumable.
     used = set(interventions.split_name(new.intervention))
@@ -207,13 +232,15 @@ def config_differences(saved: DictConfig, new: DictConfig, resumable: tuple[str,
             for p in parents:
                 d = d.get(p, {})
             d.pop(leaf, None)
-    return [f"{k}: {va!r} -> {vb!r}" for k, va, vb in _flat_diff(a, b)]
+    return [f"{k}: {va!r} -> {vb!r}" for k, va, vb in _flat_diff(a, b, new_keys_missing_in_a=True)]
 
 
-def _flat_diff(a, b, prefix=""):
+def _flat_diff(a, b, prefix="", new_keys_missing_in_a: bool = False):
     for key in sorted(set(a) | set(b)):
+        if new_keys_missing_in_a and key not in a:
+            continue
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            yield from _flat_diff(va, vb, f"{prefix}{key}.")
+            yield from _flat_diff(va, vb, f"{prefix}{key}.", new_keys_missing_in_a)
         elif va != vb:
             yield f"{prefix}{key}", va, vb

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from runner.config import CONFIG_DIR, ConfigError, compose_config, register_schemas, run_path, validate
+from runner.config import CONFIG_DIR, ConfigError, compose_config, register_schemas, run_path, validate, whole_numbers
 from runner.loop import Run, RunError
 
 register_schemas()  # before Hydra composes: the YAML files extend the typed schemas
@@ -91,6 +91,7 @@ def main_plan(arguments: list[str], list_jobs: bool) -> int:
 
 
 if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *(whole_numbers(a) for a in sys.argv[1:])]  # total_steps=2.5e3 -> 2500, as for runs
     if "--plan" in sys.argv or "--check" in sys.argv:
         flags = ("--plan", "--check", "--multirun", "-m")
         sys.exit(main_plan([a for a in sys.argv[1:] if a not in flags], list_jobs="--plan" in sys.argv))

@@ -130,9 +130,17 @@ def run_path(cfg: ShiftsConfig) -> Path:
 
 
 def train(cfg: ShiftsConfig) -> Path:
-    d = run_path(cfg)
-    store = RunStore(d, OmegaConf.structured(cfg), RESUMABLE,
+    """Run (or resume, or skip) one task sequence; its directory stays locked while it trains."""
+    store = RunStore(run_path(cfg), OmegaConf.structured(cfg), RESUMABLE,
                      ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant, cfg.seed))
+    try:
+        return _train(cfg, store)
+    finally:
+        store.release()
+
+
+def _train(cfg: ShiftsConfig, store: RunStore) -> Path:
+    d = store.dir
     if store.finished("tasks"):
         return d
     found = store.prepare()
