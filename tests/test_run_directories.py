@@ -156,3 +156,23 @@ def test_without_a_terminal_a_run_prints_its_plan_and_progress_lines(tmp_path):
     assert "it never updates (agent.learning_starts=5,000 >= total_steps)" in lines[0]
     assert "first probe at step 600" in lines[0]
     assert any(line.startswith("step ") and "steps/s, ETA" in line for line in lines[1:]), result.stdout
+
+
+def test_a_saved_config_that_predates_a_key_still_matches_its_run():
+    from omegaconf import OmegaConf
+
+    from runner.config import RESUMABLE_CHANGES
+    from runner.store import config_differences
+
+    cfg = compose_config(TINY_DQN)
+    saved = OmegaConf.to_container(cfg)
+    del saved["agent"]["replay_at_shift"]  # written by a version without that key
+    assert config_differences(OmegaConf.create(saved), cfg, RESUMABLE_CHANGES) == []
+    saved["agent"]["lr"] = 0.5
+    assert config_differences(OmegaConf.create(saved), cfg, RESUMABLE_CHANGES) == ["agent.lr: 0.5 -> 0.00025"]
+
+
+def test_long_variant_labels_still_name_one_directory():
+    cfg = compose_config(["intervention=plasticity_injection_shrink_perturb_l2init", "agent.lr=0.000123",
+                          "agent.gamma=0.987", "agent.buffer_size=123456", "agent.batch_size=64", "agent.n_step=3"])
+    assert len(cfg.variant) <= 100 and "_more," in cfg.variant
