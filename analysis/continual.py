@@ -115,6 +115,17 @@ def against_fresh(table: pd.DataFrame, runs: pd.DataFrame, random: pd.Series) ->
     return out.drop(columns=["fresh_agent", *EXPERIMENT[4:]]), notes
 
 
+def _seed_notes(scores: pd.DataFrame) -> list[str]:
+    """One line per (suite, agent) whose variants ran different numbers of seeds."""
+    notes = []
+    for (suite, agent), rows in scores.groupby(["suite", "agent"]):
+        counts = rows.groupby("variant").seed.nunique()
+        if counts.nunique() > 1:
+            notes.append(f"note: {suite}/{agent}: variants ran different numbers of seeds "
+                         f"({', '.join(f'{v} {n}' for v, n in counts.items())}); each is aggregated over its own")
+    return notes
+
+
 def vs_fresh_scores(table: pd.DataFrame) -> pd.DataFrame:
     """Per run and task game, the mean ``vs_fresh`` over the tasks after the first (the score
     ``stats.aggregate`` takes: games = task games)."""
@@ -179,8 +190,9 @@ def tables(runs, reps: int, seed: int) -> dict:
         return {}
     table, notes = against_fresh(table, runs.runs, random_scores())
     averages = run_averages(runs.runs, runs.returns)
-    scores, cut = stats.comparable(vs_fresh_scores(table))
+    scores = vs_fresh_scores(table)  # each variant on all its seeds (the seeds column says how many)
     vs_fresh = stats.aggregate(scores, reps, seed) if len(scores) else pd.DataFrame()
+    cut = _seed_notes(scores)
     average = per_game(averages, "average_return", reps, seed)
     text = ("## Against a fresh agent: mean of (R - R_random) / (R_fresh - R_random) over tasks 1 on\n\n"
             + (markdown(vs_fresh, ["suite", "agent"]) if len(vs_fresh) else "(no run has a fresh agent)\n")
