@@ -170,11 +170,9 @@ def markdown(aggregate: pd.DataFrame, by: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def short_labels(frame: pd.DataFrame, fresh: set[str]) -> pd.DataFrame:
-    """Variants named by their intervention ("fresh agent" for the fresh runs) for a figure's axis,
-    when that names each one apart; else the full labels (tables/continual.md has them all)."""
-    label = {v: "fresh agent" if v in fresh else v.split("[")[0] for v in frame.variant.unique()}
-    return frame.assign(variant=frame.variant.map(label)) if len(set(label.values())) == len(label) else frame
+def fresh_named(frame: pd.DataFrame, fresh: set[str]) -> pd.DataFrame:
+    """The fresh runs' variants named "fresh agent" on a figure (plots.short_labels names the rest)."""
+    return frame.assign(variant=frame.variant.where(~frame.variant.isin(fresh), "fresh agent"))
 
 
 def _few_seeds(frame: pd.DataFrame) -> str:
@@ -216,7 +214,7 @@ def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -
         mine = runs.returns.merge(shifted[METHOD_RUN], on=METHOD_RUN)
         horizon, interval = int(shifted.total_steps.max()), int(shifted.shift_interval.min())
         grid = step_grid(mine, "episode_return", bins, [*stats.METHOD, "game", "seed"], horizon)
-        curve = short_labels(stats.iqm_curves(grid, "episode_return", curve_reps, seed, by=("game",)), fresh)
+        curve = fresh_named(stats.iqm_curves(grid, "episode_return", curve_reps, seed, by=("game",)), fresh)
         figure = plots.curves(curve, "game", "IQM episode return (raw score)",
                               f"{suite} / {agent}: continual runs, task switches every {interval:,} steps (dotted)",
                               sharey=False)
@@ -226,12 +224,12 @@ def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -
         result["files"] += plots.save(figure, out, f"{tag}_returns")
         mine_fresh = vs_fresh[(vs_fresh.suite == suite) & (vs_fresh.agent == agent)] if len(vs_fresh) else vs_fresh
         if len(mine_fresh):
-            iqm = short_labels(mine_fresh[mine_fresh.statistic == "iqm"], fresh).assign(panel="IQM over seeds and games")
+            iqm = fresh_named(mine_fresh[mine_fresh.statistic == "iqm"], fresh).assign(panel="IQM over seeds and games")
             result["files"] += plots.save(plots.interval_bars(
                 iqm, "panel", "score against a fresh agent (1 = as good, 0 = random)",
                 f"{suite} / {agent}: tasks 1 on against a fresh agent on each\n{CI_LABEL}{_few_seeds(iqm)}"),
                 out, f"{tag}_vs_fresh")
-        mine_average = short_labels(average[(average.suite == suite) & (average.agent == agent)
+        mine_average = fresh_named(average[(average.suite == suite) & (average.agent == agent)
                                             & (average.statistic == "iqm")], fresh)
         result["files"] += plots.save(plots.interval_bars(
             mine_average, "game", "average return over the run",
