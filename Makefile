@@ -20,9 +20,9 @@ LAUNCHER ?= local
 NPROC := $(shell env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1)
 JOBS ?= $(NPROC)
 THREADS ?= $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
-EXPERIMENTS = $(sort $(basename $(notdir $(wildcard configs/experiment/*.yaml))))
+EXPERIMENTS = $(sort $(basename $(notdir $(wildcard plasticity_bench/configs/experiment/*.yaml))))
 # the agent registry: every @register("name") under agents/ (read without Python: make help needs no .venv)
-AGENTS = $(sort $(shell sed -n 's/^@register("\([a-z0-9_]*\)")/\1/p' agents/*.py))
+AGENTS = $(sort $(shell sed -n 's/^@register("\([a-z0-9_]*\)")/\1/p' plasticity_bench/agents/*.py))
 space := $(subst ,, )
 
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
@@ -34,7 +34,7 @@ help: ## this list
 	@echo "targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
 	@echo "variables (for atari / minatar / classic):"
-	@echo "  AGENT=$(subst $(space),|,$(AGENTS))      agent (registry: agents/)"
+	@echo "  AGENT=$(subst $(space),|,$(AGENTS))      agent (registry: plasticity_bench/agents/)"
 	@echo "  INTERVENTION=none         intervention name or a_b composition"
 	@echo "  GAME=...                  Atari game (default Breakout), MinAtar game (default breakout) or"
 	@echo "                            classic game (CartPole, Acrobot, LunarLander; default CartPole)"
@@ -45,13 +45,13 @@ help: ## this list
 	@echo "  TASK=label_reset          label_reset label_permutation input_permutation target_offset"
 	@echo "                            target_scale abrupt_shift smooth_shift; INTERVENTION, SEED, RUN_DIR, ARGS as above"
 	@echo "variables (for sweep):"
-	@echo "  EXPERIMENT=name           one of: $(EXPERIMENTS) (configs/experiment/)"
+	@echo "  EXPERIMENT=name           one of: $(EXPERIMENTS) (plasticity_bench/configs/experiment/)"
 	@echo "  LAUNCHER=local|slurm      joblib on this machine (JOBS=$(JOBS) runs at once, THREADS=$(THREADS) each) or Slurm"
 	@echo "  DRY=1                     list the jobs (new / resume / done) and launch nothing"
 	@echo "  RUN_DIR, ARGS             as above; ARGS overrides every job (a,b sweeps a key)"
 	@echo "variables (for figures):"
 	@echo "  RUNS=runs OUT=figures     folder of runs; where tables/ and the figures go"
-	@echo "  FIGURE_ARGS=\"...\"         e.g. \"--final-fraction 0.1 --reps 2000 --bins 40\" (python -m analysis -h)"
+	@echo "  FIGURE_ARGS=\"...\"         e.g. \"--final-fraction 0.1 --reps 2000 --bins 40\" (python -m plasticity_bench figures -h)"
 
 $(STAMP): pyproject.toml
 	@echo "creating $(VENV) (first use only)"
@@ -60,33 +60,33 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 atari: $(STAMP) ## one Atari run via EnvPool: make atari AGENT=dqn INTERVENTION=none GAME=Breakout
-	$(PY) -m runner env=atari $(RUN_ARGS)
+	$(PY) -m plasticity_bench run env=atari $(RUN_ARGS)
 
 minatar: $(STAMP) ## one MinAtar run: make minatar AGENT=dqn GAME=breakout
-	$(PY) -m runner env=minatar $(RUN_ARGS)
+	$(PY) -m plasticity_bench run env=minatar $(RUN_ARGS)
 
 classic: $(STAMP) ## one classic-control run (CartPole, Acrobot, LunarLander): make classic AGENT=ppo GAME=CartPole
-	$(PY) -m runner env=classic $(RUN_ARGS)
+	$(PY) -m plasticity_bench run env=classic $(RUN_ARGS)
 
 TASK ?= label_reset
 shifts: $(STAMP) ## one supervised task sequence: make shifts TASK=label_reset INTERVENTION=ln_l2
-	$(PY) -m shifts task=$(TASK) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) $(ARGS)
+	$(PY) -m plasticity_bench shifts task=$(TASK) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) $(ARGS)
 
 sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sweep EXPERIMENT=minatar_ln_l2
-	@if [ ! -f configs/experiment/$(EXPERIMENT).yaml ]; then \
+	@if [ ! -f plasticity_bench/configs/experiment/$(EXPERIMENT).yaml ]; then \
 	  echo "error: unknown experiment '$(EXPERIMENT)'; valid: $(EXPERIMENTS)" >&2; exit 2; fi
 	@if [ "$(LAUNCHER)" != local ] && [ "$(LAUNCHER)" != slurm ]; then \
 	  echo "error: unknown launcher '$(LAUNCHER)'; valid: local, slurm" >&2; exit 2; fi
 	@# every job's config is checked (and listed with DRY=1) before anything is launched
-	$(PY) -m runner.sweep $(if $(DRY),--plan,--check) +experiment=$(EXPERIMENT) run_dir=$(RUN_DIR) $(ARGS)
-	$(if $(DRY),,$(PY) -m runner.sweep --multirun +experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) run_dir=$(RUN_DIR) \
+	$(PY) -m plasticity_bench sweep $(if $(DRY),--plan,--check) +experiment=$(EXPERIMENT) run_dir=$(RUN_DIR) $(ARGS)
+	$(if $(DRY),,$(PY) -m plasticity_bench sweep --multirun +experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) run_dir=$(RUN_DIR) \
 	  $(if $(filter local,$(LAUNCHER)),hydra.launcher.n_jobs=$(JOBS) threads=$(THREADS),threads='$${hydra:launcher.cpus_per_task}') $(ARGS))
 
 figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures
-	$(PY) -m analysis $(RUNS) $(OUT) $(FIGURE_ARGS)
+	$(PY) -m plasticity_bench figures $(RUNS) $(OUT) $(FIGURE_ARGS)
 
 bench: $(STAMP) ## speed and memory on this machine, ours / reference rows: one table, bench/results.csv (BENCH_ARGS="--quick | --tiny | --large | --references-only")
-	$(PY) -m bench $(BENCH_ARGS)
+	$(PY) -m plasticity_bench bench $(BENCH_ARGS)
 
 test: $(STAMP) ## the fast test suite (what CI runs), one worker per core, one torch thread each
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(NPROC)

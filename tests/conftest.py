@@ -34,19 +34,19 @@ def find_run(root, suite="minatar", game="breakout", agent="dqn", intervention="
 
 
 def planned_run(*args):
-    """The run directory ``python -m runner *args`` will use (composed here, as the runner does)."""
-    from runner.config import compose_config, run_path
+    """The run directory ``python -m plasticity_bench run *args`` will use (composed here, as the runner does)."""
+    from plasticity_bench.runner.config import compose_config, run_path
 
     return run_path(compose_config(list(args)))
 
 
 def runner_cmd(*args):
-    return [sys.executable, "-m", "runner", *args]
+    return [sys.executable, "-m", "plasticity_bench", "run", *args]
 
 
 @pytest.fixture
 def run(tmp_path):
-    """Run ``python -m runner`` in a subprocess under tmp_path; returns CompletedProcess."""
+    """Run ``python -m plasticity_bench run`` in a subprocess under tmp_path; returns CompletedProcess."""
     def _run(*args, check=True, env=None):
         env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
         result = subprocess.run(runner_cmd(f"run_dir={tmp_path}", *args), cwd=ROOT, env=env,

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import stats
-from analysis.__main__ import main
-from analysis.load import AnalysisError, load_runs
-from analysis.scores import final_scores, normalise, step_grid
-from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, legacy_columns
-from runner.logger import CSVLog
+from plasticity_bench.analysis import stats
+from plasticity_bench.analysis.__main__ import main
+from plasticity_bench.analysis.load import AnalysisError, load_runs
+from plasticity_bench.analysis.scores import final_scores, normalise, step_grid
+from plasticity_bench.core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, legacy_columns
+from plasticity_bench.runner.logger import CSVLog
 
 
 def write_run(root, suite, game, intervention, seed, returns, metrics=(), total_steps=1000, done=True, variant=None):
@@ -176,7 +176,7 @@ def test_shifts_runs_get_per_task_figures_beside_rl_runs(tmp_path):
 
 
 def test_probability_of_improvement_takes_the_experiments_none_variant_as_its_baseline():
-    from analysis.stats import probability_of_improvement
+    from plasticity_bench.analysis.stats import probability_of_improvement
 
     rows = [{"suite": "minatar", "agent": "dqn", "intervention": i, "variant": f"{i}[env.shift.kind=x]", "game": g,
              "seed": s, "normalized_score": float(s + (i == "ln"))}
@@ -187,7 +187,7 @@ def test_probability_of_improvement_takes_the_experiments_none_variant_as_its_ba
 
 
 def test_figures_name_variants_by_intervention_and_draw_the_entk_condition_on_a_log_axis():
-    from analysis import plots
+    from plasticity_bench.analysis import plots
 
     frame = pd.DataFrame([{"variant": v, "metric": m, "step": s, "value": 10.0 ** s, "ci_low": 1.0, "ci_high": 2.0}
                           for v in ("none[a=1]", "ln_l2[a=1,b=2]") for m in ("entk_condition", "probe_loss")

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from agents.optim import CenteredRMSprop
-from bench.__main__ import benched_agents, large_replay, main
-from bench.arithmetic import floor_seconds, update_flops
+from plasticity_bench.agents.optim import CenteredRMSprop
+from plasticity_bench.bench.__main__ import benched_agents, large_replay, main
+from plasticity_bench.bench.arithmetic import floor_seconds, update_flops
 
 
 def test_tiny_bench_writes_every_row(tmp_path, capsys):

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_DQN, TINY_PPO, planned_run
-from envs import ClassicConfig, MinAtarConfig, make_env
-from envs.minatar import MinAtarEnv
-from envs.shift import ShiftConfig
-from runner.config import ConfigError, compose_config
+from plasticity_bench.envs import ClassicConfig, MinAtarConfig, make_env
+from plasticity_bench.envs.minatar import MinAtarEnv
+from plasticity_bench.envs.shift import ShiftConfig
+from plasticity_bench.runner.config import ConfigError, compose_config
 
 
 def pair(kind, smooth=False, num_envs=2, interval=10, **shift):
@@ -124,7 +124,7 @@ def test_bad_shift_values_are_refused_before_a_run_starts(args, message):
 
 
 def test_task_visits_keep_the_first_visit_of_the_same_game_as_a_transfer_view():
-    from analysis.continual import visits
+    from plasticity_bench.analysis.continual import visits
 
     ident = {"suite": "minatar", "game": "breakout", "agent": "ppo", "intervention": "none", "variant": "v", "seed": 0}
     runs = pd.DataFrame([{**ident, "shift_kind": "game_cycle", "shift_interval": 100, "shift_games": "a,b",
@@ -142,7 +142,7 @@ def test_figures_read_gzipped_csvs_and_write_the_continual_table(run, tmp_path):
     import gzip
     import shutil
 
-    from analysis.__main__ import main as figures
+    from plasticity_bench.analysis.__main__ import main as figures
 
     overrides = [*TINY_PPO, "env.shift.kind=game_cycle", "env.shift.interval=1000", "env.shift.games=[breakout,asterix]"]
     run(*overrides)
@@ -167,8 +167,8 @@ def test_the_calibration_table_is_what_the_committed_csvs_give():
     tables/continual.csv."""
     import re
 
-    from analysis.continual import visits
-    from analysis.load import load_runs
+    from plasticity_bench.analysis.continual import visits
+    from plasticity_bench.analysis.load import load_runs
     from conftest import ROOT
 
     page = (ROOT / "docs" / "experiments" / "minatar_continual.md").read_text()
@@ -192,7 +192,7 @@ def test_bad_continual_values_exit_2_and_create_nothing(tmp_path):
                  ["env=classic", "env.num_envs=3", "env.shift.kind=obs_offset", "env.shift.interval=1000"],
                  ["env=minatar", "env.shift.kind=obs_offset"], ["env=classic", "env.game=Pong"],
                  ["env=classic", "intervention=weight_clip", "interventions.weight_clip.kappa=-2"]):
-        result = subprocess.run([sys.executable, "-m", "runner", f"run_dir={tmp_path}", *args], cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", "plasticity_bench", "run", f"run_dir={tmp_path}", *args], cwd=ROOT,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), args
         assert not any(tmp_path.iterdir()), args
@@ -254,9 +254,9 @@ def test_offsets_are_drawn_from_the_seed_and_the_task_alone():
 def test_probes_at_a_switch_measure_the_network_before_an_at_shift_intervention_acts(monkeypatch, tmp_path):
     """The probe row of a switch step is the network that learned the task that ends: a reset of
     every layer at the switch comes after it."""
-    from interventions import Composition
-    from probes import Prober
-    from runner.loop import Run
+    from plasticity_bench.interventions import Composition
+    from plasticity_bench.probes import Prober
+    from plasticity_bench.runner.loop import Run
 
     calls = []
     monkeypatch.setattr(Prober, "__call__", lambda self, agent: calls.append("probe") or [])
@@ -276,9 +276,9 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
     import torch
     from omegaconf import OmegaConf
 
-    import agents
-    from interventions import Composition
-    from nets.networks import reinitialised
+    from plasticity_bench import agents
+    from plasticity_bench.interventions import Composition
+    from plasticity_bench.nets.networks import reinitialised
 
     cfg = compose_config([*args, "intervention=reset", "interventions.reset.at_shift=true", "interventions.reset.layers=0",
                           "env.shift.kind=obs_permutation", "env.shift.interval=800"])
@@ -306,7 +306,7 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
 
 
 def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_seed(capsys):
-    from analysis.continual import against_fresh, visits, vs_fresh_scores
+    from plasticity_bench.analysis.continual import against_fresh, visits, vs_fresh_scores
 
     shift = {"shift_kind": "obs_offset", "shift_interval": 100, "shift_games": "", "shift_settings": "sigma=2.0",
              "last_step": 300, "total_steps": 300, "complete": True, "rollout": 0}
@@ -338,8 +338,8 @@ def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_
 def test_the_committed_continual_tables_are_what_the_csvs_give_and_the_page_holds_them(experiment):
     """results/<experiment>/figures/tables/continual.md is rebuilt from the committed CSVs by the code
     `make figures` runs, and docs/experiments/<experiment>.md holds it unchanged."""
-    from analysis.continual import tables
-    from analysis.load import load_runs
+    from plasticity_bench.analysis.continual import tables
+    from plasticity_bench.analysis.load import load_runs
     from conftest import ROOT
 
     committed = (ROOT / "results" / experiment / "figures" / "tables" / "continual.md").read_text()
@@ -351,7 +351,7 @@ def test_the_committed_continual_tables_are_what_the_csvs_give_and_the_page_hold
 
 @pytest.mark.parametrize("policy, kept", [("keep", 1600), ("clear", 800)])
 def test_dqn_keeps_or_clears_its_replay_at_a_switch(tmp_path, policy, kept):
-    from runner.loop import Run
+    from plasticity_bench.runner.loop import Run
 
     overrides = [*TINY_DQN, "total_steps=1600", "env.shift.kind=obs_permutation", "env.shift.interval=800",
                  f"agent.replay_at_shift={policy}", f"run_dir={tmp_path}"]

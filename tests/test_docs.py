@@ -1,10 +1,10 @@
 """The README lists what the registries hold: agents, suites and interventions."""
 import re
 
-import agents
+from plasticity_bench import agents
 from conftest import ROOT
-from envs import SUITES
-from interventions import INTERVENTIONS
+from plasticity_bench.envs import SUITES
+from plasticity_bench.interventions import INTERVENTIONS
 
 
 def readme() -> str:
@@ -23,19 +23,25 @@ def test_the_configuration_table_lists_every_registered_agent_and_suite():
     assert row["agent"] == set(agents.AGENTS) and row["env"] == set(SUITES)
 
 
+def layer(module: str) -> str:
+    """``plasticity_bench.nets.networks`` -> ``nets``; anything else -> its top-level name."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "plasticity_bench" and len(parts) > 1 else parts[0]
+
+
 def imports_of(package: str) -> dict[str, set[str]]:
     """module path -> the top-level packages it imports (from the source, with ast)."""
     import ast
 
     found = {}
-    for path in (ROOT / package).rglob("*.py"):
+    for path in (ROOT / "plasticity_bench" / package).rglob("*.py"):
         tree = ast.parse(path.read_text())
         names = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
+                names |= {layer(alias.name) for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module.split(".")[0])
+                names |= {layer(node.module)} if node.module != "plasticity_bench" else {a.name for a in node.names}
         found[str(path.relative_to(ROOT))] = names
     return found
 
@@ -63,7 +69,8 @@ def test_probes_interventions_shifts_and_analysis_do_not_load_agents_even_indire
     import subprocess
     import sys
 
-    code = ("import sys, probes, interventions, shifts.train, analysis.__main__; "
-            "print(sorted(m for m in ('agents', 'envs', 'runner.config') if m in sys.modules))")
+    code = ("import sys; from plasticity_bench import probes, interventions; import plasticity_bench.shifts.train, "
+            "plasticity_bench.analysis.__main__; print(sorted(m for m in ('agents', 'envs', 'runner.config') "
+            "if 'plasticity_bench.' + m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr

@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from agents.dqn import DQN, DQNConfig
-from agents.replay import ReplayBuffer
-from envs import AtariConfig, make_env
-from interventions import Composition
-from runner.config import compose_config
-from runner.loop import Run
+from plasticity_bench.agents.dqn import DQN, DQNConfig
+from plasticity_bench.agents.replay import ReplayBuffer
+from plasticity_bench.envs import AtariConfig, make_env
+from plasticity_bench.interventions import Composition
+from plasticity_bench.runner.config import compose_config
+from plasticity_bench.runner.loop import Run
 
 
 def make_dqn(num_envs=4, intervention="none", **overrides):
@@ -144,7 +144,7 @@ def test_metrics_cover_every_update_of_a_step_and_keep_interval_hook_metrics():
 def linear(weight, bias=None):
     """A tiny network with fixed weights: Q(s) = W s (+ b)."""
     from torch import nn
-    from nets.networks import Network
+    from plasticity_bench.nets.networks import Network
     head = nn.Linear(len(weight[0]), len(weight), bias=bias is not None)
     with torch.no_grad():
         head.weight.copy_(torch.tensor(weight, dtype=torch.float32))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from minatar import Environment
 
-from envs import AtariConfig, ClassicConfig, MinAtarConfig, UnknownChoice, make_env
+from plasticity_bench.envs import AtariConfig, ClassicConfig, MinAtarConfig, UnknownChoice, make_env
 
 
 def test_atari_shapes_and_dtypes():

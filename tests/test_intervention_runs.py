@@ -5,11 +5,11 @@ import dataclasses
 import pandas as pd
 import pytest
 
-import agents
-from interventions import INTERVENTIONS, Composition, split_name
-from nets.surgery import optimizer_holds_exactly
-from runner.config import compose_config
-from runner.loop import Run
+from plasticity_bench import agents
+from plasticity_bench.interventions import INTERVENTIONS, Composition, split_name
+from plasticity_bench.nets.surgery import optimizer_holds_exactly
+from plasticity_bench.runner.config import compose_config
+from plasticity_bench.runner.loop import Run
 
 
 def fires_often() -> list[str]:

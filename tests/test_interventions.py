@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from interventions import Composition, split_name
-from nets.networks import build_network, reinitialised
-from nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers
-from nets.capture import capture, dormant_scores
+from plasticity_bench.interventions import Composition, split_name
+from plasticity_bench.nets.networks import build_network, reinitialised
+from plasticity_bench.nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers
+from plasticity_bench.nets.capture import capture, dormant_scores
 
 
 def test_names_compose_and_unknown_names_list_the_valid_ones():
@@ -49,7 +49,7 @@ def test_crelu_keeps_the_parameter_count_within_5_percent(obs_shape):
 
 
 def test_two_hot_projection_round_trips_exactly_inside_the_range():
-    from nets.values import hl_gauss, support, two_hot
+    from plasticity_bench.nets.values import hl_gauss, support, two_hot
     atoms = support(-10, 10, 51)
     values = torch.tensor([-10.0, -3.3, 0.0, 0.25, 7.77, 10.0])
     probs = two_hot(values, atoms)
@@ -299,7 +299,7 @@ def test_weight_clip_keeps_every_weight_within_kappa_times_its_init_bound():
 def test_after_plasticity_injection_the_probes_measure_the_injected_path():
     """Probes measure the layers that learn and act: after the injection, the encoder under the
     fresh hidden layers, not the frozen old ones (here all dead)."""
-    from probes.units import unit_diagnostics
+    from plasticity_bench.probes.units import unit_diagnostics
 
     torch.manual_seed(0)
     net = Composition("plasticity_injection").build(lambda **kw: build_network((6,), 3, "mlp", **kw))

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from interventions import Composition
-from nets.networks import Network, build_network, eval_mode
-from nets.surgery import optimizer_holds_exactly, zero_moments
-from nets.values import hl_gauss, support
-from probes import first_distinct
-from probes.ntk import RELATIVE_FLOOR, entk_diagnostics, entk_gram
+from plasticity_bench.interventions import Composition
+from plasticity_bench.nets.networks import Network, build_network, eval_mode
+from plasticity_bench.nets.surgery import optimizer_holds_exactly, zero_moments
+from plasticity_bench.nets.values import hl_gauss, support
+from plasticity_bench.probes import first_distinct
+from plasticity_bench.probes.ntk import RELATIVE_FLOOR, entk_diagnostics, entk_gram
 from tests.test_dqn import feed, make_dqn
 from tests.test_interventions import fake_agent, mlp_with_dead_units
 from tests.test_ppo import make_ppo

@@ -2,7 +2,7 @@
 import platform
 import sys
 
-from core import memory
+from plasticity_bench.core import memory
 
 
 def test_keep_freed_memory_applies_on_glibc_linux_and_nowhere_else(monkeypatch):
@@ -15,12 +15,12 @@ def test_keep_freed_memory_applies_on_glibc_linux_and_nowhere_else(monkeypatch):
 
 
 def test_a_run_keeps_freed_memory(tmp_path, monkeypatch):
-    import runner.loop
-    from runner.config import compose_config
+    import plasticity_bench.runner.loop as loop
+    from plasticity_bench.runner.config import compose_config
 
     calls = []
-    monkeypatch.setattr(runner.loop, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(loop, "keep_freed_memory", lambda: calls.append(1) or True)
     cfg = compose_config(["env=minatar", "agent=random", "total_steps=20", f"run_dir={tmp_path}", "log.progress=false",
                           "probe.interval=0", "checkpoint.interval=0"])
-    runner.loop.Run(cfg).train()
+    loop.Run(cfg).train()
     assert calls == [1]

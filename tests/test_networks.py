@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from nets import networks
-from nets.networks import PatchConv2d, build_network, reinitialised
+from plasticity_bench.nets import networks
+from plasticity_bench.nets.networks import PatchConv2d, build_network, reinitialised
 
 PATCH_INDEX = networks.patch_index
 
@@ -186,7 +186,7 @@ def test_tower_layernorm_normalises_each_tower_apart():
 
 
 def test_dormant_scores_of_separate_towers_are_each_against_their_own_tower():
-    from nets.capture import dormant_scores, towers
+    from plasticity_bench.nets.capture import dormant_scores, towers
 
     net = build_network((4,), 3, "mlp", towers=(2, 1))
     assert towers(net) == 2 and towers(build_network((4,), 3, "mlp")) == 1

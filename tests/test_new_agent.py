@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from hydra.core.config_store import ConfigStore
 
-import agents
-from runner.config import compose_config
-from runner.loop import Run
+from plasticity_bench import agents
+from plasticity_bench.runner.config import compose_config
+from plasticity_bench.runner.loop import Run
 
 REINFORCE = '''
 """REINFORCE with a learned baseline: one update per finished episode of an env."""
@@ -21,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents import register
-from agents.optim import gradient_step
-from core.ranges import ranged
-from nets.networks import build_network, eval_mode
+from plasticity_bench.agents import register
+from plasticity_bench.agents.optim import gradient_step
+from plasticity_bench.core.ranges import ranged
+from plasticity_bench.nets.networks import build_network, eval_mode
 
 
 @dataclass
@@ -125,7 +125,7 @@ def reinforce(tmp_path):
 @pytest.mark.parametrize("intervention", ["none", "ln_l2", "redo", "two_hot"])
 def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_path, monkeypatch, intervention):
     assert len(REINFORCE.splitlines()) < 100
-    from interventions.l2 import L2
+    from plasticity_bench.interventions.l2 import L2
     real, pulled = L2.gradients, []
     monkeypatch.setattr(L2, "gradients", lambda self, network: pulled.append(real(self, network)))
     overrides = ["env=minatar", "agent=reinforce", f"intervention={intervention}", "total_steps=1500",
@@ -148,7 +148,7 @@ def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_pa
 
 
 def test_an_agent_that_misses_part_of_the_protocol_cannot_register():
-    from agents import register
+    from plasticity_bench.agents import register
 
     @dataclasses.dataclass
     class HalfConfig:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from agents import optim
-from agents.optim import CenteredRMSprop
+from plasticity_bench.agents import optim
+from plasticity_bench.agents.optim import CenteredRMSprop
 
 
 def test_matches_torch_centred_rmsprop():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.ppo import PPO, PPOConfig, gae
-from interventions import Composition
+from plasticity_bench.agents.ppo import PPO, PPOConfig, gae
+from plasticity_bench.interventions import Composition
 
 GAMMA, LAM = 0.9, 0.5
 
@@ -155,7 +155,7 @@ def test_a_resume_seam_cuts_the_rollout_and_bootstraps_from_the_last_observation
 
 
 def test_the_discounted_value_target_bootstraps_only_where_an_episode_or_the_rollout_ends():
-    from agents.ppo import gae
+    from plasticity_bench.agents.ppo import gae
 
     rewards, dones = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[0.0], [1.0], [0.0]])
     target = gae(rewards, torch.zeros_like(rewards), dones, torch.tensor([10.0]), 0.5, 1.0)

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from nets.networks import Network, build_network
-from probes import ProbeConfig, Prober, entk_diagnostics, entk_gram, probe_loss
-from probes.fitting import random_targets
-from probes.units import dormant_scores, effective_rank, unit_diagnostics, zombie_mask
+from plasticity_bench.nets.networks import Network, build_network
+from plasticity_bench.probes import ProbeConfig, Prober, entk_diagnostics, entk_gram, probe_loss
+from plasticity_bench.probes.fitting import random_targets
+from plasticity_bench.probes.units import dormant_scores, effective_rank, unit_diagnostics, zombie_mask
 from tests.conftest import TINY_DQN, find_run
 from tests.test_dqn import feed, make_dqn
 
@@ -120,8 +120,8 @@ def random_label_tasks(intervention: str, tasks: int, seed: int = 0, steps_per_t
     setting); after each task, probe_loss of the network and of a fresh one, on 256 digits."""
     from sklearn.datasets import load_digits
 
-    from interventions import Composition
-    from nets.networks import reinitialised
+    from plasticity_bench.interventions import Composition
+    from plasticity_bench.nets.networks import reinitialised
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

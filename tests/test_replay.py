@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from agents.replay import VALID, ReplayBuffer
+from plasticity_bench.agents.replay import VALID, ReplayBuffer
 
 
 class FakeStackedEnv:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY_DQN, planned_run, runner_cmd
-from runner.config import ConfigError, compose_config
+from plasticity_bench.runner.config import ConfigError, compose_config
 
 
 def runner(tmp_path: Path, *args, **kw) -> subprocess.CompletedProcess:
@@ -33,14 +33,14 @@ def refused(result: subprocess.CompletedProcess, code: int, words: str) -> None:
 
 @pytest.mark.parametrize("label", ["../../../../ESCAPED", "a/b", "..", ".hidden", "x" * 101, "tab\there"])
 def test_a_label_that_would_leave_its_directory_is_refused_for_runs_shifts_and_sweeps(tmp_path, label):
-    from shifts.train import config_from
+    from plasticity_bench.shifts.train import config_from
 
     run_dir = tmp_path / "runs"
     refused(runner(run_dir, f"variant={label}", "total_steps=5"), 2, "cannot name a run directory")
     with pytest.raises(ValueError, match="cannot name a run directory|invalid override"):  # (a tab: YAML's refusal)
         config_from([f"variant={label}", "tasks=1", "steps_per_task=5", f"run_dir={run_dir}"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    sweep = subprocess.run([sys.executable, "-m", "runner.sweep", "--check", "+experiment=minatar_ln_l2",
+    sweep = subprocess.run([sys.executable, "-m", "plasticity_bench", "sweep", "--check", "+experiment=minatar_ln_l2",
                             f"variant={label}", f"run_dir={run_dir}"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
     refused(sweep, 2, "cannot name a run directory")
@@ -48,7 +48,7 @@ def test_a_label_that_would_leave_its_directory_is_refused_for_runs_shifts_and_s
 
 
 def test_the_shifts_arch_is_one_of_the_networks_before_anything_is_created(tmp_path):
-    from shifts.train import config_from
+    from plasticity_bench.shifts.train import config_from
 
     for arch in ("MLP", "../../ESCAPED_ARCH"):
         with pytest.raises(ValueError, match="arch="):
@@ -120,10 +120,10 @@ def test_a_whole_number_in_scientific_notation_is_a_step_count(agent):
 
 
 def test_figures_into_a_folder_it_cannot_write_is_one_line(tmp_path):
-    from analysis.__main__ import main as figures
+    from plasticity_bench.analysis.__main__ import main as figures
 
     runs = ROOT / "results" / "minatar_continual"
-    result = subprocess.run([sys.executable, "-m", "analysis", str(runs), "/proc/x"], cwd=ROOT, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "plasticity_bench", "figures", str(runs), "/proc/x"], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
     refused(result, 2, "cannot write to /proc/x")
     assert callable(figures)
@@ -132,15 +132,17 @@ def test_figures_into_a_folder_it_cannot_write_is_one_line(tmp_path):
 def test_an_agent_module_that_fails_to_import_breaks_only_itself(tmp_path):
     """A copy of the packages where agents/ holds one broken file: dqn still runs; asking for the
     broken one names the file and why."""
-    for entry in ROOT.iterdir():
+    package = tmp_path / "plasticity_bench"
+    package.mkdir()
+    for entry in (ROOT / "plasticity_bench").iterdir():
         if entry.name == "agents":
-            (tmp_path / "agents").mkdir()
+            (package / "agents").mkdir()
             for source in entry.glob("*.py"):
-                (tmp_path / "agents" / source.name).write_text(source.read_text())
-            (tmp_path / "agents" / "mine.py").write_text("import not_installed_anywhere\n")
-        elif entry.is_dir() and (entry / "__init__.py").exists() or entry.name == "configs":
-            (tmp_path / entry.name).symlink_to(entry)
-    code = ("import sys; from runner.config import compose_config, ConfigError\n"
+                (package / "agents" / source.name).write_text(source.read_text())
+            (package / "agents" / "mine.py").write_text("import not_installed_anywhere\n")
+        else:
+            (package / entry.name).symlink_to(entry)
+    code = ("import sys; from plasticity_bench.runner.config import compose_config, ConfigError\n"
             "print(compose_config(['agent=dqn']).agent.name)\n"
             "try: compose_config(['agent=mine'])\nexcept ConfigError as e: print(e)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
@@ -161,8 +163,8 @@ def test_without_a_terminal_a_run_prints_its_plan_and_progress_lines(tmp_path):
 def test_a_saved_config_that_predates_a_key_still_matches_its_run():
     from omegaconf import OmegaConf
 
-    from runner.config import RESUMABLE_CHANGES
-    from runner.store import config_differences
+    from plasticity_bench.runner.config import RESUMABLE_CHANGES
+    from plasticity_bench.runner.store import config_differences
 
     cfg = compose_config(TINY_DQN)
     saved = OmegaConf.to_container(cfg)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-import agents
+from plasticity_bench import agents
 from conftest import COMPILED, ROOT, TINY_DQN, TINY_PPO, find_run, planned_run, runner_cmd
-from core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
+from plasticity_bench.core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 
 
 def run_dir(tmp_path, intervention="none", agent="dqn", game="breakout", seed=0, suite="minatar"):
@@ -211,8 +211,8 @@ def test_atari_run_resumes_after_sigint(run, tmp_path):
 def test_config_differences_ignore_families_the_run_does_not_use():
     from omegaconf import OmegaConf
 
-    from runner.config import RESUMABLE_CHANGES, compose_config
-    from runner.store import config_differences
+    from plasticity_bench.runner.config import RESUMABLE_CHANGES, compose_config
+    from plasticity_bench.runner.store import config_differences
 
     new = compose_config(["intervention=l2", "total_steps=5"])
     saved = OmegaConf.create(OmegaConf.to_container(new))

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.__main__ import main as figures
+from plasticity_bench.analysis.__main__ import main as figures
 from conftest import ROOT, TINY_DQN, planned_run, runner_cmd
-from core.schema import METRICS_COLUMNS, legacy_columns
-from runner.config import compose_config
-from runner.logger import CSVLog
+from plasticity_bench.core.schema import METRICS_COLUMNS, legacy_columns
+from plasticity_bench.runner.config import compose_config
+from plasticity_bench.runner.logger import CSVLog
 
 
 def test_variant_names_what_differs_from_the_defaults():

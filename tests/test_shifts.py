@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from shifts.tasks import TASKS, digits
-import shifts.train as shifts_train
-from shifts.train import ShiftsConfig, config_from, train
+from plasticity_bench.shifts.tasks import TASKS, digits
+import plasticity_bench.shifts.train as shifts_train
+from plasticity_bench.shifts.train import ShiftsConfig, config_from, train
 
 SMALL = ["tasks=3", "steps_per_task=20", "inputs=200", "probe.steps=5", "probe.batch_size=32", "probe.entk_batch=8"]
 
@@ -99,7 +99,7 @@ def test_regression_runs_log_fvu(tmp_path, intervention):
                                            (["tasks=zero"], "invalid override"),
                                            (["intervention=two_hot"], "a categorical value head needs a regression task")])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "shifts", *SMALL, *args, f"run_dir={tmp_path}"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "plasticity_bench", "shifts", *SMALL, *args, f"run_dir={tmp_path}"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing written
@@ -144,7 +144,7 @@ def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
     crash_at_task(monkeypatch, 2, [*SMALL, "variant=mine", f"run_dir={tmp_path}"])
     saved = (run_dir := next(tmp_path.rglob("config.yaml"))).read_text()
     assert run_dir.parent.parent.name == "mine"
-    result = subprocess.run([sys.executable, "-m", "shifts", *SMALL, "variant=mine", "lr=0.01", f"run_dir={tmp_path}"],
+    result = subprocess.run([sys.executable, "-m", "plasticity_bench", "shifts", *SMALL, "variant=mine", "lr=0.01", f"run_dir={tmp_path}"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "holds a run with another config (lr: 0.001 -> 0.01)" in result.stderr
     assert run_dir.read_text() == saved  # config.yaml is not overwritten
@@ -156,7 +156,7 @@ def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
 
 def test_the_penalties_on_the_weights_act_in_the_supervised_loop(tmp_path, monkeypatch):
     """l2 and l2init add their gradient terms after backward: the loop must call them."""
-    from interventions.l2 import L2
+    from plasticity_bench.interventions.l2 import L2
     pulled = []
     monkeypatch.setattr(L2, "gradients", lambda self, network: pulled.append(network))
     train(config_from([*SMALL, f"run_dir={tmp_path}", "intervention=l2"]))

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import ROOT, find_run
-from runner.config import CONFIG_DIR, register_schemas
+from plasticity_bench.runner.config import CONFIG_DIR, register_schemas
 
 TINY = ["+experiment=minatar_ln_l2", "env.game=breakout,asterix", "intervention=none,ln_l2", "seed=0",
         "total_steps=300", "agent.learning_starts=100", "agent.buffer_size=500", "probe.interval=200", "probe.steps=5"]
@@ -16,7 +16,7 @@ TINY = ["+experiment=minatar_ln_l2", "env.game=breakout,asterix", "intervention=
 
 def sweep(*args, check=True):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "runner.sweep", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "plasticity_bench", "sweep", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=check, timeout=600)
 
 
@@ -72,7 +72,7 @@ def test_slurm_launcher_config_makes_the_expected_sbatch_script(tmp_path, monkey
     params = {k if k in base else f"slurm_{k}": v for k, v in launcher.items()
               if k not in ("_target_", "submitit_folder", "max_num_timeout") and v is not None}
     executor.update_parameters(**params)
-    script = executor._executor._make_submission_file_text("python -m runner.sweep", "job")
+    script = executor._executor._make_submission_file_text("python -m plasticity_bench sweep", "job")
     for line in ("#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4", "#SBATCH --gpus-per-node=1",
                  "#SBATCH --mem=16GB", "#SBATCH --time=2880"):
         assert line in script, line

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-import agents
-from core.ranges import Range, ranges
-from envs import SUITES
-from interventions import INTERVENTIONS
-from probes import ProbeConfig
-from runner.config import RUN_RANGES, ConfigError, compose_config
-from shifts.train import ShiftsConfig, config_from
+from plasticity_bench import agents
+from plasticity_bench.core.ranges import Range, ranges
+from plasticity_bench.envs import SUITES
+from plasticity_bench.interventions import INTERVENTIONS
+from plasticity_bench.probes import ProbeConfig
+from plasticity_bench.runner.config import RUN_RANGES, ConfigError, compose_config
+from plasticity_bench.shifts.train import ShiftsConfig, config_from
 from tests.conftest import ROOT
 
 
@@ -92,7 +92,7 @@ def test_bad_values_exit_2_with_one_line_and_create_nothing(run, tmp_path, args,
 
 
 def test_a_sweep_check_refuses_a_bad_value_of_any_job(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "runner.sweep", "--check", "+experiment=minatar_ln_l2",
+    result = subprocess.run([sys.executable, "-m", "plasticity_bench", "sweep", "--check", "+experiment=minatar_ln_l2",
                              "agent.gamma=0.99,1.5", f"run_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 2 and "agent.gamma=1.5 is out of range: must be in (0, 1]" in result.stderr

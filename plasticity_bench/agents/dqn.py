@@ -1,0 +1,243 @@
+"""DQN (Mnih et al. 2015), vectorized over a batch of envs.
+
+Defaults are the Atari reference (CleanRL-style, see docs/science.md); the MinAtar preset
+(Young & Tian 2019) is ``configs/preset/dqn_minatar.yaml``. Read top to bottom: config ->
+networks and optimizer -> acting -> storing and learning -> checkpoint state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from plasticity_bench.agents import register
+from plasticity_bench.agents.optim import CenteredRMSprop, gradient_step
+from plasticity_bench.agents.replay import ReplayBuffer
+from plasticity_bench.core.ranges import ranged
+from plasticity_bench.nets.networks import build_network, eval_mode
+from plasticity_bench.nets.values import ScalarValues
+
+
+@dataclass
+class DQNConfig:
+    name: str = "dqn"
+    """Registry name."""
+    lr: float = ranged(1e-4, gt=0)
+    """Learning rate."""
+    optimizer: str = ranged("adam", choices=("adam", "rmsprop"))
+    """adam | rmsprop (centred, as in the MinAtar paper)."""
+    optimizer_eps: float = ranged(1e-8, gt=0)
+    """Adam/RMSProp epsilon (MinAtar: 0.01, the paper's minimum squared gradient)."""
+    rmsprop_alpha: float = ranged(0.95, ge=0, lt=1)
+    """RMSProp squared-gradient momentum."""
+    buffer_size: int = ranged(1_000_000, ge=1)
+    """Replay capacity in transitions (frames are stored once)."""
+    batch_size: int = ranged(32, ge=1)
+    """Transitions per update."""
+    gamma: float = ranged(0.99, gt=0, le=1)
+    """Discount."""
+    n_step: int = ranged(1, ge=1)
+    """n-step returns (1 = plain DQN)."""
+    learning_starts: int = ranged(80_000, ge=0)
+    """Agent steps before the first update."""
+    updates_per_step: float = ranged(0.25, gt=0)
+    """Updates per agent step (0.25 = one update every 4 steps, whatever the number of envs)."""
+    target_update_interval: int = ranged(1000, ge=1)
+    """Updates between target network syncs."""
+    tau: float = ranged(1.0, gt=0, le=1)
+    """Target update: 1.0 = hard copy, < 1 = Polyak averaging at every sync."""
+    double_dqn: bool = False
+    """Double DQN targets. Off by default to match the reference DQN the presets reproduce."""
+    loss: str = ranged("mse", choices=("mse", "huber"))
+    """mse (CleanRL Atari) | huber (MinAtar paper)."""
+    max_grad_norm: float = ranged(0.0, ge=0)
+    """Clip the gradient norm to this; 0 = no clipping."""
+    epsilon_start: float = ranged(1.0, ge=0, le=1)
+    """Initial exploration rate."""
+    epsilon_end: float = ranged(0.01, ge=0, le=1)
+    """Final exploration rate."""
+    exploration_start: int = ranged(0, ge=0)
+    """Agent step at which epsilon starts to decay."""
+    exploration_steps: int = ranged(1_000_000, ge=0)
+    """Agent steps over which epsilon decays linearly."""
+    reward_clip: bool = True
+    """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
+    replay_at_shift: str = ranged("keep", choices=("keep", "clear"))
+    """At a task switch (env.shift): keep the replay buffer, with rewards as they were learned
+    (C-CHAIN's Continual MinAtar keeps it) | clear it (updates wait until it can sample again)."""
+    arch: str = ranged("auto", choices=("auto", "nature_cnn", "minatar_cnn", "mlp"))
+    """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
+
+
+@register("dqn")
+class DQN:
+    Config = DQNConfig
+    quick_overrides = ("agent.learning_starts=100", "agent.batch_size=4", "agent.buffer_size=500")
+
+    def __init__(self, cfg: DQNConfig, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
+        self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
+        self.interventions = interventions
+        self.rng = np.random.default_rng(seed)
+
+        obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
+        factory = lambda **kw: build_network(obs_shape, num_actions, cfg.arch, obs_scale, **kw)  # noqa: E731
+        self.values = interventions.value_head()  # scalar Q outputs, or categorical (two_hot, ...)
+        self.categorical = not isinstance(self.values, ScalarValues)
+        self.network = interventions.build(factory).to(device)
+        self.target = interventions.build(factory).to(device)
+        self.target.load_state_dict(self.network.state_dict())
+        self.target.requires_grad_(False)
+        self.target.eval()  # never trained: a spectral_norm target must not run power iterations
+        self.optimizer = self.make_optimizer()
+
+        stack = obs_shape[0] if np.dtype(obs_dtype) == np.uint8 else 1  # pixels: dedupe frames
+        self.new_replay = lambda: ReplayBuffer(cfg.buffer_size, num_envs, obs_shape, obs_dtype, stack, cfg.gamma,  # noqa: E731
+                                               cfg.n_step)
+        self.replay = self.new_replay()
+        self.refilling = False  # a cleared buffer: no update until it can sample
+        self.update_credit = 0.0  # fractional updates owed (updates_per_step x agent steps)
+        self.updates = 0
+
+    @staticmethod
+    def check_config(cfg) -> None:
+        """What the field ranges cannot say: a batch is drawn from what the buffer can hold."""
+        batch, buffer = cfg["agent"]["batch_size"], cfg["agent"]["buffer_size"]
+        if batch > buffer:
+            raise ValueError(f"agent.batch_size={batch:,} is larger than agent.buffer_size={buffer:,}: "
+                             "a batch is drawn from the buffer")
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Built from the live parameters; interventions that replace parameters call it again."""
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        if self.cfg.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.optimizer_eps, fused=self.device.type in ("cpu", "cuda"))
+        if self.cfg.optimizer == "rmsprop":
+            return CenteredRMSprop(params, lr=self.cfg.lr, alpha=self.cfg.rmsprop_alpha, eps=self.cfg.optimizer_eps)
+        raise ValueError(f"unknown optimizer '{self.cfg.optimizer}'; valid: adam, rmsprop")
+
+    # ---- acting -------------------------------------------------------------------------
+    def epsilon(self, step: int) -> float:
+        c = self.cfg
+        frac = min(max(step - c.exploration_start, 0) / max(c.exploration_steps, 1), 1.0)
+        return c.epsilon_start + frac * (c.epsilon_end - c.epsilon_start)
+
+    def act(self, obs: np.ndarray, step: int) -> np.ndarray:
+        explore = self.rng.random(self.num_envs) < self.epsilon(step)
+        if explore.all():
+            return self.rng.integers(self.num_actions, size=self.num_envs)
+        with torch.inference_mode(), eval_mode(self.network):  # acting is not a training forward
+            greedy = self.q_values(self.network(torch.as_tensor(obs, device=self.device))).argmax(1).cpu().numpy()
+        if not explore.any():  # random actions are drawn only when an env explores: once epsilon has
+            return greedy  # decayed, most steps skip that draw (about 8 us of a 1.2 ms MinAtar frame)
+        return np.where(explore, self.rng.integers(self.num_actions, size=self.num_envs), greedy)
+
+    # ---- storing and learning -----------------------------------------------------------
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
+        if self.cfg.reward_clip:
+            rewards = np.sign(rewards)
+        self.replay.add(obs, actions, rewards, next_obs, terminated, truncated)
+        if step < self.cfg.learning_starts or step < self.cfg.n_step * self.num_envs:
+            return {}  # (an n-step transition can be sampled once its env has taken n steps)
+        if self.refilling:
+            if not self.replay.can_sample():
+                return {}
+            self.refilling = False
+        self.update_credit += self.num_envs * self.cfg.updates_per_step
+        updates, hooks = [], {}
+        while self.update_credit >= 1.0:
+            self.update_credit -= 1.0
+            updates.append(self.update())
+            hooks.update(self.interventions.after_update(self, step))  # an interval hook fires once
+        if len(updates) <= 1:  # (MinAtar: one update per frame, no arithmetic on the host)
+            return {**(updates[0] if updates else {}), **hooks}
+        return {**{k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}, **hooks}
+
+    def task_switched(self) -> None:
+        """A new task starts (env.shift): the replay is kept or cleared (``replay_at_shift``)."""
+        if self.cfg.replay_at_shift == "clear":
+            self.replay, self.refilling = self.new_replay(), True
+
+    def restart(self) -> None:
+        """A fresh agent starts here (interventions.reset, ``layers=0``): a new, empty replay. The
+        exploration schedule and learning_starts still count from the run's first step."""
+        self.replay, self.refilling, self.update_credit = self.new_replay(), True, 0.0
+
+    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Q(s, .) from the network's outputs: the outputs themselves; with a categorical head
+        (two_hot, hl_gauss), the expectation of each action's distribution over the support."""
+        return self.values.q_values(outputs, self.num_actions) if self.categorical else outputs
+
+    @torch.no_grad()
+    def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``r + discount x Q_target(s', a*)``: the replay gives the n-step return r and gamma^k
+        (0 after a termination); a* is the target network's argmax, or the online network's with
+        Double DQN."""
+        next_q = self.q_values(self.target(batch["next_obs"]))
+        if not self.cfg.double_dqn:
+            return batch["rewards"] + batch["discounts"] * next_q.max(1).values
+        with eval_mode(self.network):
+            best = self.q_values(self.network(batch["next_obs"])).argmax(1, keepdim=True)
+        return batch["rewards"] + batch["discounts"] * next_q.gather(1, best).squeeze(1)
+
+    def update(self) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        batch = {k: torch.as_tensor(v, device=self.device) for k, v in self.replay.sample(c.batch_size, self.rng).items()}
+        target = self.td_target(batch)
+        outputs = self.network(batch["obs"])
+        if not self.categorical:  # DQN: Q(s, a) of the actions taken, regressed on the TD target
+            q = outputs.gather(1, batch["actions"][:, None]).squeeze(1)
+            loss = F.mse_loss(q, target) if c.loss == "mse" else F.smooth_l1_loss(q, target)
+        else:  # the alternative, a categorical head: cross entropy to the target projected on the support
+            loss, q = self.values.td_loss(outputs, batch["actions"], target, None)
+        total = self.interventions.loss(self.network, loss)
+
+        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm, lambda: self.interventions.gradients(self.network))
+        self.updates += 1
+        if self.updates % c.target_update_interval == 0:
+            self.sync_target()
+        return {"loss": loss.detach(), "q_mean": q.detach().mean(), "grad_norm": grad_norm,
+                **self.values.target_metrics(target)}
+
+    @torch.no_grad()
+    def sync_target(self) -> None:
+        """Hard copy, or Polyak averaging of the floating-point entries (integer and bool
+        buffers, such as plasticity_injection's ``active`` flag, are copied)."""
+        for t, p in zip(self.target.state_dict().values(), self.network.state_dict().values()):
+            t.copy_(p) if self.cfg.tau >= 1.0 or not t.is_floating_point() else t.lerp_(p, self.cfg.tau)
+
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The scalar per input that the eNTK probe differentiates: Q(s, action 0), the expected
+        Q for a categorical head."""
+        return self.q_values(outputs)[:, 0]
+
+    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """Observations from the replay buffer for the probes (drawn with the probe's RNG)."""
+        if not self.replay.can_sample():
+            return None
+        return torch.as_tensor(self.replay.sample(batch_size, rng)["obs"], device=self.device)
+
+    def truncate(self, obs: np.ndarray) -> None:
+        """The episodes in progress end here (a resume that restarts the envs): each env's last
+        transition is cut as a time limit, bootstrapping from its stored next observation."""
+        self.replay.truncate()
+
+    # ---- checkpoint state ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"network": self.network.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
+                "rng": self.rng.bit_generator.state, "update_credit": self.update_credit,
+                "updates": self.updates, "refilling": self.refilling}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer = self.make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state_dict(state["replay"])
+        self.rng.bit_generator.state = state["rng"]
+        self.update_credit, self.updates = state["update_credit"], state["updates"]
+        self.refilling = state.get("refilling", False)
+
+

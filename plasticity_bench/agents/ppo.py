@@ -1,0 +1,299 @@
+"""PPO (Schulman et al. 2017) for discrete actions, CleanRL-style, vectorized over a batch of envs.
+
+Defaults are CleanRL's EnvPool Atari reference (see docs/science.md); the MinAtar preset is
+``configs/preset/ppo_minatar.yaml``. One network: the body's features feed a head whose outputs
+are the policy logits followed by the value (one scalar, or ``bins`` logits when an intervention
+makes the critic categorical), so probes and interventions see the body/head split as for DQN.
+Read top to bottom: config -> network and optimizer -> acting -> rollout and GAE -> update ->
+checkpoint state.
+
+Episode ends: a terminated step cuts the return; a truncated one (time limit) is bootstrapped
+with the value of its true final observation, added to its reward before the chain is cut.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from plasticity_bench.agents import register
+from plasticity_bench.agents.optim import gradient_step
+from plasticity_bench.core.ranges import ranged
+from plasticity_bench.nets.networks import build_network, eval_mode
+
+
+@dataclass
+class PPOConfig:
+    name: str = "ppo"
+    """Registry name."""
+    lr: float = ranged(2.5e-4, gt=0)
+    """Adam learning rate (at the start, when annealed)."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to 0 over ``anneal_steps``."""
+    anneal_steps: int = ranged(10_000_000, ge=1)
+    """Agent steps of the decay (configs/agent/ppo.yaml sets it to the run's total_steps)."""
+    adam_eps: float = ranged(1e-5, gt=0)
+    """Adam epsilon."""
+    num_steps: int = ranged(128, ge=1)
+    """Rollout length per env; a rollout is num_steps x num_envs transitions."""
+    num_minibatches: int = ranged(4, ge=1)
+    """Minibatches per epoch."""
+    update_epochs: int = ranged(4, ge=1)
+    """Passes over each rollout."""
+    gamma: float = ranged(0.99, gt=0, le=1)
+    """Discount."""
+    gae_lambda: float = ranged(0.95, ge=0, le=1)
+    """GAE lambda."""
+    clip_coef: float = ranged(0.1, gt=0)
+    """Policy ratio clip (and value clip, when on)."""
+    clip_value: bool = True
+    """Clip the value update around the rollout's values (scalar critic only)."""
+    ent_coef: float = ranged(0.01, ge=0)
+    """Entropy bonus."""
+    vf_coef: float = ranged(0.5, ge=0)
+    """Value loss weight."""
+    max_grad_norm: float = ranged(0.5, ge=0)
+    """Clip the gradient norm to this; 0 = no clipping."""
+    norm_adv: bool = True
+    """Normalise advantages (over ``norm_adv_over``)."""
+    norm_adv_over: str = ranged("minibatch", choices=("minibatch", "rollout"))
+    """minibatch (CleanRL) | rollout (once per rollout, before the minibatches: TRAC, C-CHAIN)."""
+    value_target: str = ranged("gae", choices=("gae", "discounted"))
+    """The critic's target: gae (the GAE lambda-return, CleanRL) | discounted (the discounted sum of
+    the rollout's rewards, bootstrapped only where an episode is cut or the rollout ends: TRAC,
+    C-CHAIN). The advantages are GAE's either way."""
+    reward_clip: bool = True
+    """Train on sign(reward) (Atari); returns.csv always holds raw scores."""
+    reward_scale: float = ranged(1.0, gt=0)
+    """Train on reward x this (after clipping); returns.csv always holds raw scores."""
+    arch: str = ranged("auto", choices=("auto", "nature_cnn", "minatar_cnn", "mlp"))
+    """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
+    activation: str = ranged("relu", choices=("relu", "leaky_relu"))
+    """Hidden nonlinearity: relu | leaky_relu (slope 0.1). An intervention (crelu) may replace it."""
+    separate_networks: bool = False
+    """A policy network and a value network that share nothing (arch=mlp), instead of one body
+    under both heads; built as one module of two towers (nets.networks, ``towers``)."""
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
+        gamma: float, lam: float) -> torch.Tensor:
+    """Generalised advantage estimates for (steps, envs) tensors. ``dones[t]`` cuts the chain
+    after step t; ``next_value`` is the value of the observation after the last step."""
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(next_value)
+    for t in reversed(range(len(rewards))):
+        following = next_value if t == len(rewards) - 1 else values[t + 1]
+        alive = 1.0 - dones[t]
+        delta = rewards[t] + gamma * following * alive - values[t]
+        running = delta + gamma * lam * alive * running
+        advantages[t] = running
+    return advantages
+
+
+@register("ppo")
+class PPO:
+    Config = PPOConfig
+    quick_overrides = ("agent.num_steps=32",)  # an update every 32 x num_envs agent steps
+
+    def __init__(self, cfg: PPOConfig, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
+        self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
+        self.interventions = interventions
+        self.rng = np.random.default_rng(seed)
+        self.check_config({"agent": vars(cfg), "env": {"num_envs": num_envs}})
+
+        obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
+
+        def factory(value_bins: int = 1, **kw):  # logits, then the critic's outputs
+            towers = (num_actions, value_bins) if cfg.separate_networks else ()
+            return build_network(obs_shape, num_actions + value_bins, cfg.arch, obs_scale,
+                                 **{"activation": cfg.activation, "towers": towers, **kw})
+        self.values = interventions.value_head()  # a scalar critic, or categorical (two_hot, ...)
+        self.network = interventions.build(factory).to(device)
+        self.target = None  # PPO bootstraps from its own critic
+        self.optimizer = self.make_optimizer()
+
+        T, N = cfg.num_steps, num_envs
+        self.rollout = {
+            "obs": torch.zeros((T, N, *obs_shape), dtype=torch.from_numpy(np.zeros(0, obs_dtype)).dtype, device=device),
+            "actions": torch.zeros((T, N), dtype=torch.long, device=device),
+            **{k: torch.zeros((T, N), device=device) for k in ("logprobs", "values", "rewards", "dones")},
+        }
+        self.t = 0  # next rollout row
+        self.filled = 0  # rows holding data (for the probes)
+        self.updates = 0
+        self.acted: tuple[torch.Tensor, torch.Tensor] | None = None  # (logprobs, values) of the last act
+
+    @staticmethod
+    def check_config(cfg) -> None:
+        """What the field ranges cannot say: a rollout must split into equal minibatches, and
+        separate networks are MLPs."""
+        batch = cfg["agent"]["num_steps"] * cfg["env"]["num_envs"]
+        if batch % cfg["agent"]["num_minibatches"]:
+            raise ValueError(f"agent.num_minibatches={cfg['agent']['num_minibatches']} must divide the rollout "
+                             f"(agent.num_steps x env.num_envs = {batch})")
+        if cfg["agent"].get("separate_networks") and cfg["agent"]["arch"] != "mlp":
+            raise ValueError(f"agent.separate_networks=true is built for agent.arch=mlp, not {cfg['agent']['arch']}")
+        parts = str(cfg.get("intervention", "")).split("_")
+        if cfg["agent"].get("separate_networks") and ("crelu" in parts or "spectral" in parts):
+            raise ValueError("agent.separate_networks=true cannot take crelu or spectral_norm (they act on a layer as "
+                             "one matrix, not tower by tower); use agent.separate_networks=false")
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Built from the live parameters; interventions that replace parameters call it again."""
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        # fused: one kernel for the whole step on CPU and CUDA (same update, fewer passes over memory)
+        return torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.adam_eps, fused=self.device.type in ("cpu", "cuda"))
+
+    # ---- acting -------------------------------------------------------------------------
+    def policy_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, value, critic outputs) for a batch of observations."""
+        out = self.network(obs)
+        logits, critic = out[:, :self.num_actions], out[:, self.num_actions:]
+        return logits, self.values.q_values(critic, 1).squeeze(1), critic
+
+    def act(self, obs: np.ndarray, step: int) -> np.ndarray:
+        with torch.no_grad(), eval_mode(self.network):  # acting is not a training forward
+            logits, value, _ = self.policy_and_value(torch.as_tensor(obs, device=self.device))
+        # Gumbel-max sampling with the agent's numpy RNG: exact to resume, independent of torch's
+        gumbel = torch.as_tensor(self.rng.gumbel(size=logits.shape), dtype=logits.dtype, device=self.device)
+        actions = (logits + gumbel).argmax(1)
+        self.acted = (F.log_softmax(logits, 1).gather(1, actions[:, None]).squeeze(1), value)
+        return actions.cpu().numpy()
+
+    def value(self, obs: np.ndarray) -> torch.Tensor:
+        with torch.no_grad(), eval_mode(self.network):
+            return self.policy_and_value(torch.as_tensor(obs, device=self.device))[1]
+
+    # ---- rollout and GAE ----------------------------------------------------------------
+    def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
+        c = self.cfg
+        rewards = torch.as_tensor(np.sign(rewards) if c.reward_clip else rewards, dtype=torch.float32, device=self.device)
+        if c.reward_scale != 1.0:
+            rewards = rewards * c.reward_scale
+        cut_short = torch.as_tensor(truncated & ~terminated, device=self.device)
+        if cut_short.any():  # bootstrap a time limit from the true final observation
+            rewards = rewards + c.gamma * cut_short * self.value(next_obs)
+        logprobs, values = self.acted
+        row = {"obs": torch.as_tensor(obs, device=self.device), "actions": torch.as_tensor(actions, device=self.device),
+               "logprobs": logprobs, "values": values, "rewards": rewards,
+               "dones": torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device)}
+        for key, value in row.items():
+            self.rollout[key][self.t] = value
+        self.t += 1
+        self.filled = max(self.filled, self.t)
+        if self.t < c.num_steps:
+            return {}
+        self.t = 0
+        r = self.rollout
+        next_value = self.value(next_obs)
+        advantages = gae(r["rewards"], r["values"], r["dones"], next_value, c.gamma, c.gae_lambda)
+        if c.value_target == "discounted":  # GAE with lambda 1 and no values: the discounted sum
+            returns = gae(r["rewards"], torch.zeros_like(r["values"]), r["dones"], next_value, c.gamma, 1.0)
+        else:
+            returns = advantages + r["values"]
+        return self.update(advantages, returns, step)
+
+    def restart(self) -> None:
+        """A fresh agent starts here (interventions.reset, ``layers=0``): the rows of the rollout in
+        progress came from the old policy, so the next update is made of the new one's only."""
+        self.t = 0
+
+    def truncate(self, obs: np.ndarray) -> None:
+        """The episodes in progress end here (a resume that restarts the envs): the rollout's
+        last row is cut as a time limit, bootstrapped with the value of ``obs``, the observation
+        that followed it; GAE then never runs across the seam."""
+        if self.t == 0:
+            return
+        row, c = self.t - 1, self.cfg
+        alive = 1.0 - self.rollout["dones"][row]
+        self.rollout["rewards"][row] += c.gamma * alive * self.value(obs)
+        self.rollout["dones"][row] = 1.0
+
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The scalar per input that the eNTK probe differentiates: the critic's value."""
+        return self.values.q_values(outputs[:, self.num_actions:], 1)[:, 0]
+
+    # ---- update -------------------------------------------------------------------------
+    def learning_rate(self, step: int) -> float:
+        if not self.cfg.anneal_lr:
+            return self.cfg.lr
+        return self.cfg.lr * max(1.0 - step / max(self.cfg.anneal_steps, 1), 0.0)
+
+    def update(self, advantages: torch.Tensor, returns: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        flat = {k: v.flatten(0, 1) for k, v in self.rollout.items()}
+        flat["advantages"], flat["returns"] = advantages.flatten(), returns.flatten()
+        if c.norm_adv and c.norm_adv_over == "rollout":
+            flat["advantages"] = (flat["advantages"] - flat["advantages"].mean()) / (flat["advantages"].std() + 1e-8)
+        size = len(flat["actions"])
+        sums, count, hooks = {}, 0, {}
+        for _ in range(c.update_epochs):
+            order = torch.as_tensor(self.rng.permutation(size), device=self.device)
+            for indices in order.chunk(c.num_minibatches):
+                lr = self.learning_rate(step)
+                for group in self.optimizer.param_groups:  # every update: an intervention may rebuild it
+                    group["lr"] = lr
+                metrics = self.minibatch_update({k: v[indices] for k, v in flat.items()})
+                for key, value in {**metrics, "lr": torch.tensor(lr)}.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+                hooks.update(self.interventions.after_update(self, step))
+        return {**{k: v / count for k, v in sums.items()}, **hooks}
+
+    def minibatch_update(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c = self.cfg
+        logits, value, critic = self.policy_and_value(mb["obs"])
+        log_probs = F.log_softmax(logits, 1)
+        log_ratio = log_probs.gather(1, mb["actions"][:, None]).squeeze(1) - mb["logprobs"]
+        ratio = log_ratio.exp()
+        adv = mb["advantages"]
+        if c.norm_adv and c.norm_adv_over == "minibatch":
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_coef, 1 + c.clip_coef)).mean()
+        value_loss = self.value_loss(value, critic, mb)
+        entropy = -(log_probs.exp() * log_probs).sum(1).mean()
+        loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
+        total = self.interventions.loss(self.network, loss)
+
+        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm, lambda: self.interventions.gradients(self.network))
+        self.updates += 1
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator
+            clip_frac = ((ratio - 1).abs() > c.clip_coef).float().mean()
+        return {"loss": loss.detach(), "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
+                "entropy": entropy.detach(), "approx_kl": approx_kl, "clip_frac": clip_frac,
+                "value_mean": value.detach().mean(), "grad_norm": grad_norm, **self.values.target_metrics(mb["returns"])}
+
+    def value_loss(self, value, critic, mb) -> torch.Tensor:
+        """0.5 x squared error, clipped around the rollout's values (CleanRL), for a scalar
+        critic; a categorical critic's own loss (cross entropy to the projected returns)."""
+        if critic.shape[1] > 1:
+            return self.values.td_loss(critic, torch.zeros_like(mb["actions"]), mb["returns"], F.mse_loss)[0]
+        squared = (value - mb["returns"]).pow(2)
+        if self.cfg.clip_value:
+            clipped = mb["values"] + (value - mb["values"]).clamp(-self.cfg.clip_coef, self.cfg.clip_coef)
+            squared = torch.max(squared, (clipped - mb["returns"]).pow(2))
+        return 0.5 * squared.mean()
+
+    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
+        """Observations of the latest rollout for the probes (drawn with the probe's RNG)."""
+        if self.filled == 0:
+            return None
+        rows = self.rollout["obs"][:self.filled].flatten(0, 1)
+        return rows[torch.as_tensor(rng.integers(len(rows), size=batch_size), device=self.device)]
+
+    # ---- checkpoint state ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rollout": self.rollout, "t": self.t, "filled": self.filled, "updates": self.updates,
+                "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.optimizer = self.make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rollout = {k: v.to(self.device) for k, v in state["rollout"].items()}
+        self.t, self.filled, self.updates = state["t"], state["filled"], state["updates"]
+        self.rng.bit_generator.state = state["rng"]

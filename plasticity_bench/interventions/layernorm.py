@@ -1,0 +1,25 @@
+"""``ln``: LayerNorm before every nonlinearity of the body (Lyle et al. 2023, 2024).
+
+Counters the preactivation-shift mechanism: units cannot drift into being dead or linear."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from plasticity_bench.interventions import register
+
+
+@dataclass
+class LayerNormConfig:
+    pass
+
+
+@register("ln")
+class LayerNorm:
+    Config = LayerNormConfig
+
+    def __init__(self, cfg: LayerNormConfig):
+        self.cfg = cfg
+
+    def build(self, factory):
+        return functools.partial(factory, layer_norm=True)

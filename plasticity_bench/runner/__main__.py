@@ -1,0 +1,27 @@
+"""``python -m plasticity_bench run [hydra overrides]``: one run. Bad input -> one line on stderr, exit 2."""
+from __future__ import annotations
+
+import sys
+
+from plasticity_bench.runner.config import ConfigError, compose_config
+from plasticity_bench.runner.loop import Run, RunError
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip() + "\nExample: python -m plasticity_bench run env=minatar agent=dqn env.game=breakout seed=1")
+        return 0
+    try:
+        cfg = compose_config(argv)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return Run(cfg).train()
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

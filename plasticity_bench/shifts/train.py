@@ -1,0 +1,291 @@
+"""One shifts run: a network trained with Adam on a sequence of tasks (shifts.tasks), with an
+intervention plugged in, and measured at the end of every task.
+
+It writes the run directory of the contract, ``RUN_DIR/shifts/<task>/<arch>/<intervention>/
+seed<k>/`` (``metrics.csv``, ``config.yaml``, ``done``), with ``step`` = optimizer steps so far.
+Per task: ``task`` (its index), ``train_loss``, ``train_accuracy`` (classification) or ``fvu``
+(regression: fraction of variance unexplained), then the probes (probe_loss, dormant/zombie units,
+feature rank, eNTK, weight norms; ``probe_loss_fresh`` once). A checkpoint after every task makes
+a killed run resume where it stopped and write the same CSV; a resume with another config is
+refused, as for the RL runner.
+
+Interval interventions act where a task sequence makes them meaningful: ``redo``, ``reset`` and
+``shrink_perturb`` at every task switch (``at_shift=true``, before the new task trains, so the
+end-of-task measurements come a whole task later), logging what they did at the switch's step;
+``plasticity_injection`` right after the first update of the middle task (its ``at`` follows
+``tasks``, so a run with it cannot change ``tasks`` on resume unless ``at`` is given).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from plasticity_bench.core.memory import keep_freed_memory
+from plasticity_bench.core.ranges import check, ranged
+from plasticity_bench.core.schema import METRICS_COLUMNS
+from plasticity_bench import interventions
+from plasticity_bench.nets.networks import build_network
+from plasticity_bench.nets.values import CategoricalValues, ScalarValues
+from plasticity_bench.probes import ProbeConfig, Prober
+from plasticity_bench.runner.store import RunStore, run_directory, variant_label
+from plasticity_bench.shifts.tasks import TASKS, digits
+
+
+@dataclass
+class ShiftsConfig:
+    task: str = ranged("label_reset", choices=tuple(TASKS))
+    """One of shifts.tasks.TASKS."""
+    intervention: str = "none"
+    """A registry name or an a_b composition, as for the RL suites."""
+    variant: str = "auto"
+    """The run's label in its path and CSVs; auto = the intervention plus every key that differs
+    from the defaults and changes training, e.g. ln_l2[lr=0.01]."""
+    seed: int = ranged(0, ge=0)
+    run_dir: str = "runs"
+    arch: str = ranged("mlp", choices=("mlp",))
+    """The network: mlp = 3 x 256 ReLU (the digits are vectors)."""
+    tasks: int = ranged(30, ge=1)
+    steps_per_task: int = ranged(400, ge=1)
+    batch_size: int = ranged(128, ge=1)
+    lr: float = ranged(1e-3, gt=0)
+    """Adam learning rate."""
+    inputs: int = ranged(1000, ge=1, le=1797)
+    """How many digits (the same inputs in every task)."""
+    offset: float = ranged(10.0)
+    """target_offset: the mean grows by this per task."""
+    scale: float = ranged(10.0, ge=0)
+    """target_scale: the spread grows by 1 + this x task."""
+    smooth_fraction: float = ranged(1.0, gt=0, le=1)
+    """smooth_shift: the fraction of a task over which the targets move."""
+    target_norm: bool = False
+    """Regression: train on targets standardised with each task's mean and spread (fvu is
+    measured in the original units), which takes the target offset and scale away."""
+    threads: int = ranged(1, ge=1, le=os.cpu_count() or 1)
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(interval=1, batch_size=256, steps=200))
+    """The probes, run after every task (interval is not used here)."""
+    interventions: Any = None
+    """Per-family hyper-parameters: the RL defaults, but L2 1e-4 (the reference scale), redo,
+    reset and shrink_perturb at every task switch, plasticity_injection at the middle switch."""
+
+# Keys a resumed shifts run may change: they do not change what was trained so far.
+RESUMABLE = ("tasks", "threads", "run_dir", "probe", "variant")
+# Keys that stay out of the variant label: they do not change training, have their own level in
+# the run path (task, arch, seed) or are the run's length (tasks).
+NOT_TRAINING = ("seed", "run_dir", "threads", "probe", "tasks", "variant", "task", "arch", "intervention")
+SHIFT_FAMILIES = ("redo", "reset", "shrink_perturb")
+
+
+class Learner:
+    """What interventions and probes expect of an agent: network, optimizer, rng, inputs."""
+
+    def __init__(self, cfg: ShiftsConfig, task, composition):
+        self.cfg, self.task = cfg, task
+        self.rng = np.random.default_rng([cfg.seed, 1])
+        self.values = composition.value_head()  # regression: a scalar output, or categorical
+        shape = tuple(task.base_x.shape[1:])
+        self.network = composition.build(lambda **kw: build_network(shape, task.outputs, cfg.arch, **kw))
+        self.target = None
+        self.optimizer = self.make_optimizer()
+
+    def set_target_stats(self, task) -> None:
+        """(mean, spread) that regression targets are standardised with this task: (0, 1) = off."""
+        if self.cfg.target_norm and task.kind == "regression":
+            self.target_stats = (float(task.y.mean()), float(task.y.std().clamp_min(1e-6)))
+        else:
+            self.target_stats = (0.0, 1.0)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad], lr=self.cfg.lr)
+
+    def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor:
+        return self.task.x[torch.as_tensor(rng.integers(len(self.task.x), size=batch_size))]
+
+    def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The scalar per input the eNTK probe differentiates: the regression output (the
+        expected value of a categorical head), or the log-probability of class 0."""
+        if self.task.kind == "regression":
+            return self.values.q_values(outputs, 1)[:, 0]
+        return torch.log_softmax(outputs, 1)[:, 0]
+
+
+def make_task(cfg: ShiftsConfig):
+    """The run's task sequence, its draws seeded from the run's seed."""
+    x, labels = digits(cfg.inputs)
+    return TASKS[cfg.task](x, labels, np.random.default_rng([cfg.seed, 2]), cfg)
+
+
+def run_path(cfg: ShiftsConfig) -> Path:
+    """RUN_DIR/shifts/<task>/<arch>/<variant>/seed<k>; ValueError for a part that would not name one
+    directory (runner.store.run_directory)."""
+    return run_directory(cfg.run_dir, ("suite", "shifts"), ("task", cfg.task), ("arch", cfg.arch),
+                         ("variant", cfg.variant), ("seed", f"seed{cfg.seed}"))
+
+
+def train(cfg: ShiftsConfig) -> Path:
+    """Run (or resume, or skip) one task sequence; its directory stays locked while it trains."""
+    store = RunStore(run_path(cfg), OmegaConf.structured(cfg), RESUMABLE,
+                     ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant, cfg.seed))
+    try:
+        return _train(cfg, store)
+    finally:
+        store.release()
+
+
+def _train(cfg: ShiftsConfig, store: RunStore) -> Path:
+    d = store.dir
+    if store.finished("tasks"):
+        return d
+    found = store.prepare()
+    torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
+    torch.manual_seed(cfg.seed)
+    composition = interventions.Composition(cfg.intervention, cfg.interventions)
+    task = make_task(cfg)
+    learner = Learner(cfg, task, composition)
+    prober = Prober(cfg.probe, learner.network, cfg.seed)
+    log = store.open_log("metrics", METRICS_COLUMNS, resuming=found is not None)
+    first = 0
+    if found:
+        state = store.load(found)
+        first = state["next_task"]
+        learner.network.load_state_dict(state["network"])
+        learner.optimizer = learner.make_optimizer()
+        learner.optimizer.load_state_dict(state["optimizer"])
+        learner.rng.bit_generator.state, task.rng.bit_generator.state = state["rng"], state["task_rng"]
+        task.__dict__.update(state["task"])
+        prober.load_state_dict(state["prober"])
+        composition.load_state_dict(state["interventions"])
+        torch.set_rng_state(state["torch_rng"])
+        store.rewind(state)
+        print(f"resuming {d} at task {first + 1}")
+    for t in range(first, cfg.tasks):
+        task.start(t)
+        learner.set_target_stats(task)
+        step = t * cfg.steps_per_task
+        if t > 0:  # a task switch: the interventions that act there act now, before training
+            for metric, value in composition.on_shift(learner).items():
+                log.write(step, metric, "", float(value))
+        for i in range(cfg.steps_per_task):
+            hooks = train_step(learner, composition, task, (i + 1) / cfg.steps_per_task, step + i + 1)
+            for metric, value in hooks.items():  # an intervention acted after this update
+                log.write(step + i + 1, metric, "", float(value))
+        step += cfg.steps_per_task
+        measured = evaluate(learner, task)
+        rows = [("task", "", t + 1), *((k, "", v) for k, v in measured.items()), *prober(learner)]
+        for metric, layer, value in rows:
+            log.write(step, metric, layer, value)
+        probe = next(v for k, _, v in rows if k == "probe_loss")
+        print(f"task {t + 1}/{cfg.tasks}: " + ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
+              + f", probe_loss {probe:.3f}", flush=True)
+        store.save({"next_task": t + 1, "network": learner.network.state_dict(),
+                    "optimizer": learner.optimizer.state_dict(), "rng": learner.rng.bit_generator.state,
+                    "task_rng": task.rng.bit_generator.state, "task": _task_state(task),
+                    "prober": prober.state_dict(), "interventions": composition.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, logs=("metrics",))
+    store.finish()
+    return d
+
+
+def _task_state(task) -> dict:
+    return {k: v for k, v in vars(task).items() if k in ("x", "y", "previous")}
+
+
+def loss_fn(learner: Learner, task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross entropy to the labels, or the regression loss of the value head: MSE for a scalar
+    output, cross entropy to the projected target for a categorical one (two_hot, hl_gauss)."""
+    if task.kind == "classification":
+        return F.cross_entropy(outputs, targets)
+    first = torch.zeros(len(targets), dtype=torch.long)  # one output "action"
+    mean, spread = learner.target_stats
+    return learner.values.td_loss(outputs, first, (targets[:, 0] - mean) / spread, F.mse_loss)[0]
+
+
+def train_step(learner: Learner, composition, task, progress: float, step: int) -> dict:
+    """One Adam step on a minibatch; returns what the interventions did after it (usually {})."""
+    indices = torch.as_tensor(learner.rng.integers(len(task.x), size=learner.cfg.batch_size))
+    loss = loss_fn(learner, task, learner.network(task.x[indices]), task.targets(progress)[indices])
+    total = composition.loss(learner.network, loss)
+    learner.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    composition.gradients(learner.network)  # l2, l2init: their terms' gradients
+    learner.optimizer.step()
+    return composition.after_update(learner, step)
+
+
+@torch.no_grad()
+def evaluate(learner: Learner, task) -> dict[str, float]:
+    outputs, targets = learner.network(task.x), task.targets(1.0)
+    metrics = {"train_loss": float(loss_fn(learner, task, outputs, targets))}
+    if task.kind == "classification":
+        metrics["train_accuracy"] = float((outputs.argmax(1) == targets).float().mean())
+    else:
+        mean, spread = learner.target_stats
+        metrics.update({k: float(v) for k, v in learner.values.target_metrics((targets[:, 0] - mean) / spread).items()})
+        error = F.mse_loss(learner.values.q_values(outputs, 1) * spread + mean, targets)
+        metrics["fvu"] = float(error) / float(targets.var(unbiased=False).clamp_min(1e-12))
+    return metrics
+
+
+def merged(argv: list[str]):
+    """The typed defaults with ``key=value`` overrides, as an OmegaConf node (plasticity
+    injection's ``at`` following ``tasks`` unless given)."""
+    base = OmegaConf.structured(ShiftsConfig)
+    base.interventions = OmegaConf.merge(OmegaConf.structured(interventions.params_schema()), {"l2": {"coef": 1e-4}},
+                                         {family: {"at_shift": True} for family in SHIFT_FAMILIES})
+    try:
+        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))
+    except Exception as error:  # omegaconf's errors span lines: keep the first
+        raise ValueError(f"invalid override: {str(error).splitlines()[0]}") from None
+    if not any(a.startswith("interventions.plasticity_injection.at=") for a in argv):
+        cfg.interventions.plasticity_injection.at = cfg.tasks // 2 * cfg.steps_per_task + 1  # first update of the middle task
+    return cfg
+
+
+def config_from(argv: list[str]) -> ShiftsConfig:
+    """``key=value`` overrides onto the typed defaults; any bad input is a one-line ValueError."""
+    cfg = merged(argv)
+    if cfg.task not in TASKS:
+        raise ValueError(f"unknown task '{cfg.task}'; valid: {', '.join(TASKS)}")
+    check(cfg, ShiftsConfig)
+    check(cfg.probe, ProbeConfig, "probe.")
+    composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
+    if TASKS[cfg.task].kind == "classification" and not isinstance(composition.value_head(), ScalarValues):
+        raise ValueError(f"intervention '{cfg.intervention}': a categorical value head needs a regression task "
+                         f"({', '.join(n for n, t in TASKS.items() if t.kind == 'regression')})")
+    if cfg.variant == "auto":  # what differs from the defaults of the same task sequence
+        defaults = merged([f"task={cfg.task}", f"intervention={cfg.intervention}", f"tasks={cfg.tasks}",
+                           f"steps_per_task={cfg.steps_per_task}"])
+        cfg.variant = variant_label(cfg.intervention, OmegaConf.to_container(defaults), OmegaConf.to_container(cfg),
+                                    NOT_TRAINING)
+    obj = OmegaConf.to_object(cfg)
+    obj = dataclasses.replace(obj, interventions=OmegaConf.to_container(cfg.interventions))
+    check_support(obj, composition)
+    run_path(obj)  # every part names one directory inside run_dir
+    return obj
+
+
+def check_support(cfg: ShiftsConfig, composition) -> None:
+    """A categorical value head must cover the targets it is trained on: refuse a run in which a
+    task would clamp most of its targets to the support's edge (the regression targets of
+    target_offset and target_scale grow far past the RL default [-10, 10])."""
+    head = composition.value_head()
+    if not isinstance(head, CategoricalValues) or cfg.target_norm:
+        return
+    task = make_task(cfg)  # the run's own task draws
+    for t in range(cfg.tasks):
+        task.start(t)
+        targets = task.targets(1.0)[:, 0]
+        clamped = float(head.target_metrics(targets)["target_clamped_frac"])
+        if clamped > 0.5:
+            family, bound = head.name, float(targets.abs().max())
+            raise ValueError(f"interventions.{family}: the support [{head.cfg.v_min:g}, {head.cfg.v_max:g}] would clamp "
+                             f"{clamped:.0%} of task {t + 1}'s targets (they reach {bound:.3g}); set target_norm=true "
+                             f"or widen it, e.g. interventions.{family}.v_min=-{bound:.0f} interventions.{family}.v_max={bound:.0f}")
