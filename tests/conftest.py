@@ -4,6 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from plasticity_bench.nets.learner import Learner
 
 ROOT = Path(__file__).resolve().parents[1]
 # The suite takes centred RMSProp's steps eagerly (here and in the runs it starts): compiling the
@@ -55,3 +58,14 @@ def run(tmp_path):
             raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
     return _run
+
+
+class AdamLearner(Learner):
+    """The least a surgery needs: a network, a target, and an optimizer it can ask to rebuild."""
+
+    def __init__(self, network, target=None, lr=1e-3):
+        self.network, self.target, self.lr = network, target, lr
+        self.optimizer = self.make_optimizer()
+
+    def make_optimizer(self):
+        return torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad], lr=self.lr)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from plasticity_bench.agents.optim import CenteredRMSprop
+from plasticity_bench.nets.optim import CenteredRMSprop
 from plasticity_bench.bench.__main__ import benched_agents, large_replay, main
 from plasticity_bench.bench.arithmetic import floor_seconds, update_flops
 

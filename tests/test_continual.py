@@ -254,6 +254,7 @@ def test_offsets_are_drawn_from_the_seed_and_the_task_alone():
 def test_probes_at_a_switch_measure_the_network_before_an_at_shift_intervention_acts(monkeypatch, tmp_path):
     """The probe row of a switch step is the network that learned the task that ends: a reset of
     every layer at the switch comes after it."""
+    from plasticity_bench.agents.base import EnvSpec
     from plasticity_bench.interventions import Composition
     from plasticity_bench.probes import Prober
     from plasticity_bench.runner.loop import Run
@@ -277,14 +278,15 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
     from omegaconf import OmegaConf
 
     from plasticity_bench import agents
+    from plasticity_bench.agents.base import EnvSpec
     from plasticity_bench.interventions import Composition
     from plasticity_bench.nets.networks import reinitialised
 
     cfg = compose_config([*args, "intervention=reset", "interventions.reset.at_shift=true", "interventions.reset.layers=0",
                           "env.shift.kind=obs_permutation", "env.shift.interval=800"])
     composition = Composition(cfg.intervention, cfg.interventions)
-    agent = agents.AGENTS[agent_name](OmegaConf.to_object(cfg.agent), (4, 10, 10), np.dtype(bool), 6, 4,
-                                      torch.device("cpu"), 0, composition)
+    agent = agents.AGENTS[agent_name](OmegaConf.to_object(cfg.agent), EnvSpec((4, 10, 10), np.dtype(bool), 6, 4),
+                                      composition, torch.device("cpu"), 0)
     inputs = torch.rand(16, 4, 10, 10) > 0.5
     for _ in range(3):  # a trained network and an optimizer with state
         agent.optimizer.zero_grad()

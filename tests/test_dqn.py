@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from plasticity_bench.agents.base import EnvSpec
 from plasticity_bench.agents.dqn import DQN, DQNConfig
 from plasticity_bench.agents.replay import ReplayBuffer
 from plasticity_bench.envs import AtariConfig, make_env
@@ -16,7 +17,7 @@ from plasticity_bench.runner.loop import Run
 
 def make_dqn(num_envs=4, intervention="none", **overrides):
     cfg = DQNConfig(**{"buffer_size": 1000, "learning_starts": 0, "batch_size": 4, **overrides})
-    return DQN(cfg, (4, 10, 10), bool, 6, num_envs, torch.device("cpu"), 0, Composition(intervention))
+    return DQN(cfg, EnvSpec((4, 10, 10), np.dtype(bool), 6, num_envs), Composition(intervention), torch.device("cpu"), 0)
 
 
 def feed(agent, steps, num_envs=4, start=0):
@@ -128,8 +129,8 @@ def test_atari_dqn_smoke_run(tmp_path):
 
 def test_metrics_cover_every_update_of_a_step_and_keep_interval_hook_metrics():
     cfg = DQNConfig(buffer_size=1000, learning_starts=0, batch_size=4, updates_per_step=0.25)
-    agent = DQN(cfg, (4, 10, 10), bool, 6, 8, torch.device("cpu"), 0,
-                Composition("reset", {"reset": {"interval": 16}}))
+    agent = DQN(cfg, EnvSpec((4, 10, 10), np.dtype(bool), 6, 8), Composition("reset", {"reset": {"interval": 16}}),
+                torch.device("cpu"), 0)
     rng = np.random.default_rng(0)
     seen = []
     for t in range(1, 4):  # 8 envs x 0.25: two updates per agent step
@@ -169,8 +170,8 @@ def hand_made_replay(agent):
 
 @pytest.mark.parametrize("double_dqn", [False, True])
 def test_td_targets_by_hand_terminal_truncated_n_step_and_double(double_dqn):
-    agent = DQN(DQNConfig(buffer_size=100, gamma=0.5, n_step=3, double_dqn=double_dqn), (3,), np.float32, 8, 1,
-                torch.device("cpu"), 0, Composition("none"))
+    agent = DQN(DQNConfig(buffer_size=100, gamma=0.5, n_step=3, double_dqn=double_dqn),
+                EnvSpec((3,), np.dtype(np.float32), 8, 1), Composition("none"), torch.device("cpu"), 0)
     agent.target = linear([[1, 0, 0], [0, 2, 0]] + [[0, 0, 0]] * 6)  # Q_target(s) = (s0, 2, 0, ...)
     agent.network = linear([[0, 1, 0], [1, 0, 0]] + [[0, 0, 0]] * 6)  # Q_online(s) = (1, s0, 0, ...)
     batch, by_id = hand_made_replay(agent)
@@ -189,7 +190,8 @@ def test_td_targets_by_hand_terminal_truncated_n_step_and_double(double_dqn):
 
 def test_td_target_and_loss_by_hand_with_a_two_hot_head():
     comp = Composition("two_hot", {"two_hot": {"bins": 21, "v_min": -10, "v_max": 10}})  # atoms -10, -9, ..., 10
-    agent = DQN(DQNConfig(buffer_size=100, gamma=0.5, n_step=3), (3,), np.float32, 8, 1, torch.device("cpu"), 0, comp)
+    agent = DQN(DQNConfig(buffer_size=100, gamma=0.5, n_step=3), EnvSpec((3,), np.dtype(np.float32), 8, 1), comp,
+                torch.device("cpu"), 0)
     logits = np.zeros((8, 21))
     logits[0, 14], logits[1, 12] = 100, 100  # Q_target(., 0) = 4, Q_target(., 1) = 2, the others 0
     agent.target = linear(np.zeros((8 * 21, 3)).tolist(), logits.ravel().tolist())
@@ -197,7 +199,8 @@ def test_td_target_and_loss_by_hand_with_a_two_hot_head():
     target = agent.td_target(batch)
     assert float(target[by_id[0]]) == pytest.approx(3 + 0.125 * 4) and float(target[by_id[3]]) == pytest.approx(1.5)
     uniform = torch.zeros(1, 8 * 21)  # online logits: every atom equally likely
-    loss, q = comp.value_head().td_loss(uniform, torch.tensor([0]), target[by_id[0]][None], None)
+    loss = comp.value_head().loss(uniform, target[by_id[0]][None], torch.tensor([0]))
+    q = comp.value_head().expected(uniform)[0, 0]
     assert float(loss) == pytest.approx(np.log(21)) and float(q) == pytest.approx(0.0, abs=1e-6)
-    projected = comp.parts[0].project(target[by_id[0]][None], comp.parts[0]._atoms(uniform))
+    projected = comp.parts[0].project(target[by_id[0]][None], comp.value_head()._atoms(uniform))
     assert projected[0, 13].item() == pytest.approx(0.5) and projected[0, 14].item() == pytest.approx(0.5)  # 3.5

@@ -6,11 +6,14 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from conftest import AdamLearner
 from plasticity_bench.interventions import Composition, split_name
 from plasticity_bench.nets.networks import build_network, reinitialised
 from plasticity_bench.nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers
+from plasticity_bench.nets.values import two_hot
 from plasticity_bench.nets.capture import capture, dormant_scores
 
 
@@ -66,11 +69,14 @@ def test_categorical_head_gives_expected_q_values_and_a_cross_entropy_loss():
     comp = Composition("two_hot", {"two_hot": {"bins": 11, "v_min": -5, "v_max": 5}})
     net, head = comp.build(factory), comp.value_head()
     outputs = net(torch.zeros(2, 4, 10, 10))
-    assert outputs.shape == (2, 33) and head.q_values(outputs, 3).shape == (2, 3)
-    loss, q = head.td_loss(outputs, torch.tensor([0, 2]), torch.tensor([1.0, -2.0]), None)
-    assert loss > 0 and q.shape == (2,)
-    torch.testing.assert_close(q, head.q_values(outputs, 3)[[0, 1], [0, 2]])
-    assert Composition("none").value_head().q_values(outputs, 3) is outputs
+    assert outputs.shape == (2, 33) and head.expected(outputs).shape == (2, 3)
+    loss = head.loss(outputs, torch.tensor([1.0, -2.0]), torch.tensor([0, 2]))
+    logits = outputs.view(2, 3, 11)[[0, 1], [0, 2]]
+    projected = two_hot(torch.tensor([1.0, -2.0]), torch.linspace(-5, 5, 11))
+    torch.testing.assert_close(loss, -(projected * logits.log_softmax(-1)).sum(-1).mean())
+    assert Composition("none").value_head().expected(outputs) is outputs
+    scalar = Composition("none").value_head().loss(outputs, torch.tensor([1.0, -2.0]), torch.tensor([0, 2]))
+    torch.testing.assert_close(scalar, F.mse_loss(outputs[[0, 1], [0, 2]], torch.tensor([1.0, -2.0])))
     with pytest.raises(ValueError, match="two_hot and hl_gauss cannot be composed"):
         split_name("two_hot_hl_gauss")
 
@@ -247,9 +253,7 @@ def test_plasticity_injection_keeps_outputs_and_trains_only_the_new_head():
     factory = lambda **kw: build_network((6,), 3, "mlp", **kw)  # noqa: E731
     net, target, x = comp.build(factory), comp.build(factory), torch.randn(16, 6)
     target.load_state_dict(net.state_dict())
-    make = lambda: torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-2)  # noqa: E731
-    agent = types.SimpleNamespace(network=net, target=target, make_optimizer=make)
-    agent.optimizer = make()
+    agent = AdamLearner(net, target, lr=1e-2)
     old = [*net.body.fc3.parameters(), *net.head.parameters()]  # the head: last hidden layer + output layer
     trainable_before = {id(p) for p in net.parameters() if p.requires_grad}
     assert {id(p) for p in old} <= trainable_before

@@ -14,6 +14,7 @@ from plasticity_bench.nets.values import hl_gauss, support
 from plasticity_bench.probes import first_distinct
 from plasticity_bench.probes.ntk import RELATIVE_FLOOR, entk_diagnostics, entk_gram
 from tests.test_dqn import feed, make_dqn
+from conftest import AdamLearner
 from tests.test_interventions import fake_agent, mlp_with_dead_units
 from tests.test_ppo import make_ppo
 
@@ -46,7 +47,7 @@ def test_entk_differentiates_the_agents_prediction(agent):
                                rtol=1e-4, atol=1e-8)
     outputs = agent.network(inputs)
     if agent.target is not None:  # DQN: the expected Q of action 0 under the categorical head
-        torch.testing.assert_close(agent.prediction(outputs), agent.values.q_values(outputs, 6)[:, 0])
+        torch.testing.assert_close(agent.prediction(outputs), agent.values.expected(outputs)[:, 0])
     else:  # PPO: the critic's value, the last output
         torch.testing.assert_close(agent.prediction(outputs), outputs[:, -1])
 
@@ -68,7 +69,7 @@ def test_hl_gauss_clamps_targets_past_the_support_instead_of_dropping_them():
     assert expected[0] > 9.5 and expected[1] > 9.5 and expected[2] < -9.5
     comp = Composition("hl_gauss")
     net = comp.build(lambda **kw: build_network((4, 10, 10), 3, **kw))
-    loss, _ = comp.value_head().td_loss(net(torch.zeros(2, 4, 10, 10)), torch.tensor([0, 1]), torch.tensor([50.0, 0.0]), None)
+    loss = comp.value_head().loss(net(torch.zeros(2, 4, 10, 10)), torch.tensor([50.0, 0.0]), torch.tensor([0, 1]))
     assert loss > 0
     assert float(comp.value_head().target_metrics(torch.tensor([50.0, 0.0, -20.0, 3.0]))["target_clamped_frac"]) == 0.5
 
@@ -90,10 +91,7 @@ def test_plasticity_injection_injects_fresh_hidden_layers(arch, obs_shape, fresh
     assert len(injected) == len(fresh) and any(isinstance(m, nn.LayerNorm) for m in net.new.trunk)
     x = torch.rand(5, *obs_shape)
     before = net(x).detach()
-    agent = type("A", (), {})()
-    agent.network, agent.target = net, None
-    agent.make_optimizer = lambda: torch.optim.Adam([p for p in net.parameters() if p.requires_grad])
-    agent.optimizer = agent.make_optimizer()
+    agent = AdamLearner(net)
     comp.after_update(agent, step=10)
     torch.testing.assert_close(net(x), before)  # no jump
     for name in fresh:  # the old hidden layer is frozen, the encoder and the fresh copy train

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from plasticity_bench.agents import register
-from plasticity_bench.agents.optim import gradient_step
 from plasticity_bench.core.ranges import ranged
+from plasticity_bench.nets.learner import Learner
 from plasticity_bench.nets.networks import build_network, eval_mode
 
 
@@ -38,18 +38,18 @@ class ReinforceConfig:
 
 
 @register("reinforce")
-class Reinforce:
+class Reinforce(Learner):  # train_step, rebuild_optimizer, restart, task_switched
     Config = ReinforceConfig
     quick_overrides = ()  # it updates at the end of every episode
 
-    def __init__(self, cfg, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
-        self.cfg, self.num_actions, self.interventions = cfg, num_actions, interventions
+    def __init__(self, cfg, spec, interventions, device, seed):
+        self.cfg, self.num_actions, self.interventions = cfg, spec.num_actions, interventions
         self.rng, self.target = np.random.default_rng(seed), None
         self.values = interventions.value_head()  # the baseline: a scalar, or categorical (two_hot)
-        factory = lambda value_bins=1, **kw: build_network(obs_shape, num_actions + value_bins, **kw)  # noqa: E731
+        factory = lambda value_bins=1, **kw: build_network(spec.obs_shape, spec.num_actions + value_bins, **kw)  # noqa: E731
         self.network = interventions.build(factory).to(device)
         self.optimizer = self.make_optimizer()
-        self.episodes = [[] for _ in range(num_envs)]  # (obs, action, reward) per env
+        self.episodes = [[] for _ in range(spec.num_envs)]  # (obs, action, reward) per env
         self.recent = None
 
     def make_optimizer(self):
@@ -80,13 +80,12 @@ class Reinforce:
         returns = torch.tensor(returns[::-1], dtype=torch.float32)
         out = self.network(obs)
         critic = out[:, self.num_actions:]
-        value = self.values.q_values(critic, 1)[:, 0]
+        value = self.values.expected(critic)[:, 0]
         log_prob = F.log_softmax(out[:, :self.num_actions], 1).gather(1, actions[:, None])[:, 0]
-        value_loss = self.values.td_loss(critic, torch.zeros_like(actions), returns, F.mse_loss)[0]
+        value_loss = self.values.loss(critic, returns)  # MSE, or a categorical head's cross entropy
         loss = -(log_prob * (returns - value.detach())).mean() + value_loss
-        gradient_step(self.optimizer, self.interventions.loss(self.network, loss), 0.0,
-                      lambda: self.interventions.gradients(self.network))
-        return {"loss": loss.detach(), **self.interventions.after_update(self, step)}
+        _, acted = self.train_step(loss, step)  # interventions' terms, the step, the interval ones
+        return {"loss": loss.detach(), **acted}
 
     def truncate(self, obs):
         self.episodes = [[] for _ in self.episodes]  # an episode cut short teaches nothing here
@@ -95,7 +94,7 @@ class Reinforce:
         return None if self.recent is None else self.recent[rng.integers(len(self.recent), size=batch_size)]
 
     def prediction(self, outputs):
-        return self.values.q_values(outputs[:, self.num_actions:], 1)[:, 0]
+        return self.values.expected(outputs[:, self.num_actions:])[:, 0]
 
     def state_dict(self):
         return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -142,7 +141,7 @@ def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_pa
     assert {"loss", "probe_loss", "entk_condition", "dormant_frac@0.1"} <= set(metrics.metric)
     if intervention == "redo":
         assert "redo_reset_frac" in set(metrics.metric)
-    assert bool(pulled) == (intervention == "ln_l2")  # the recipe's gradient_step applies l2's gradient term
+    assert bool(pulled) == (intervention == "ln_l2")  # the recipe's train_step applies l2's gradient term
     with pytest.raises(Exception, match="agent.lr=-1.0 is out of range: must be > 0"):
         compose_config([*overrides, "agent.lr=-1"])
 
@@ -155,7 +154,7 @@ def test_an_agent_that_misses_part_of_the_protocol_cannot_register():
         name: str = "half"
 
     with pytest.raises(TypeError, match="HalfAgent does not implement the agent protocol: missing truncate, "
-                                        "make_optimizer, probe_inputs, prediction"):
+                                        "task_switched, make_optimizer, probe_inputs, prediction, the Learner base"):
         @register("half")
         class HalfAgent:
             Config = HalfConfig

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from plasticity_bench.agents import optim
-from plasticity_bench.agents.optim import CenteredRMSprop
+from plasticity_bench.nets.optim import CenteredRMSprop
 
 
 def test_matches_torch_centred_rmsprop():

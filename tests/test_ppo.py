@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from plasticity_bench.agents.base import EnvSpec
 from plasticity_bench.agents.ppo import PPO, PPOConfig, gae
 from plasticity_bench.interventions import Composition
 
@@ -15,7 +16,7 @@ GAMMA, LAM = 0.9, 0.5
 
 def make_ppo(num_envs=2, intervention="none", **overrides):
     cfg = PPOConfig(**{"num_steps": 4, "num_minibatches": 2, "update_epochs": 2, "anneal_steps": 1000, **overrides})
-    return PPO(cfg, (4, 10, 10), bool, 3, num_envs, torch.device("cpu"), 0, Composition(intervention))
+    return PPO(cfg, EnvSpec((4, 10, 10), np.dtype(bool), 3, num_envs), Composition(intervention), torch.device("cpu"), 0)
 
 
 def test_gae_matches_a_hand_computed_case_with_a_terminal_and_a_truncated_step():
@@ -65,7 +66,7 @@ def test_loss_pieces_on_a_fixed_batch():
     returns = value + torch.tensor([1.0, -1.0, 0.05, 0.0])
     mb = {"obs": obs, "actions": actions, "logprobs": logp - ratios.log(), "advantages": adv,
           "returns": returns, "values": value.clone()}
-    metrics = agent.minibatch_update(mb)
+    metrics = agent.minibatch_update(mb, step=0)[0]
     # clipped surrogate: min(r A, clip(r) A) per sample: 1.2*1, 0.8*-2 (clip binds), 1.0*0.5, 1.1*-1
     expected = -torch.tensor([1.2 * 1.0, 0.8 * -2.0, 1.0 * 0.5, 1.1 * -1.0]).mean()
     assert float(metrics["policy_loss"]) == pytest.approx(float(expected), abs=1e-5)
@@ -83,10 +84,10 @@ def test_value_clipping_limits_how_far_an_update_can_move_the_value():
     value = torch.tensor([0.0, 0.0])
     mb = {"values": torch.tensor([0.0, 0.0]), "returns": torch.tensor([1.0, 1.0])}
     moved = torch.tensor([0.5, -0.5])  # moved towards and away from the return, beyond the clip
-    loss = agent.value_loss(moved, moved[:, None], mb)
+    loss = agent.value_loss(moved[:, None], mb)
     # towards: max(0.5^2, (0.1-1)^2) = 0.81; away: max(1.5^2, (-0.1-1)^2) = 2.25
     assert float(loss) == pytest.approx(0.5 * (0.81 + 2.25) / 2)
-    assert float(agent.value_loss(value, value[:, None], mb)) == pytest.approx(0.5)
+    assert float(agent.value_loss(value[:, None], mb)) == pytest.approx(0.5)
 
 
 def play(agent, rng, steps, start=0):

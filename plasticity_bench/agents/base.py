@@ -1,6 +1,8 @@
 """What the rest of the code expects of an agent: the runner, the probes, the interventions and
-the smoke tests use nothing else. Agents implement it; they do not inherit. ``register`` checks
-the methods when an agent registers, and the runner checks the attributes once it is built."""
+the smoke tests use nothing else. An agent with a network derives from ``nets.learner.Learner``
+(its one ``train_step``, ``rebuild_optimizer`` and ``restart``) and is built as
+``Agent(cfg, spec, interventions, device, seed)``. ``register`` checks the methods when an agent
+registers, and the runner checks the attributes once it is built."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +12,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from plasticity_bench.nets.learner import Learner
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """What an agent is built for: the vectorized env's observations and actions."""
+    obs_shape: tuple[int, ...]
+    obs_dtype: np.dtype
+    num_actions: int
+    num_envs: int
+
+    @classmethod
+    def of(cls, env, obs: np.ndarray) -> "EnvSpec":
+        """From a suite's env (``envs.make_env``) and a batch of its observations."""
+        return cls(tuple(env.single_observation_shape), obs.dtype, env.num_actions, env.num_envs)
+
+
 # Methods every agent has, and those of an agent with a network (the probes and interventions).
-METHODS = ("act", "observe", "truncate", "state_dict", "load_state_dict")
+METHODS = ("act", "observe", "truncate", "task_switched", "state_dict", "load_state_dict")
 NETWORK_METHODS = ("make_optimizer", "probe_inputs", "prediction")
 NETWORK_ATTRIBUTES = ("network", "optimizer", "rng", "target", "values")
 
@@ -35,14 +53,13 @@ class Agent(Protocol):
     values: Any
     """The value head: ``interventions.value_head()`` (``nets.values``)."""
 
-    def __init__(self, cfg: Any, obs_shape: tuple, obs_dtype: np.dtype, num_actions: int,
-                 num_envs: int, device: torch.device, seed: int, interventions: Any) -> None:
+    def __init__(self, cfg: Any, spec: EnvSpec, interventions: Any, device: torch.device, seed: int) -> None:
         """Build the network through ``interventions.build(factory)`` (the factory takes the
-        keyword arguments of ``nets.networks.build_network``, ``value_bins`` included), add
-        ``interventions.loss(network, loss)`` to the loss, step with ``agents.optim.gradient_step(
-        optimizer, loss, max_grad_norm, lambda: interventions.gradients(network))`` (the gradient
-        terms of l2 and l2init go in after backward), and call
-        ``interventions.after_update(self, step)`` after every gradient update."""
+        keyword arguments of ``nets.networks.build_network``, ``value_bins`` included), read values
+        and losses through ``self.values = interventions.value_head()`` (``expected``, ``loss``),
+        and make every update with ``self.train_step(loss, step, max_grad_norm)`` (``Learner``:
+        the interventions' loss and gradient terms, clipping, the step, the interval
+        interventions)."""
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
         """One action per env for a batch of observations."""
@@ -58,16 +75,12 @@ class Agent(Protocol):
         bootstraps from ``obs``, the observation that followed it."""
 
     def task_switched(self) -> None:
-        """Optional. A new task of a task sequence (env.shift) starts with the next step; DQN
+        """A new task of a task sequence (env.shift) starts with the next step; DQN
         clears its replay there if ``agent.replay_at_shift=clear``."""
 
-    def restart(self) -> None:
-        """Optional. Forget what was collected with the current network (a fresh agent starts
-        here: ``interventions.reset`` with ``layers=0``); PPO drops the rollout in progress."""
-
     def make_optimizer(self) -> torch.optim.Optimizer:
-        """A new optimizer over the network's trainable parameters now (an intervention that
-        replaces parameters calls it, then carries the state of the others over)."""
+        """A new optimizer over the network's trainable parameters now, at the configured rate
+        (``Learner.rebuild_optimizer`` calls it when an intervention changes which they are)."""
 
     def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
         """A batch of the agent's own recent inputs for the probes, drawn with ``rng`` (the
@@ -93,6 +106,8 @@ def check_class(cls: type) -> None:
     """At registration: the methods and the Config the rest of the code uses."""
     needed = (*METHODS, *(NETWORK_METHODS if has_network(cls) else ()))
     missing = [m for m in needed if not callable(getattr(cls, m, None))]
+    if has_network(cls) and not issubclass(cls, Learner):
+        missing.append("the Learner base (nets/learner.py: train_step, rebuild_optimizer)")
     if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
         missing.append("Config (a dataclass)")
     if missing:

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from plasticity_bench.agents import register
-from plasticity_bench.agents.optim import CenteredRMSprop, gradient_step
+from plasticity_bench.agents.base import EnvSpec
 from plasticity_bench.agents.replay import ReplayBuffer
 from plasticity_bench.core.ranges import ranged
+from plasticity_bench.nets.learner import Learner
 from plasticity_bench.nets.networks import build_network, eval_mode
-from plasticity_bench.nets.values import ScalarValues
+from plasticity_bench.nets.optim import CenteredRMSprop
 
 
 @dataclass
@@ -72,19 +73,20 @@ class DQNConfig:
 
 
 @register("dqn")
-class DQN:
+class DQN(Learner):
     Config = DQNConfig
     quick_overrides = ("agent.learning_starts=100", "agent.batch_size=4", "agent.buffer_size=500")
 
-    def __init__(self, cfg: DQNConfig, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
-        self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
+    def __init__(self, cfg: DQNConfig, spec: EnvSpec, interventions, device: torch.device, seed: int):
+        self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, spec.num_envs, spec.num_actions
         self.interventions = interventions
         self.rng = np.random.default_rng(seed)
+        obs_shape, obs_dtype, num_envs = spec.obs_shape, spec.obs_dtype, spec.num_envs
 
         obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
-        factory = lambda **kw: build_network(obs_shape, num_actions, cfg.arch, obs_scale, **kw)  # noqa: E731
+        factory = lambda **kw: build_network(obs_shape, spec.num_actions, cfg.arch, obs_scale, **kw)  # noqa: E731
         self.values = interventions.value_head()  # scalar Q outputs, or categorical (two_hot, ...)
-        self.categorical = not isinstance(self.values, ScalarValues)
+        self.regression = F.mse_loss if cfg.loss == "mse" else F.smooth_l1_loss
         self.network = interventions.build(factory).to(device)
         self.target = interventions.build(factory).to(device)
         self.target.load_state_dict(self.network.state_dict())
@@ -128,7 +130,8 @@ class DQN:
         if explore.all():
             return self.rng.integers(self.num_actions, size=self.num_envs)
         with torch.inference_mode(), eval_mode(self.network):  # acting is not a training forward
-            greedy = self.q_values(self.network(torch.as_tensor(obs, device=self.device))).argmax(1).cpu().numpy()
+            q = self.values.expected(self.network(torch.as_tensor(obs, device=self.device)))
+            greedy = q.argmax(1).cpu().numpy()
         if not explore.any():  # random actions are drawn only when an env explores: once epsilon has
             return greedy  # decayed, most steps skip that draw (about 8 us of a 1.2 ms MinAtar frame)
         return np.where(explore, self.rng.integers(self.num_actions, size=self.num_envs), greedy)
@@ -148,8 +151,9 @@ class DQN:
         updates, hooks = [], {}
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
-            updates.append(self.update())
-            hooks.update(self.interventions.after_update(self, step))  # an interval hook fires once
+            metrics, acted = self.update(step)
+            updates.append(metrics)
+            hooks.update(acted)  # an interval intervention fires once
         if len(updates) <= 1:  # (MinAtar: one update per frame, no arithmetic on the host)
             return {**(updates[0] if updates else {}), **hooks}
         return {**{k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}, **hooks}
@@ -164,41 +168,35 @@ class DQN:
         exploration schedule and learning_starts still count from the run's first step."""
         self.replay, self.refilling, self.update_credit = self.new_replay(), True, 0.0
 
-    def q_values(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Q(s, .) from the network's outputs: the outputs themselves; with a categorical head
-        (two_hot, hl_gauss), the expectation of each action's distribution over the support."""
-        return self.values.q_values(outputs, self.num_actions) if self.categorical else outputs
-
     @torch.no_grad()
     def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """``r + discount x Q_target(s', a*)``: the replay gives the n-step return r and gamma^k
         (0 after a termination); a* is the target network's argmax, or the online network's with
         Double DQN."""
-        next_q = self.q_values(self.target(batch["next_obs"]))
+        next_q = self.values.expected(self.target(batch["next_obs"]))
         if not self.cfg.double_dqn:
             return batch["rewards"] + batch["discounts"] * next_q.max(1).values
         with eval_mode(self.network):
-            best = self.q_values(self.network(batch["next_obs"])).argmax(1, keepdim=True)
+            best = self.values.expected(self.network(batch["next_obs"])).argmax(1, keepdim=True)
         return batch["rewards"] + batch["discounts"] * next_q.gather(1, best).squeeze(1)
 
-    def update(self) -> dict[str, torch.Tensor]:
+    def update(self, step: int) -> tuple[dict[str, torch.Tensor], dict]:
+        """One gradient update: (its metrics, those of the interventions that acted after it)."""
         c = self.cfg
         batch = {k: torch.as_tensor(v, device=self.device) for k, v in self.replay.sample(c.batch_size, self.rng).items()}
         target = self.td_target(batch)
         outputs = self.network(batch["obs"])
-        if not self.categorical:  # DQN: Q(s, a) of the actions taken, regressed on the TD target
-            q = outputs.gather(1, batch["actions"][:, None]).squeeze(1)
-            loss = F.mse_loss(q, target) if c.loss == "mse" else F.smooth_l1_loss(q, target)
-        else:  # the alternative, a categorical head: cross entropy to the target projected on the support
-            loss, q = self.values.td_loss(outputs, batch["actions"], target, None)
-        total = self.interventions.loss(self.network, loss)
-
-        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm, lambda: self.interventions.gradients(self.network))
+        # Q(s, a) of the actions taken regressed on the TD target (a categorical head: cross entropy
+        # to the target projected on its support)
+        loss = self.values.loss(outputs, target, batch["actions"], self.regression)
+        with torch.no_grad():
+            q = self.values.expected(outputs).gather(1, batch["actions"][:, None])
+        grad_norm, acted = self.train_step(loss, step, c.max_grad_norm)
         self.updates += 1
-        if self.updates % c.target_update_interval == 0:
-            self.sync_target()
-        return {"loss": loss.detach(), "q_mean": q.detach().mean(), "grad_norm": grad_norm,
-                **self.values.target_metrics(target)}
+        if self.updates % c.target_update_interval == 0:  # after the interventions: the target copies
+            self.sync_target()  # the network they left (Dopamine's order for ReDo)
+        return {"loss": loss.detach(), "q_mean": q.mean(), "grad_norm": grad_norm,
+                **self.values.target_metrics(target)}, acted
 
     @torch.no_grad()
     def sync_target(self) -> None:
@@ -210,7 +208,7 @@ class DQN:
     def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
         """The scalar per input that the eNTK probe differentiates: Q(s, action 0), the expected
         Q for a categorical head."""
-        return self.q_values(outputs)[:, 0]
+        return self.values.expected(outputs)[:, 0]
 
     def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
         """Observations from the replay buffer for the probes (drawn with the probe's RNG)."""

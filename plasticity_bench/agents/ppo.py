@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from plasticity_bench.agents import register
-from plasticity_bench.agents.optim import gradient_step
+from plasticity_bench.agents.base import EnvSpec
 from plasticity_bench.core.ranges import ranged
+from plasticity_bench.nets.learner import Learner
 from plasticity_bench.nets.networks import build_network, eval_mode
 
 
@@ -93,14 +94,15 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_v
 
 
 @register("ppo")
-class PPO:
+class PPO(Learner):
     Config = PPOConfig
     quick_overrides = ("agent.num_steps=32",)  # an update every 32 x num_envs agent steps
 
-    def __init__(self, cfg: PPOConfig, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
-        self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, num_envs, num_actions
+    def __init__(self, cfg: PPOConfig, spec: EnvSpec, interventions, device: torch.device, seed: int):
+        self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, spec.num_envs, spec.num_actions
         self.interventions = interventions
         self.rng = np.random.default_rng(seed)
+        obs_shape, obs_dtype, num_actions, num_envs = spec.obs_shape, spec.obs_dtype, spec.num_actions, spec.num_envs
         self.check_config({"agent": vars(cfg), "env": {"num_envs": num_envs}})
 
         obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
@@ -151,7 +153,7 @@ class PPO:
         """(logits, value, critic outputs) for a batch of observations."""
         out = self.network(obs)
         logits, critic = out[:, :self.num_actions], out[:, self.num_actions:]
-        return logits, self.values.q_values(critic, 1).squeeze(1), critic
+        return logits, self.values.expected(critic)[:, 0], critic
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
         with torch.no_grad(), eval_mode(self.network):  # acting is not a training forward
@@ -213,7 +215,7 @@ class PPO:
 
     def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
         """The scalar per input that the eNTK probe differentiates: the critic's value."""
-        return self.values.q_values(outputs[:, self.num_actions:], 1)[:, 0]
+        return self.values.expected(outputs[:, self.num_actions:])[:, 0]
 
     # ---- update -------------------------------------------------------------------------
     def learning_rate(self, step: int) -> float:
@@ -229,20 +231,19 @@ class PPO:
             flat["advantages"] = (flat["advantages"] - flat["advantages"].mean()) / (flat["advantages"].std() + 1e-8)
         size = len(flat["actions"])
         sums, count, hooks = {}, 0, {}
+        lr = self.learning_rate(step)
+        self.set_learning_rate(lr)  # (an intervention that rebuilds the optimizer keeps it)
         for _ in range(c.update_epochs):
             order = torch.as_tensor(self.rng.permutation(size), device=self.device)
             for indices in order.chunk(c.num_minibatches):
-                lr = self.learning_rate(step)
-                for group in self.optimizer.param_groups:  # every update: an intervention may rebuild it
-                    group["lr"] = lr
-                metrics = self.minibatch_update({k: v[indices] for k, v in flat.items()})
+                metrics, acted = self.minibatch_update({k: v[indices] for k, v in flat.items()}, step)
                 for key, value in {**metrics, "lr": torch.tensor(lr)}.items():
                     sums[key] = sums.get(key, 0.0) + value
                 count += 1
-                hooks.update(self.interventions.after_update(self, step))
+                hooks.update(acted)
         return {**{k: v / count for k, v in sums.items()}, **hooks}
 
-    def minibatch_update(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def minibatch_update(self, mb: dict[str, torch.Tensor], step: int) -> tuple[dict[str, torch.Tensor], dict]:
         c = self.cfg
         logits, value, critic = self.policy_and_value(mb["obs"])
         log_probs = F.log_softmax(logits, 1)
@@ -252,30 +253,29 @@ class PPO:
         if c.norm_adv and c.norm_adv_over == "minibatch":
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         policy_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_coef, 1 + c.clip_coef)).mean()
-        value_loss = self.value_loss(value, critic, mb)
+        value_loss = self.value_loss(critic, mb)
         entropy = -(log_probs.exp() * log_probs).sum(1).mean()
         loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
-        total = self.interventions.loss(self.network, loss)
-
-        grad_norm = gradient_step(self.optimizer, total, c.max_grad_norm, lambda: self.interventions.gradients(self.network))
+        grad_norm, acted = self.train_step(loss, step, c.max_grad_norm)
         self.updates += 1
         with torch.no_grad():
             approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator
             clip_frac = ((ratio - 1).abs() > c.clip_coef).float().mean()
         return {"loss": loss.detach(), "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
                 "entropy": entropy.detach(), "approx_kl": approx_kl, "clip_frac": clip_frac,
-                "value_mean": value.detach().mean(), "grad_norm": grad_norm, **self.values.target_metrics(mb["returns"])}
+                "value_mean": value.detach().mean(), "grad_norm": grad_norm,
+                **self.values.target_metrics(mb["returns"])}, acted
 
-    def value_loss(self, value, critic, mb) -> torch.Tensor:
-        """0.5 x squared error, clipped around the rollout's values (CleanRL), for a scalar
-        critic; a categorical critic's own loss (cross entropy to the projected returns)."""
-        if critic.shape[1] > 1:
-            return self.values.td_loss(critic, torch.zeros_like(mb["actions"]), mb["returns"], F.mse_loss)[0]
-        squared = (value - mb["returns"]).pow(2)
-        if self.cfg.clip_value:
-            clipped = mb["values"] + (value - mb["values"]).clamp(-self.cfg.clip_coef, self.cfg.clip_coef)
-            squared = torch.max(squared, (clipped - mb["returns"]).pow(2))
-        return 0.5 * squared.mean()
+    def value_loss(self, critic, mb) -> torch.Tensor:
+        """The value head's loss on the returns: for a scalar critic 0.5 x squared error, clipped
+        around the rollout's values (CleanRL); a categorical critic's own (cross entropy)."""
+        def regression(value, returns):
+            squared = (value - returns).pow(2)
+            if self.cfg.clip_value:
+                clipped = mb["values"] + (value - mb["values"]).clamp(-self.cfg.clip_coef, self.cfg.clip_coef)
+                squared = torch.max(squared, (clipped - returns).pow(2))
+            return 0.5 * squared.mean()
+        return self.values.loss(critic, mb["returns"], regression=regression)
 
     def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
         """Observations of the latest rollout for the probes (drawn with the probe's RNG)."""

@@ -20,8 +20,8 @@ class RandomAgent:
     quick_overrides = ()
     network = None
 
-    def __init__(self, cfg, obs_shape, obs_dtype, num_actions, num_envs, device, seed, interventions):
-        self.num_actions, self.num_envs = num_actions, num_envs
+    def __init__(self, cfg, spec, interventions, device, seed):
+        self.num_actions, self.num_envs = spec.num_actions, spec.num_envs
         self.rng = np.random.default_rng(seed)
 
     def act(self, obs, step):
@@ -32,6 +32,9 @@ class RandomAgent:
 
     def truncate(self, obs):
         """Nothing to cut: it keeps no transitions."""
+
+    def task_switched(self):
+        """Nothing to forget."""
 
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state}

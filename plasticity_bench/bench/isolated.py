@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from plasticity_bench import agents
+from plasticity_bench.agents.base import EnvSpec
 from plasticity_bench.bench.arithmetic import square_matmul, update_flops
 from plasticity_bench.envs import make_env
 from plasticity_bench.interventions import Composition
@@ -32,9 +33,8 @@ def make_agent(cfg):
     """(env, first observation, agent) as the runner builds them, on the CPU."""
     env = make_env(cfg.env, 0)
     obs, _ = env.reset(seed=0)
-    agent = agents.AGENTS[cfg.agent.name](OmegaConf.to_object(cfg.agent), env.single_observation_shape, obs.dtype,
-                                          env.num_actions, env.num_envs, torch.device("cpu"), 0,
-                                          Composition(cfg.intervention, cfg.interventions))
+    agent = agents.AGENTS[cfg.agent.name](OmegaConf.to_object(cfg.agent), EnvSpec.of(env, obs),
+                                          Composition(cfg.intervention, cfg.interventions), torch.device("cpu"), 0)
     return env, obs, agent
 
 

@@ -1,13 +1,8 @@
 """Intervention registry and composition.
 
-An intervention is a small object with any of these optional hooks, called in order:
-``build(factory) -> factory`` (change the architecture), ``loss(network, loss) -> loss``,
-``gradients(network)`` (after backward, before clipping and the step: add a penalty's gradient
-straight to the parameters' gradients, as ``l2`` and ``l2init`` do), ``after_update(agent, step)
--> dict`` (after every gradient update; acts at intervals and returns metrics to log),
-``on_shift(agent) -> dict`` (at a task switch of a task sequence).
-Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseline. A family
-lists the families it cannot be composed with in ``incompatible`` (checked both ways).
+A family is an ``Intervention`` (``interventions/base.py``: every hook a no-op) registered under
+a name. Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseline. A
+family lists the families it cannot be composed with in ``incompatible`` (checked both ways).
 """
 from __future__ import annotations
 
@@ -17,6 +12,7 @@ import pkgutil
 from typing import Any, Callable
 
 from plasticity_bench.core import ranges
+from plasticity_bench.interventions.base import Intervention
 from plasticity_bench.nets.values import ScalarValues
 
 INTERVENTIONS: dict[str, type] = {}
@@ -24,6 +20,8 @@ INTERVENTIONS: dict[str, type] = {}
 
 def register(name: str):
     def add(cls):
+        if not issubclass(cls, Intervention):
+            raise TypeError(f"intervention '{name}': {cls.__name__} must derive from interventions.Intervention")
         cls.name = name
         INTERVENTIONS[name] = cls
         return cls
@@ -54,7 +52,7 @@ def split_name(name: str) -> list[str]:
         rest = rest[len(match) + 1:]
     for i, a in enumerate(parts):
         for b in parts[i + 1:]:
-            if a == b or b in getattr(INTERVENTIONS[a], "incompatible", ()) or a in getattr(INTERVENTIONS[b], "incompatible", ()):
+            if a == b or b in INTERVENTIONS[a].incompatible or a in INTERVENTIONS[b].incompatible:
                 why = "appears twice" if a == b else "cannot be composed"
                 raise ValueError(f"intervention '{name}': {a} and {b} {why}; see the README's interventions table")
     return parts
@@ -75,41 +73,36 @@ class Composition:
 
     def build(self, factory: Callable):
         for part in self.parts:
-            if hasattr(part, "build"):
-                factory = part.build(factory)
+            factory = part.build(factory)
         return factory()
 
     def loss(self, network, loss):
         for part in self.parts:
-            if hasattr(part, "loss"):
-                loss = part.loss(network, loss)
+            loss = part.loss(network, loss)
         return loss
 
     def gradients(self, network) -> None:
-        """After backward, before clipping and the step (``agents.optim.gradient_step`` calls it)."""
+        """After backward, before clipping and the step (``nets.learner.Learner.train_step``)."""
         for part in self.parts:
-            if hasattr(part, "gradients"):
-                part.gradients(network)
+            part.gradients(network)
 
     def value_head(self):
-        """The part that turns network outputs into values (two_hot, hl_gauss), or the default:
-        one scalar output per action, regressed with the agent's own loss."""
-        heads = [p for p in self.parts if hasattr(p, "q_values")]
+        """The part's value head that turns network outputs into values (two_hot, hl_gauss), or
+        the default: one scalar output per action, regressed with the learner's own loss."""
+        heads = [h for h in (p.value_head() for p in self.parts) if h is not None]
         return heads[0] if heads else ScalarValues()
 
-    def after_update(self, agent, step: int) -> dict:
+    def after_update(self, learner, step: int) -> dict:
         metrics = {}
         for part in self.parts:
-            if hasattr(part, "after_update"):
-                metrics.update(part.after_update(agent, step) or {})
+            metrics.update(part.after_update(learner, step))
         return metrics
 
-    def on_shift(self, agent) -> dict:
+    def on_shift(self, learner) -> dict:
         """At a task switch: the parts configured to act there (``at_shift``) act."""
         metrics = {}
         for part in self.parts:
-            if hasattr(part, "on_shift"):
-                metrics.update(part.on_shift(agent) or {})
+            metrics.update(part.on_shift(learner))
         return metrics
 
     def acts_at_shifts(self) -> list[str]:
@@ -117,11 +110,11 @@ class Composition:
         return [p.name for p in self.parts if getattr(p.cfg, "at_shift", False)]
 
     def state_dict(self) -> dict:
-        return {p.name: p.state_dict() for p in self.parts if hasattr(p, "state_dict")}
+        return {p.name: state for p in self.parts if (state := p.state_dict())}
 
     def load_state_dict(self, state: dict) -> None:
         for p in self.parts:
-            if hasattr(p, "load_state_dict"):
+            if p.name in state:
                 p.load_state_dict(state[p.name])
 
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from plasticity_bench.core.ranges import ranged
-from plasticity_bench.interventions import register
+from plasticity_bench.interventions import Intervention, register
 
 
 @dataclass
@@ -18,12 +18,9 @@ class CReLUConfig:
 
 
 @register("crelu")
-class CReLU:
+class CReLU(Intervention):
     Config = CReLUConfig
     incompatible = ("redo",)  # ReDo recycles pre-activation units; CReLU doubles what it would score
-
-    def __init__(self, cfg: CReLUConfig):
-        self.cfg = cfg
 
     def build(self, factory):
         return functools.partial(factory, activation="crelu", width_scale=self.cfg.width_scale)

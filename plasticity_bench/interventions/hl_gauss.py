@@ -2,12 +2,12 @@
 al. 2024, "Stop Regressing"). See nets/values.py."""
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from plasticity_bench.core.ranges import ranged
 from plasticity_bench.interventions import register
-from plasticity_bench.nets.values import CategoricalValues, hl_gauss
+from plasticity_bench.interventions.two_hot import CategoricalHead
+from plasticity_bench.nets.values import hl_gauss
 
 
 @dataclass
@@ -23,10 +23,10 @@ class HLGaussConfig:
 
 
 @register("hl_gauss")
-class HLGauss(CategoricalValues):
+class HLGauss(CategoricalHead):
     Config = HLGaussConfig
     incompatible = ("two_hot",)
 
-    def __init__(self, cfg: HLGaussConfig):
-        width = (cfg.v_max - cfg.v_min) / max(cfg.bins - 1, 1)
-        super().__init__(cfg, functools.partial(hl_gauss, sigma=cfg.sigma_ratio * width))
+    def project(self, values, atoms):
+        width = (self.cfg.v_max - self.cfg.v_min) / max(self.cfg.bins - 1, 1)
+        return hl_gauss(values, atoms, sigma=self.cfg.sigma_ratio * width)

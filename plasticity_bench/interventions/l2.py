@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from plasticity_bench.core.ranges import ranged
-from plasticity_bench.interventions import register
+from plasticity_bench.interventions import Intervention, register
 
 
 @dataclass
@@ -23,11 +23,8 @@ class L2Config:
 
 
 @register("l2")
-class L2:
+class L2(Intervention):
     Config = L2Config
-
-    def __init__(self, cfg: L2Config):
-        self.cfg = cfg
 
     def gradients(self, network: torch.nn.Module) -> None:
         params = [p for p in network.parameters() if p.requires_grad]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from plasticity_bench.core.ranges import ranged
-from plasticity_bench.interventions import register
+from plasticity_bench.interventions import Intervention, register
 from plasticity_bench.interventions.l2 import add_to_gradients
 
 
@@ -19,7 +19,7 @@ class L2InitConfig:
 
 
 @register("l2init")
-class L2Init:
+class L2Init(Intervention):
     Config = L2InitConfig
 
     def __init__(self, cfg: L2InitConfig):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from plasticity_bench.interventions import register
+from plasticity_bench.interventions import Intervention, register
 
 
 @dataclass
@@ -15,11 +15,8 @@ class LayerNormConfig:
 
 
 @register("ln")
-class LayerNorm:
+class LayerNorm(Intervention):
     Config = LayerNormConfig
-
-    def __init__(self, cfg: LayerNormConfig):
-        self.cfg = cfg
 
     def build(self, factory):
         return functools.partial(factory, layer_norm=True)

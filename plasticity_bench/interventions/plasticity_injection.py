@@ -26,9 +26,8 @@ import torch
 from torch import nn
 
 from plasticity_bench.core.ranges import ranged
-from plasticity_bench.interventions import register
+from plasticity_bench.interventions import Intervention, register
 from plasticity_bench.nets.networks import Network, reinitialised
-from plasticity_bench.nets.surgery import rebuild_optimizer
 
 
 @dataclass
@@ -103,12 +102,9 @@ class InjectedNetwork(Network):
 
 
 @register("plasticity_injection")
-class PlasticityInjection:
+class PlasticityInjection(Intervention):
     Config = PlasticityInjectionConfig
     incompatible = ("redo", "reset")  # they would recycle or reset a frozen head
-
-    def __init__(self, cfg: PlasticityInjectionConfig):
-        self.cfg = cfg
 
     def build(self, factory):
         def with_injectable_head(**kwargs):
@@ -126,5 +122,5 @@ class PlasticityInjection:
             target.new_frozen.load_state_dict(network.new_frozen.state_dict())
             target.active.fill_(True)
             target.requires_grad_(False)
-        rebuild_optimizer(agent)
+        agent.rebuild_optimizer()  # the new branch is trained, the old one frozen
         return {"plasticity_injected": torch.tensor(1.0)}

@@ -54,8 +54,6 @@ class Reset(Scheduled):
         agent.network.load_state_dict(reinitialised(agent.network).state_dict())  # (in place: same tensors)
         if agent.target is not None:
             agent.target.load_state_dict(agent.network.state_dict())
-        agent.optimizer = agent.make_optimizer()
-        restart = getattr(agent, "restart", None)  # optional (agents/base.py): what else a fresh agent forgets
-        if restart is not None:
-            restart()
+        agent.rebuild_optimizer(keep_state=False)
+        agent.restart()  # what else a fresh agent forgets (PPO: the rollout in progress; DQN: its replay)
         return {"reset_layers": torch.tensor(float(len(weight_layers(agent.network))))}

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from plasticity_bench.core.intervals import crossed
+from plasticity_bench.interventions.base import Intervention
 
 
-class Scheduled:
+class Scheduled(Intervention):
     """An intervention that acts now and then: ``apply(agent) -> metrics`` runs each time the
     count crosses a multiple of ``cfg.interval``, where the count is the agent step (``unit =
     "steps"``) or the gradient updates so far (``unit = "updates"``: one per ``after_update``

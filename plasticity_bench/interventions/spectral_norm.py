@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch.nn.utils.parametrizations import spectral_norm
 
 from plasticity_bench.core.ranges import ranged
-from plasticity_bench.interventions import register
+from plasticity_bench.interventions import Intervention, register
 from plasticity_bench.nets.surgery import weight_layers
 
 
@@ -28,11 +28,8 @@ class SpectralNormConfig:
 
 
 @register("spectral_norm")
-class SpectralNorm:
+class SpectralNorm(Intervention):
     Config = SpectralNormConfig
-
-    def __init__(self, cfg: SpectralNormConfig):
-        self.cfg = cfg
 
     def build(self, factory):
         def normalised(**kwargs):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from plasticity_bench.core.ranges import ranged
-from plasticity_bench.interventions import register
+from plasticity_bench.interventions import Intervention, register
 from plasticity_bench.nets.surgery import trained_weight, weight_layers
 
 
@@ -32,12 +32,9 @@ def init_bound(layer: nn.Module) -> float:
 
 
 @register("weight_clip")
-class WeightClip:
+class WeightClip(Intervention):
     Config = WeightClipConfig
     incompatible = ("plasticity_injection",)  # it would clip the frozen old head, not the injected one
-
-    def __init__(self, cfg: WeightClipConfig):
-        self.cfg = cfg
 
     @torch.no_grad()
     def after_update(self, agent, step: int) -> dict:

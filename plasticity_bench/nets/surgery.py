@@ -51,14 +51,3 @@ def optimizer_holds_exactly(optimizer: torch.optim.Optimizer, network: nn.Module
     held = [p for group in optimizer.param_groups for p in group["params"]]
     live = [p for p in network.parameters() if p.requires_grad]
     return len(held) == len(live) and {id(p) for p in held} == {id(p) for p in live}
-
-
-def rebuild_optimizer(agent) -> None:
-    """A new optimizer over the network's trainable parameters now (``agent.make_optimizer``),
-    carrying over the state of every parameter that is still trained; new ones start at zero."""
-    old = agent.optimizer
-    agent.optimizer = agent.make_optimizer()
-    for group in agent.optimizer.param_groups:
-        for param in group["params"]:
-            if param in old.state:
-                agent.optimizer.state[param] = old.state[param]

@@ -1,33 +1,39 @@
 """Value heads: how a network's outputs become values, and the TD loss each implies.
 
-``ScalarValues`` (the default): one output per action is Q(s, a), regressed with the agent's own
-loss. ``CategoricalValues`` (the target-scale mechanism of Lyle et al. 2024; used by the
-``two_hot`` and ``hl_gauss`` interventions): the network gives ``bins`` logits per action over a
-fixed support, Q is the expectation, and the loss is the cross entropy to a distribution placed
-on the support at the scalar TD target (two-hot, or HL-Gauss: Farebrother et al. 2024, "Stop
+Both give ``expected(outputs)``, the (batch, actions) values, and ``loss(outputs, target,
+actions)``; the learners call them without asking which head they have. ``ScalarValues`` (the
+default): one output per action is Q(s, a), regressed with the learner's own loss.
+``CategoricalValues`` (the target-scale mechanism of Lyle et al. 2024; used by the ``two_hot``
+and ``hl_gauss`` interventions): the network gives ``bins`` logits per action over a fixed
+support, Q is the expectation, and the loss is the cross entropy to a distribution placed on
+the support at the scalar TD target (two-hot, or HL-Gauss: Farebrother et al. 2024, "Stop
 Regressing")."""
 from __future__ import annotations
 
-import functools
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 
 class ScalarValues:
-    """Plain value outputs: Q(s, a) is output a; the TD loss is the agent's (MSE or Huber)."""
+    """Plain value outputs: the value of action a is output a, regressed on the target with the
+    learner's own loss (``regression``: MSE, Huber, PPO's clipped squared error)."""
 
-    def q_values(self, outputs, num_actions: int):
+    def expected(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(batch, actions) values from the outputs: the outputs themselves."""
         return outputs
+
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor, actions: torch.Tensor | None = None,
+             regression: Callable = F.mse_loss) -> torch.Tensor:
+        """``regression(value, target)`` on the value of the actions taken (of the one output
+        when ``actions`` is None: a critic)."""
+        value = outputs[:, 0] if actions is None else outputs.gather(1, actions[:, None]).squeeze(1)
+        return regression(value, target)
 
     def target_metrics(self, target) -> dict:
         """Nothing to report: a scalar output takes any target."""
         return {}
-
-    def td_loss(self, outputs, actions, target, loss_fn):
-        """(loss, Q of the actions taken)."""
-        q = outputs.gather(1, actions[:, None]).squeeze(1)
-        return loss_fn(q, target), q
 
 
 def support(v_min: float, v_max: float, bins: int, device=None) -> torch.Tensor:
@@ -61,32 +67,29 @@ def hl_gauss(values: torch.Tensor, atoms: torch.Tensor, sigma: float) -> torch.T
 
 
 class CategoricalValues:
-    """The value-head hooks: ``build`` asks the network for ``bins`` logits per action."""
+    """``bins`` logits per action over a fixed support [v_min, v_max]; ``project`` places a scalar
+    target on the support (``two_hot`` or ``hl_gauss``)."""
 
-    def __init__(self, cfg, project):
-        self.cfg, self.project = cfg, project
-        if cfg.bins < 2 or cfg.v_max <= cfg.v_min:
-            raise ValueError(f"interventions.{self.name}: need bins >= 2 and v_max > v_min, got {cfg.bins}, [{cfg.v_min}, {cfg.v_max}]")
-
-    def build(self, factory):
-        return functools.partial(factory, value_bins=self.cfg.bins)
+    def __init__(self, bins: int, v_min: float, v_max: float, project: Callable):
+        self.bins, self.v_min, self.v_max, self.project = bins, v_min, v_max, project
 
     def _atoms(self, like: torch.Tensor) -> torch.Tensor:
-        return support(self.cfg.v_min, self.cfg.v_max, self.cfg.bins, like.device)
+        return support(self.v_min, self.v_max, self.bins, like.device)
 
-    def q_values(self, outputs: torch.Tensor, num_actions: int) -> torch.Tensor:
-        logits = outputs.view(len(outputs), num_actions, self.cfg.bins)
+    def expected(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(batch, actions) values: the expectation of each action's distribution."""
+        logits = outputs.view(len(outputs), -1, self.bins)
         return (logits.softmax(-1) * self._atoms(outputs)).sum(-1)
 
-    def target_metrics(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training metric: the fraction of TD targets outside the support (clamped to its edge)."""
-        outside = (target < self.cfg.v_min) | (target > self.cfg.v_max)
-        return {"target_clamped_frac": outside.float().mean()}
+    def loss(self, outputs: torch.Tensor, target: torch.Tensor, actions: torch.Tensor | None = None,
+             regression: Callable | None = None) -> torch.Tensor:
+        """Cross entropy of the actions taken (the one output group when ``actions`` is None) to
+        the projected target; ``regression``, the learner's scalar loss, is not used."""
+        logits = outputs.view(len(outputs), -1, self.bins)
+        logits = logits[:, 0] if actions is None else logits[torch.arange(len(outputs), device=outputs.device), actions]
+        return -(self.project(target.detach(), self._atoms(outputs)) * F.log_softmax(logits, -1)).sum(-1).mean()
 
-    def td_loss(self, outputs, actions, target, loss_fn):
-        """Cross entropy to the projected target (``loss_fn``, the agent's scalar loss, is not
-        used); returns the expected Q of the actions taken beside it."""
-        logits = outputs.view(len(outputs), -1, self.cfg.bins)[torch.arange(len(outputs), device=outputs.device), actions]
-        atoms = self._atoms(outputs)
-        loss = -(self.project(target.detach(), atoms) * F.log_softmax(logits, -1)).sum(-1).mean()
-        return loss, (logits.softmax(-1) * atoms).sum(-1)
+    def target_metrics(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training metric: the fraction of targets outside the support (clamped to its edge)."""
+        outside = (target < self.v_min) | (target > self.v_max)
+        return {"target_clamped_frac": outside.float().mean()}

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from plasticity_bench import agents
-from plasticity_bench.agents.base import check_instance
+from plasticity_bench.agents.base import EnvSpec, check_instance
 from plasticity_bench.core.intervals import crossed
 from plasticity_bench.core.memory import keep_freed_memory
 from plasticity_bench.core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
@@ -61,8 +61,8 @@ class Run:
         self.obs, _ = self.env.reset(seed=cfg.seed)
         self.interventions = Composition(cfg.intervention, cfg.interventions)
         agent_cls = agents.AGENTS[cfg.agent.name]
-        self.agent = agent_cls(OmegaConf.to_object(cfg.agent), self.env.single_observation_shape, self.obs.dtype,
-                               self.env.num_actions, self.env.num_envs, self.device, cfg.seed, self.interventions)
+        self.agent = agent_cls(OmegaConf.to_object(cfg.agent), EnvSpec.of(self.env, self.obs), self.interventions,
+                               self.device, cfg.seed)
         check_instance(self.agent)
         network = self.agent.network
         self.prober = Prober(ProbeConfig(**cfg.probe), network, cfg.seed) if network is not None else None
@@ -223,9 +223,7 @@ class Run:
         interventions that act at task switches (``at_shift``) act, before the agent acts on it."""
         self.task = self.env.task
         self.metrics_log.write(self.step, "task", "", self.task)
-        switched = getattr(self.agent, "task_switched", None)  # optional (agents/base.py)
-        if switched is not None:
-            switched()
+        self.agent.task_switched()
         for name, value in self.interventions.on_shift(self.agent).items():
             self.metrics_log.write(self.step, name, "", float(value))
 

@@ -32,6 +32,7 @@ from plasticity_bench.core.memory import keep_freed_memory
 from plasticity_bench.core.ranges import check, ranged
 from plasticity_bench.core.schema import METRICS_COLUMNS
 from plasticity_bench import interventions
+from plasticity_bench.nets.learner import Learner
 from plasticity_bench.nets.networks import build_network
 from plasticity_bench.nets.values import CategoricalValues, ScalarValues
 from plasticity_bench.probes import ProbeConfig, Prober
@@ -83,11 +84,12 @@ NOT_TRAINING = ("seed", "run_dir", "threads", "probe", "tasks", "variant", "task
 SHIFT_FAMILIES = ("redo", "reset", "shrink_perturb")
 
 
-class Learner:
-    """What interventions and probes expect of an agent: network, optimizer, rng, inputs."""
+class Supervised(Learner):
+    """The shifts learner: what interventions and probes expect of an agent (network, optimizer,
+    rng, inputs), trained by the same ``train_step`` as the RL agents."""
 
     def __init__(self, cfg: ShiftsConfig, task, composition):
-        self.cfg, self.task = cfg, task
+        self.cfg, self.task, self.interventions = cfg, task, composition
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.values = composition.value_head()  # regression: a scalar output, or categorical
         shape = tuple(task.base_x.shape[1:])
@@ -112,7 +114,7 @@ class Learner:
         """The scalar per input the eNTK probe differentiates: the regression output (the
         expected value of a categorical head), or the log-probability of class 0."""
         if self.task.kind == "regression":
-            return self.values.q_values(outputs, 1)[:, 0]
+            return self.values.expected(outputs)[:, 0]
         return torch.log_softmax(outputs, 1)[:, 0]
 
 
@@ -149,7 +151,7 @@ def _train(cfg: ShiftsConfig, store: RunStore) -> Path:
     torch.manual_seed(cfg.seed)
     composition = interventions.Composition(cfg.intervention, cfg.interventions)
     task = make_task(cfg)
-    learner = Learner(cfg, task, composition)
+    learner = Supervised(cfg, task, composition)
     prober = Prober(cfg.probe, learner.network, cfg.seed)
     log = store.open_log("metrics", METRICS_COLUMNS, resuming=found is not None)
     first = 0
@@ -174,7 +176,7 @@ def _train(cfg: ShiftsConfig, store: RunStore) -> Path:
             for metric, value in composition.on_shift(learner).items():
                 log.write(step, metric, "", float(value))
         for i in range(cfg.steps_per_task):
-            hooks = train_step(learner, composition, task, (i + 1) / cfg.steps_per_task, step + i + 1)
+            hooks = train_step(learner, task, (i + 1) / cfg.steps_per_task, step + i + 1)
             for metric, value in hooks.items():  # an intervention acted after this update
                 log.write(step + i + 1, metric, "", float(value))
         step += cfg.steps_per_task
@@ -198,30 +200,24 @@ def _task_state(task) -> dict:
     return {k: v for k, v in vars(task).items() if k in ("x", "y", "previous")}
 
 
-def loss_fn(learner: Learner, task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def loss_fn(learner: Supervised, task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross entropy to the labels, or the regression loss of the value head: MSE for a scalar
     output, cross entropy to the projected target for a categorical one (two_hot, hl_gauss)."""
     if task.kind == "classification":
         return F.cross_entropy(outputs, targets)
-    first = torch.zeros(len(targets), dtype=torch.long)  # one output "action"
     mean, spread = learner.target_stats
-    return learner.values.td_loss(outputs, first, (targets[:, 0] - mean) / spread, F.mse_loss)[0]
+    return learner.values.loss(outputs, (targets[:, 0] - mean) / spread)
 
 
-def train_step(learner: Learner, composition, task, progress: float, step: int) -> dict:
+def train_step(learner: Supervised, task, progress: float, step: int) -> dict:
     """One Adam step on a minibatch; returns what the interventions did after it (usually {})."""
     indices = torch.as_tensor(learner.rng.integers(len(task.x), size=learner.cfg.batch_size))
     loss = loss_fn(learner, task, learner.network(task.x[indices]), task.targets(progress)[indices])
-    total = composition.loss(learner.network, loss)
-    learner.optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    composition.gradients(learner.network)  # l2, l2init: their terms' gradients
-    learner.optimizer.step()
-    return composition.after_update(learner, step)
+    return learner.train_step(loss, step)[1]
 
 
 @torch.no_grad()
-def evaluate(learner: Learner, task) -> dict[str, float]:
+def evaluate(learner: Supervised, task) -> dict[str, float]:
     outputs, targets = learner.network(task.x), task.targets(1.0)
     metrics = {"train_loss": float(loss_fn(learner, task, outputs, targets))}
     if task.kind == "classification":
@@ -229,7 +225,7 @@ def evaluate(learner: Learner, task) -> dict[str, float]:
     else:
         mean, spread = learner.target_stats
         metrics.update({k: float(v) for k, v in learner.values.target_metrics((targets[:, 0] - mean) / spread).items()})
-        error = F.mse_loss(learner.values.q_values(outputs, 1) * spread + mean, targets)
+        error = F.mse_loss(learner.values.expected(outputs) * spread + mean, targets)
         metrics["fvu"] = float(error) / float(targets.var(unbiased=False).clamp_min(1e-12))
     return metrics
 
@@ -279,13 +275,14 @@ def check_support(cfg: ShiftsConfig, composition) -> None:
     head = composition.value_head()
     if not isinstance(head, CategoricalValues) or cfg.target_norm:
         return
+    family = next(p.name for p in composition.parts if p.value_head() is not None)
     task = make_task(cfg)  # the run's own task draws
     for t in range(cfg.tasks):
         task.start(t)
         targets = task.targets(1.0)[:, 0]
         clamped = float(head.target_metrics(targets)["target_clamped_frac"])
         if clamped > 0.5:
-            family, bound = head.name, float(targets.abs().max())
-            raise ValueError(f"interventions.{family}: the support [{head.cfg.v_min:g}, {head.cfg.v_max:g}] would clamp "
+            bound = float(targets.abs().max())
+            raise ValueError(f"interventions.{family}: the support [{head.v_min:g}, {head.v_max:g}] would clamp "
                              f"{clamped:.0%} of task {t + 1}'s targets (they reach {bound:.3g}); set target_norm=true "
                              f"or widen it, e.g. interventions.{family}.v_min=-{bound:.0f} interventions.{family}.v_max={bound:.0f}")
