@@ -28,7 +28,7 @@ space := $(subst ,, )
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
 
-.PHONY: help atari minatar classic shifts sweep figures bench test clean-venv
+.PHONY: help atari minatar classic shifts sweep figures bench test lint clean-venv
 
 help: ## this list
 	@echo "targets:"
@@ -90,6 +90,10 @@ bench: $(STAMP) ## speed and memory on this machine, ours / reference rows: one 
 
 test: $(STAMP) ## the fast test suite (what CI runs), one worker per core, one torch thread each
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(NPROC)
+
+lint: $(STAMP) ## ruff: style and imports (pyproject.toml [tool.ruff]; `ruff format .` fixes most)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check --quiet .
 
 clean-venv: ## remove the virtual environment
 	rm -rf $(VENV)

@@ -7,14 +7,19 @@
   bench    speed and memory on this machine, one table
 
 ``COMMAND -h`` describes one. The make targets (``make help``) call these."""
+
 from __future__ import annotations
 
 import importlib
 import sys
 
-COMMANDS = {"run": "plasticity_bench.runner.__main__", "sweep": "plasticity_bench.runner.sweep",
-            "shifts": "plasticity_bench.shifts.__main__", "figures": "plasticity_bench.analysis.__main__",
-            "bench": "plasticity_bench.bench.__main__"}
+COMMANDS = {
+    "run": "plasticity_bench.runner.__main__",
+    "sweep": "plasticity_bench.runner.sweep",
+    "shifts": "plasticity_bench.shifts.__main__",
+    "figures": "plasticity_bench.analysis.__main__",
+    "bench": "plasticity_bench.bench.__main__",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,28 +16,58 @@ os.environ["TORCHDYNAMO_DISABLE"] = "1"
 COMPILED = {"TORCHDYNAMO_DISABLE": "0"}  # extra env of a subprocess that compiles as a user's run does
 # A tiny DQN on MinAtar: learning starts early and probes run often, so every code path runs in
 # a few seconds.
-TINY_DQN = ["env=minatar", "agent=dqn", "total_steps=2400", "agent.learning_starts=300", "agent.batch_size=8", "agent.updates_per_step=0.25",
-            "agent.buffer_size=4000", "agent.target_update_interval=50", "log.interval=200",
-            "checkpoint.interval=800", "log.progress=false", "threads=1",
-            "probe.interval=600", "probe.steps=20", "probe.batch_size=32", "probe.entk_batch=16"]
+TINY_DQN = [
+    "env=minatar",
+    "agent=dqn",
+    "total_steps=2400",
+    "agent.learning_starts=300",
+    "agent.batch_size=8",
+    "agent.updates_per_step=0.25",
+    "agent.buffer_size=4000",
+    "agent.target_update_interval=50",
+    "log.interval=200",
+    "checkpoint.interval=800",
+    "log.progress=false",
+    "threads=1",
+    "probe.interval=600",
+    "probe.steps=20",
+    "probe.batch_size=32",
+    "probe.entk_batch=16",
+]
 
 # 4 envs x 32-step rollouts: an update every 128 agent steps, so checkpoints fall mid-rollout
-TINY_PPO = ["env=minatar", "agent=ppo", "total_steps=4000", "env.num_envs=4", "agent.num_steps=32",
-            "log.interval=200", "checkpoint.interval=800", "log.progress=false", "threads=1",
-            "probe.interval=600", "probe.steps=20", "probe.batch_size=32", "probe.entk_batch=16"]
+TINY_PPO = [
+    "env=minatar",
+    "agent=ppo",
+    "total_steps=4000",
+    "env.num_envs=4",
+    "agent.num_steps=32",
+    "log.interval=200",
+    "checkpoint.interval=800",
+    "log.progress=false",
+    "threads=1",
+    "probe.interval=600",
+    "probe.steps=20",
+    "probe.batch_size=32",
+    "probe.entk_batch=16",
+]
 
 
 def find_run(root, suite="minatar", game="breakout", agent="dqn", intervention="none", seed=0):
     """The run directory of ``intervention`` under ``root``: its variant is the intervention,
     or the intervention with the overrides a test made (``none[agent.batch_size=8,...]``)."""
-    found = [d for d in Path(root).glob(f"{suite}/{game}/{agent}/*/seed{seed}")
-             if d.parent.name.split("[")[0] == intervention]
+    found = [
+        d
+        for d in Path(root).glob(f"{suite}/{game}/{agent}/*/seed{seed}")
+        if d.parent.name.split("[")[0] == intervention
+    ]
     assert len(found) <= 1, found
     return found[0] if found else Path(root) / suite / game / agent / intervention / f"seed{seed}"
 
 
 def planned_run(*args):
-    """The run directory ``python -m plasticity_bench run *args`` will use (composed here, as the runner does)."""
+    """The run directory ``python -m plasticity_bench run *args`` will use (composed here, as the
+    runner does)."""
     from plasticity_bench.runner.config import compose_config, run_path
 
     return run_path(compose_config(list(args)))
@@ -50,13 +80,21 @@ def runner_cmd(*args):
 @pytest.fixture
 def run(tmp_path):
     """Run ``python -m plasticity_bench run`` in a subprocess under tmp_path; returns CompletedProcess."""
+
     def _run(*args, check=True, env=None):
         env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-        result = subprocess.run(runner_cmd(f"run_dir={tmp_path}", *args), cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            runner_cmd(f"run_dir={tmp_path}", *args),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
+
     return _run
 
 

@@ -1,16 +1,16 @@
 """make bench in its tiny mode: every row is produced, finite and in its unit; the large-mode
 replay fill on a small buffer; the arithmetic count behind the peak rows."""
+
 import csv
 import math
 
 import numpy as np
-
 import torch
 import torch.nn as nn
 
-from plasticity_bench.nets.optim import CenteredRMSprop
 from plasticity_bench.bench.__main__ import benched_agents, large_replay, main
 from plasticity_bench.bench.arithmetic import floor_seconds, update_flops
+from plasticity_bench.nets.optim import CenteredRMSprop
 
 
 def test_tiny_bench_writes_every_row(tmp_path, capsys):
@@ -18,23 +18,43 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
     assert main(["--tiny", "--out", str(out)]) == 0
     rows = {row["what"]: row for row in csv.DictReader(open(out))}
     for suite in ("atari", "minatar"):
-        assert float(rows[f"{suite}: env alone, {8 if suite == 'atari' else 1} env(s), random actions"]["value"]) > 0
+        assert (
+            float(rows[f"{suite}: env alone, {8 if suite == 'atari' else 1} env(s), random actions"]["value"])
+            > 0
+        )
         for agent in benched_agents():
             tag = f"{suite} {agent}"
-            for what in ("env", "act", "update", "bound from the components", "measured (runner, learning)",
-                         "loop efficiency", "one update at 1 torch thread(s)"):
+            for what in (
+                "env",
+                "act",
+                "update",
+                "bound from the components",
+                "measured (runner, learning)",
+                "loop efficiency",
+                "one update at 1 torch thread(s)",
+            ):
                 value = float(rows[f"{tag}: {what}"]["value"])
                 assert math.isfinite(value) and value > 0, (tag, what, value)
-            assert math.isfinite(float(rows[f"{tag}: other"]["value"]))  # the loop's own share, timed in the runner
-            assert float(rows[f"{tag}: update arithmetic"]["value"]) > 0 and "GFLOP/s" in rows[f"{tag}: update arithmetic"]["note"]
+            assert math.isfinite(
+                float(rows[f"{tag}: other"]["value"])
+            )  # the loop's own share, timed in the runner
+            assert (
+                float(rows[f"{tag}: update arithmetic"]["value"]) > 0
+                and "GFLOP/s" in rows[f"{tag}: update arithmetic"]["note"]
+            )
             at_peak = float(rows[f"{tag}: bound with the update at that peak"]["value"])
             assert at_peak >= 0.99 * float(rows[f"{tag}: measured (runner, learning)"]["value"])
         assert f"{suite} dqn: probe at the default interval" in " ".join(rows)
     for intervention in ("ln", "l2", "ln_l2"):
         assert float(rows[f"minatar dqn + {intervention}: measured (runner, learning)"]["value"]) > 0
         assert float(rows[f"minatar dqn + {intervention}: one update, interleaved with none"]["value"]) > 0
-    for label, threads in (("minatar dqn", 1), ("minatar dqn + ln_l2", 1), ("atari dqn", 0), ("atari ppo", 0),
-                           ("minatar ppo", 1)):  # the yardsticks of bench/references ran beside ours
+    for label, threads in (
+        ("minatar dqn", 1),
+        ("minatar dqn + ln_l2", 1),
+        ("atari dqn", 0),
+        ("atari ppo", 0),
+        ("minatar ppo", 1),
+    ):  # the yardsticks of bench/references ran beside ours
         (what,) = [w for w in rows if w.startswith(f"{label}: ours / reference, {threads or ''}")]
         assert math.isfinite(float(rows[what]["value"])) and float(rows[what]["value"]) > 0
         assert "of 1 pairs" in rows[what]["note"] and "reference" in rows[what]["note"]
@@ -54,6 +74,7 @@ def test_large_replay_fill_allocates_frames_once():
 def test_update_flops_counts_forward_and_backward_and_leaves_the_optimizer_alone():
     """A linear layer of 32 x 16 inputs to 8 outputs: 2 x 32 x 16 x 8 FLOPs forward, twice that
     backward (input and weight gradients); the agent's optimizer is back and its step untaken."""
+
     class Agent:
         def __init__(self):
             self.network = nn.Linear(16, 8, bias=False)

@@ -1,5 +1,6 @@
 """Nonstationary RL (env.shift): each mechanism does what it says, tasks are logged, at_shift
 interventions act at the switches, and a killed run resumes to the same CSVs."""
+
 import dataclasses
 
 import numpy as np
@@ -15,7 +16,9 @@ from plasticity_bench.runner.config import ConfigError, compose_config
 
 def pair(kind, smooth=False, num_envs=2, interval=10, **shift):
     """(the shifting env, the same env without the shift), same seed."""
-    cfg = MinAtarConfig(num_envs=num_envs, shift=ShiftConfig(kind=kind, interval=interval, smooth=smooth, **shift))
+    cfg = MinAtarConfig(
+        num_envs=num_envs, shift=ShiftConfig(kind=kind, interval=interval, smooth=smooth, **shift)
+    )
     return make_env(cfg, 0), make_env(dataclasses.replace(cfg, shift=ShiftConfig()), 0)
 
 
@@ -67,11 +70,25 @@ def test_game_cycle_observations_come_from_the_right_game():
 
 
 @pytest.mark.parametrize("agent, args", [("dqn", TINY_DQN), ("ppo", TINY_PPO)])
-@pytest.mark.parametrize("kind, smooth", [("game_cycle", False), ("obs_permutation", False), ("obs_permutation", True),
-                                          ("reward_scale", False), ("reward_scale", True)])
+@pytest.mark.parametrize(
+    "kind, smooth",
+    [
+        ("game_cycle", False),
+        ("obs_permutation", False),
+        ("obs_permutation", True),
+        ("reward_scale", False),
+        ("reward_scale", True),
+    ],
+)
 def test_tasks_are_logged_at_every_switch(run, tmp_path, agent, args, kind, smooth):
-    overrides = [*args, f"env.shift.kind={kind}", f"env.shift.smooth={str(smooth).lower()}", "env.shift.interval=800",
-                 "total_steps=3200", "agent.reward_clip=false"]
+    overrides = [
+        *args,
+        f"env.shift.kind={kind}",
+        f"env.shift.smooth={str(smooth).lower()}",
+        "env.shift.interval=800",
+        "total_steps=3200",
+        "agent.reward_clip=false",
+    ]
     run(*overrides)
     metrics = pd.read_csv(planned_run(*overrides, f"run_dir={tmp_path}") / "metrics.csv")
     tasks = metrics[metrics.metric == "task"]
@@ -79,8 +96,13 @@ def test_tasks_are_logged_at_every_switch(run, tmp_path, agent, args, kind, smoo
 
 
 def test_at_shift_interventions_act_at_every_switch(run, tmp_path):
-    overrides = [*TINY_DQN, "env.shift.kind=obs_permutation", "env.shift.interval=800", "intervention=reset",
-                 "interventions.reset.at_shift=true"]
+    overrides = [
+        *TINY_DQN,
+        "env.shift.kind=obs_permutation",
+        "env.shift.interval=800",
+        "intervention=reset",
+        "interventions.reset.at_shift=true",
+    ]
     run(*overrides)
     metrics = pd.read_csv(planned_run(*overrides, f"run_dir={tmp_path}") / "metrics.csv")
     assert metrics[metrics.metric == "reset_layers"].step.tolist() == [800, 1600]
@@ -90,33 +112,69 @@ def test_kind_none_changes_nothing(run, tmp_path):
     quiet = ["env.shift.interval=800", "env.shift.growth=3"]  # settings of a shift that is off
     run(*TINY_DQN, f"run_dir={tmp_path / 'a'}")
     run(*TINY_DQN, *quiet, f"run_dir={tmp_path / 'b'}")
-    a, b = planned_run(*TINY_DQN, f"run_dir={tmp_path / 'a'}"), planned_run(*TINY_DQN, *quiet, f"run_dir={tmp_path / 'b'}")
+    a, b = (
+        planned_run(*TINY_DQN, f"run_dir={tmp_path / 'a'}"),
+        planned_run(*TINY_DQN, *quiet, f"run_dir={tmp_path / 'b'}"),
+    )
     for name in ("returns.csv", "metrics.csv"):
-        assert (a / name).read_bytes().replace(a.parent.name.encode(), b"") == \
-            (b / name).read_bytes().replace(b.parent.name.encode(), b"")
+        assert (a / name).read_bytes().replace(a.parent.name.encode(), b"") == (
+            b / name
+        ).read_bytes().replace(b.parent.name.encode(), b"")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["env.shift.kind=drift"], "env.shift.kind='drift' is out of range: must be one of none, game_cycle"),
-    (["env.shift.kind=game_cycle", "env.shift.games=[breakout,pong]"], "env.shift.games: unknown ['pong']"),
-    (["env.shift.kind=obs_permutation", "env.shift.interval=0"], "env.shift.interval=0 is out of range: must be >= 1"),
-    (["env.shift.kind=reward_scale", "env.shift.growth=-1", "agent.reward_clip=false"], "env.shift.growth=-1.0"),
-    (["env.shift.kind=game_cycle", "env.shift.smooth=true"], "game_cycle has no smooth form"),
-    (["env.shift.kind=reward_scale", "agent.reward_clip=true"], "set agent.reward_clip=false"),
-    (["env=atari", "env.shift.kind=obs_permutation"], "works on minatar only; valid on atari: none yet"),
-    (["env.shift.kind=obs_offset"], "works on classic only; valid on minatar: game_cycle, obs_permutation, reward_scale"),
-    (["env=classic", "env.shift.kind=obs_permutation"], "valid on classic: obs_offset, reward_scale"),
-    (["env=classic", "env.shift.kind=obs_offset", "env.shift.sigma=0"], "env.shift.sigma=0.0 is out of range: must be > 0"),
-    (["env=classic", "env.game=Pendulum"], "unknown classic game 'Pendulum'; valid: CartPole, Acrobot, LunarLander"),
-    (["env.shift.kind=game_cycle", "env.num_envs=3", "env.shift.interval=1000"],
-     "env.shift.interval=1,000 must be a multiple of env.num_envs=3"),
-    (["env.shift.kind=game_cycle", "env.minimal_action_set=true"], "needs env.minimal_action_set=false"),
-    (["intervention=weight_clip", "interventions.weight_clip.kappa=0"], "interventions.weight_clip.kappa=0"),
-    (["intervention=weight_clip_plasticity_injection"], "weight_clip and plasticity_injection cannot be composed"),
-    (["env=classic", "agent=ppo", "intervention=spectral_norm"], "cannot take crelu or spectral_norm"),
-    (["intervention=reset", "interventions.reset.layers=-1"], "interventions.reset.layers=-1 is out of range"),
-    (["intervention=redo", "interventions.redo.at_shift=true"], "at_shift=true needs task switches"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["env.shift.kind=drift"], "env.shift.kind='drift' is out of range: must be one of none, game_cycle"),
+        (
+            ["env.shift.kind=game_cycle", "env.shift.games=[breakout,pong]"],
+            "env.shift.games: unknown ['pong']",
+        ),
+        (
+            ["env.shift.kind=obs_permutation", "env.shift.interval=0"],
+            "env.shift.interval=0 is out of range: must be >= 1",
+        ),
+        (
+            ["env.shift.kind=reward_scale", "env.shift.growth=-1", "agent.reward_clip=false"],
+            "env.shift.growth=-1.0",
+        ),
+        (["env.shift.kind=game_cycle", "env.shift.smooth=true"], "game_cycle has no smooth form"),
+        (["env.shift.kind=reward_scale", "agent.reward_clip=true"], "set agent.reward_clip=false"),
+        (["env=atari", "env.shift.kind=obs_permutation"], "works on minatar only; valid on atari: none yet"),
+        (
+            ["env.shift.kind=obs_offset"],
+            "works on classic only; valid on minatar: game_cycle, obs_permutation, reward_scale",
+        ),
+        (["env=classic", "env.shift.kind=obs_permutation"], "valid on classic: obs_offset, reward_scale"),
+        (
+            ["env=classic", "env.shift.kind=obs_offset", "env.shift.sigma=0"],
+            "env.shift.sigma=0.0 is out of range: must be > 0",
+        ),
+        (
+            ["env=classic", "env.game=Pendulum"],
+            "unknown classic game 'Pendulum'; valid: CartPole, Acrobot, LunarLander",
+        ),
+        (
+            ["env.shift.kind=game_cycle", "env.num_envs=3", "env.shift.interval=1000"],
+            "env.shift.interval=1,000 must be a multiple of env.num_envs=3",
+        ),
+        (["env.shift.kind=game_cycle", "env.minimal_action_set=true"], "needs env.minimal_action_set=false"),
+        (
+            ["intervention=weight_clip", "interventions.weight_clip.kappa=0"],
+            "interventions.weight_clip.kappa=0",
+        ),
+        (
+            ["intervention=weight_clip_plasticity_injection"],
+            "weight_clip and plasticity_injection cannot be composed",
+        ),
+        (["env=classic", "agent=ppo", "intervention=spectral_norm"], "cannot take crelu or spectral_norm"),
+        (
+            ["intervention=reset", "interventions.reset.layers=-1"],
+            "interventions.reset.layers=-1 is out of range",
+        ),
+        (["intervention=redo", "interventions.redo.at_shift=true"], "at_shift=true needs task switches"),
+    ],
+)
 def test_bad_shift_values_are_refused_before_a_run_starts(args, message):
     with pytest.raises(ConfigError, match=None) as raised:
         compose_config(args)
@@ -126,12 +184,33 @@ def test_bad_shift_values_are_refused_before_a_run_starts(args, message):
 def test_task_visits_keep_the_first_visit_of_the_same_game_as_a_transfer_view():
     from plasticity_bench.analysis.continual import visits
 
-    ident = {"suite": "minatar", "game": "breakout", "agent": "ppo", "intervention": "none", "variant": "v", "seed": 0}
-    runs = pd.DataFrame([{**ident, "shift_kind": "game_cycle", "shift_interval": 100, "shift_games": "a,b",
-                          "shift_settings": "", "last_step": 400, "total_steps": 400, "complete": True}])
+    ident = {
+        "suite": "minatar",
+        "game": "breakout",
+        "agent": "ppo",
+        "intervention": "none",
+        "variant": "v",
+        "seed": 0,
+    }
+    runs = pd.DataFrame(
+        [
+            {
+                **ident,
+                "shift_kind": "game_cycle",
+                "shift_interval": 100,
+                "shift_games": "a,b",
+                "shift_settings": "",
+                "last_step": 400,
+                "total_steps": 400,
+                "complete": True,
+            }
+        ]
+    )
     # tasks: a (1..100), b (101..200), a (201..300), b (301..400); returns late in each visit: 4, 2, 1, 3
     episodes = [(70, 9.0), (90, 4.0), (190, 2.0), (280, 1.0), (300, 1.0), (390, 3.0), (310, 50.0)]
-    returns = pd.DataFrame([{**ident, "step": s, "episode_return": r, "episode_length": 1} for s, r in episodes])
+    returns = pd.DataFrame(
+        [{**ident, "step": s, "episode_return": r, "episode_length": 1} for s, r in episodes]
+    )
     table = visits(runs, returns)
     assert table.task_game.tolist() == ["a", "b", "a", "b"] and table.visit.tolist() == [0, 0, 1, 1]
     assert table.final_return.tolist() == [4.0, 2.0, 1.0, 3.0]  # steps 70 and 310 are early in their visits
@@ -144,14 +223,22 @@ def test_figures_read_gzipped_csvs_and_write_the_continual_table(run, tmp_path):
 
     from plasticity_bench.analysis.__main__ import main as figures
 
-    overrides = [*TINY_PPO, "env.shift.kind=game_cycle", "env.shift.interval=1000", "env.shift.games=[breakout,asterix]"]
+    overrides = [
+        *TINY_PPO,
+        "env.shift.kind=game_cycle",
+        "env.shift.interval=1000",
+        "env.shift.games=[breakout,asterix]",
+    ]
     run(*overrides)
     d = planned_run(*overrides, f"run_dir={tmp_path}")
     for name in ("returns.csv", "metrics.csv"):
         with open(d / name, "rb") as plain, gzip.open(d / f"{name}.gz", "wb") as packed:
             shutil.copyfileobj(plain, packed)
         (d / name).unlink()
-    assert figures([str(tmp_path), str(tmp_path / "out"), "--reps", "20", "--curve-reps", "10", "--bins", "4"]) == 0
+    assert (
+        figures([str(tmp_path), str(tmp_path / "out"), "--reps", "20", "--curve-reps", "10", "--bins", "4"])
+        == 0
+    )
     tables = tmp_path / "out" / "tables"
     table = pd.read_csv(tables / "continual.csv")
     assert table.task.tolist() == [0, 1, 2, 3] and table.task_game.tolist() == ["breakout", "asterix"] * 2
@@ -162,14 +249,14 @@ def test_figures_read_gzipped_csvs_and_write_the_continual_table(run, tmp_path):
 
 
 def test_the_calibration_table_is_what_the_committed_csvs_give():
-    """Every row of the calibration table of docs/experiments/minatar_continual.md (results/minatar_continual_calibration): the
-    mean return over the last quarter of each task, as `make figures` writes it to
-    tables/continual.csv."""
+    """Every row of the calibration table of docs/experiments/minatar_continual.md
+    (results/minatar_continual_calibration): the mean return over the last quarter of each task,
+    as `make figures` writes it to tables/continual.csv."""
     import re
 
+    from conftest import ROOT
     from plasticity_bench.analysis.continual import visits
     from plasticity_bench.analysis.load import load_runs
-    from conftest import ROOT
 
     page = (ROOT / "docs" / "experiments" / "minatar_continual.md").read_text()
     section = page.split("## Calibration: every setting tried", 1)[1]
@@ -178,8 +265,15 @@ def test_the_calibration_table_is_what_the_committed_csvs_give():
     assert len(rows) == len(runs.runs) >= 6  # every committed run is in the table
     table = visits(runs.runs, runs.returns)
     for agent, game, variant, seed, returns in rows:
-        mine = table[(table.agent == agent) & (table.game == game) & (table.variant == variant) & (table.seed == int(seed))]
-        assert np.allclose(mine.sort_values("task").final_return, [float(x) for x in returns.split()], atol=0.051), variant
+        mine = table[
+            (table.agent == agent)
+            & (table.game == game)
+            & (table.variant == variant)
+            & (table.seed == int(seed))
+        ]
+        assert np.allclose(
+            mine.sort_values("task").final_return, [float(x) for x in returns.split()], atol=0.051
+        ), variant
 
 
 def test_bad_continual_values_exit_2_and_create_nothing(tmp_path):
@@ -188,25 +282,42 @@ def test_bad_continual_values_exit_2_and_create_nothing(tmp_path):
 
     from conftest import ROOT
 
-    for args in (["env=classic", "env.shift.kind=obs_offset", "env.shift.sigma=-1"],
-                 ["env=classic", "env.num_envs=3", "env.shift.kind=obs_offset", "env.shift.interval=1000"],
-                 ["env=minatar", "env.shift.kind=obs_offset"], ["env=classic", "env.game=Pong"],
-                 ["env=classic", "intervention=weight_clip", "interventions.weight_clip.kappa=-2"]):
-        result = subprocess.run([sys.executable, "-m", "plasticity_bench", "run", f"run_dir={tmp_path}", *args], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), args
+    for args in (
+        ["env=classic", "env.shift.kind=obs_offset", "env.shift.sigma=-1"],
+        ["env=classic", "env.num_envs=3", "env.shift.kind=obs_offset", "env.shift.interval=1000"],
+        ["env=minatar", "env.shift.kind=obs_offset"],
+        ["env=classic", "env.game=Pong"],
+        ["env=classic", "intervention=weight_clip", "interventions.weight_clip.kappa=-2"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "plasticity_bench", "run", f"run_dir={tmp_path}", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (
+            result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+        ), args
         assert not any(tmp_path.iterdir()), args
 
 
-@pytest.mark.parametrize("kind, start_of", [("obs_permutation", lambda env: env.permutation.copy()),
-                                            ("obs_offset", lambda env: env.current_offset().copy()),
-                                            ("reward_scale", lambda env: env.reward_factor())])
+@pytest.mark.parametrize(
+    "kind, start_of",
+    [
+        ("obs_permutation", lambda env: env.permutation.copy()),
+        ("obs_offset", lambda env: env.current_offset().copy()),
+        ("reward_scale", lambda env: env.reward_factor()),
+    ],
+)
 def test_every_shift_starts_unshifted_and_smooth_moves_from_one_task_to_the_next(kind, start_of):
     """One convention for every kind: task 0 is the unshifted env; during task t the smooth form moves
     from task t's abrupt value to task t + 1's, reached at the switch."""
+
     def make(smooth):
         cfg = (ClassicConfig if kind == "obs_offset" else MinAtarConfig)(
-            num_envs=1, shift=ShiftConfig(kind=kind, interval=4, smooth=smooth))
+            num_envs=1, shift=ShiftConfig(kind=kind, interval=4, smooth=smooth)
+        )
         env = make_env(cfg, 0)
         env.reset(seed=0)
         return env
@@ -228,7 +339,9 @@ def test_every_shift_starts_unshifted_and_smooth_moves_from_one_task_to_the_next
 
 def test_offsets_are_drawn_from_the_seed_and_the_task_alone():
     def offsets(seed, agent_draws):
-        env = make_env(ClassicConfig(num_envs=2, shift=ShiftConfig(kind="obs_offset", interval=10, sigma=2.0)), seed)
+        env = make_env(
+            ClassicConfig(num_envs=2, shift=ShiftConfig(kind="obs_offset", interval=10, sigma=2.0)), seed
+        )
         obs, _ = env.reset(seed=seed)
         rng, seen = np.random.default_rng(agent_draws), []
         for _ in range(40):
@@ -238,7 +351,9 @@ def test_offsets_are_drawn_from_the_seed_and_the_task_alone():
 
     a, env = offsets(0, agent_draws=1)
     b, _ = offsets(0, agent_draws=2)  # another agent acting differently sees the same tasks
-    assert len(a) == 9 and np.array_equal(a, b)  # 80 agent steps, a task every 10 and not np.array_equal(a, offsets(1, 1)[0])
+    assert len(a) == 9 and np.array_equal(
+        a, b
+    )  # 80 agent steps, a task every 10 and not np.array_equal(a, offsets(1, 1)[0])
     assert 0.5 < np.std(np.concatenate([env.offset(t) for t in range(1, 40)])) < 4  # N(0, 2^2) per dimension
     plain = make_env(ClassicConfig(num_envs=2), 0)
     shifted = make_env(ClassicConfig(num_envs=2, shift=ShiftConfig(kind="obs_offset", interval=10)), 0)
@@ -254,18 +369,27 @@ def test_offsets_are_drawn_from_the_seed_and_the_task_alone():
 def test_probes_at_a_switch_measure_the_network_before_an_at_shift_intervention_acts(monkeypatch, tmp_path):
     """The probe row of a switch step is the network that learned the task that ends: a reset of
     every layer at the switch comes after it."""
-    from plasticity_bench.agents.base import EnvSpec
     from plasticity_bench.interventions import Composition
     from plasticity_bench.probes import Prober
     from plasticity_bench.runner.loop import Run
 
     calls = []
     monkeypatch.setattr(Prober, "__call__", lambda self, agent: calls.append("probe") or [])
-    overrides = [*TINY_PPO, "env.shift.kind=obs_permutation", "env.shift.interval=800", "total_steps=1600",
-                 "probe.interval=800", "intervention=reset", "interventions.reset.at_shift=true",
-                 "interventions.reset.layers=0", f"run_dir={tmp_path}"]
+    overrides = [
+        *TINY_PPO,
+        "env.shift.kind=obs_permutation",
+        "env.shift.interval=800",
+        "total_steps=1600",
+        "probe.interval=800",
+        "intervention=reset",
+        "interventions.reset.at_shift=true",
+        "interventions.reset.layers=0",
+        f"run_dir={tmp_path}",
+    ]
     real_on_shift = Composition.on_shift
-    monkeypatch.setattr(Composition, "on_shift", lambda self, agent: calls.append("on_shift") or real_on_shift(self, agent))
+    monkeypatch.setattr(
+        Composition, "on_shift", lambda self, agent: calls.append("on_shift") or real_on_shift(self, agent)
+    )
     assert Run(compose_config(overrides)).train() == 0
     assert calls == ["probe", "on_shift", "probe"]
 
@@ -282,11 +406,24 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
     from plasticity_bench.interventions import Composition
     from plasticity_bench.nets.networks import reinitialised
 
-    cfg = compose_config([*args, "intervention=reset", "interventions.reset.at_shift=true", "interventions.reset.layers=0",
-                          "env.shift.kind=obs_permutation", "env.shift.interval=800"])
+    cfg = compose_config(
+        [
+            *args,
+            "intervention=reset",
+            "interventions.reset.at_shift=true",
+            "interventions.reset.layers=0",
+            "env.shift.kind=obs_permutation",
+            "env.shift.interval=800",
+        ]
+    )
     composition = Composition(cfg.intervention, cfg.interventions)
-    agent = agents.AGENTS[agent_name](OmegaConf.to_object(cfg.agent), EnvSpec((4, 10, 10), np.dtype(bool), 6, 4),
-                                      composition, torch.device("cpu"), 0)
+    agent = agents.AGENTS[agent_name](
+        OmegaConf.to_object(cfg.agent),
+        EnvSpec((4, 10, 10), np.dtype(bool), 6, 4),
+        composition,
+        torch.device("cpu"),
+        0,
+    )
     inputs = torch.rand(16, 4, 10, 10) > 0.5
     for _ in range(3):  # a trained network and an optimizer with state
         agent.optimizer.zero_grad()
@@ -297,7 +434,9 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
     torch.manual_seed(5)
     expected = reinitialised(agent.network).state_dict()
     torch.manual_seed(5)
-    assert composition.on_shift(agent)["reset_layers"] == 3  # conv1, fc2, head: every layer of the MinAtar CNN
+    assert (
+        composition.on_shift(agent)["reset_layers"] == 3
+    )  # conv1, fc2, head: every layer of the MinAtar CNN
     for name, param in agent.network.named_parameters():
         assert not torch.equal(param, before[name]) and torch.equal(param, expected[name]), name
     assert agent.optimizer is not old_optimizer and not agent.optimizer.state
@@ -310,19 +449,52 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
 def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_seed(capsys):
     from plasticity_bench.analysis.continual import against_fresh, visits, vs_fresh_scores
 
-    shift = {"shift_kind": "obs_offset", "shift_interval": 100, "shift_games": "", "shift_settings": "sigma=2.0",
-             "last_step": 300, "total_steps": 300, "complete": True, "rollout": 0}
+    shift = {
+        "shift_kind": "obs_offset",
+        "shift_interval": 100,
+        "shift_games": "",
+        "shift_settings": "sigma=2.0",
+        "last_step": 300,
+        "total_steps": 300,
+        "complete": True,
+        "rollout": 0,
+    }
     ident = {"suite": "classic", "game": "CartPole", "agent": "ppo", "seed": 0}
-    runs = pd.DataFrame([{**ident, "intervention": "none", "variant": "none", **shift, "fresh_agent": False},
-                         {**ident, "intervention": "reset", "variant": "reset[layers=0]", **shift, "fresh_agent": True},
-                         {**ident, "intervention": "l2", "variant": "l2", **shift, "fresh_agent": False, "seed": 1},
-                         {**ident, "intervention": "reset", "variant": "reset[agent.lr=0.1,reset.layers=0]", **shift,
-                          "fresh_agent": True}])  # a fresh agent of another experiment (its own lr)
-    late = {"none": [50.0, 20.0, 0.0], "reset[layers=0]": [50.0, 80.0, 10.0], "l2": [1.0, 1.0, 1.0],
-            "reset[agent.lr=0.1,reset.layers=0]": [0.0, 0.0, 0.0]}  # per task
-    returns = pd.DataFrame([{**ident, "intervention": v.split("[")[0], "variant": v, "seed": int(v == "l2"),
-                             "step": 100 * task + 90, "episode_return": r, "episode_length": 1}
-                            for v, rs in late.items() for task, r in enumerate(rs)])
+    runs = pd.DataFrame(
+        [
+            {**ident, "intervention": "none", "variant": "none", **shift, "fresh_agent": False},
+            {**ident, "intervention": "reset", "variant": "reset[layers=0]", **shift, "fresh_agent": True},
+            {**ident, "intervention": "l2", "variant": "l2", **shift, "fresh_agent": False, "seed": 1},
+            {
+                **ident,
+                "intervention": "reset",
+                "variant": "reset[agent.lr=0.1,reset.layers=0]",
+                **shift,
+                "fresh_agent": True,
+            },
+        ]
+    )  # a fresh agent of another experiment (its own lr)
+    late = {
+        "none": [50.0, 20.0, 0.0],
+        "reset[layers=0]": [50.0, 80.0, 10.0],
+        "l2": [1.0, 1.0, 1.0],
+        "reset[agent.lr=0.1,reset.layers=0]": [0.0, 0.0, 0.0],
+    }  # per task
+    returns = pd.DataFrame(
+        [
+            {
+                **ident,
+                "intervention": v.split("[")[0],
+                "variant": v,
+                "seed": int(v == "l2"),
+                "step": 100 * task + 90,
+                "episode_return": r,
+                "episode_length": 1,
+            }
+            for v, rs in late.items()
+            for task, r in enumerate(rs)
+        ]
+    )
     random = pd.Series({("classic", "CartPole"): 20.0})
     table, notes = against_fresh(visits(runs, returns), runs, random)
     none = table[table.variant == "none"].set_index("task")
@@ -330,7 +502,9 @@ def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_
     assert none.vs_fresh[0] == 1.0 and none.vs_fresh[1] == 0.0  # (20 - 20) / (80 - 20): no better than random
     assert np.isnan(none.vs_fresh[2])  # the fresh agent did not beat random there: not scored, and said so
     assert any("none/seed0 task 2 (CartPole): not scored: the fresh agent scored 10" in n for n in notes)
-    assert any("l2/seed1: no fresh-agent run of the same experiment and seed" in n for n in notes)  # other seed
+    assert any(
+        "l2/seed1: no fresh-agent run of the same experiment and seed" in n for n in notes
+    )  # other seed
     assert not any("more than one" in n for n in notes)
     scores = vs_fresh_scores(table).set_index("variant").normalized_score
     assert scores["none"] == 0.0 and scores["reset[layers=0]"] == 1.0  # task 0 (the shared start) left out
@@ -340,9 +514,9 @@ def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_
 def test_the_committed_continual_tables_are_what_the_csvs_give_and_the_page_holds_them(experiment):
     """results/<experiment>/figures/tables/continual.md is rebuilt from the committed CSVs by the code
     `make figures` runs, and docs/experiments/<experiment>.md holds it unchanged."""
+    from conftest import ROOT
     from plasticity_bench.analysis.continual import tables
     from plasticity_bench.analysis.load import load_runs
-    from conftest import ROOT
 
     committed = (ROOT / "results" / experiment / "figures" / "tables" / "continual.md").read_text()
     assert tables(load_runs(ROOT / "results" / experiment), reps=2000, seed=0)["markdown"] == committed
@@ -355,8 +529,14 @@ def test_the_committed_continual_tables_are_what_the_csvs_give_and_the_page_hold
 def test_dqn_keeps_or_clears_its_replay_at_a_switch(tmp_path, policy, kept):
     from plasticity_bench.runner.loop import Run
 
-    overrides = [*TINY_DQN, "total_steps=1600", "env.shift.kind=obs_permutation", "env.shift.interval=800",
-                 f"agent.replay_at_shift={policy}", f"run_dir={tmp_path}"]
+    overrides = [
+        *TINY_DQN,
+        "total_steps=1600",
+        "env.shift.kind=obs_permutation",
+        "env.shift.interval=800",
+        f"agent.replay_at_shift={policy}",
+        f"run_dir={tmp_path}",
+    ]
     run = Run(compose_config(overrides))
     assert run.train() == 0 and len(run.agent.replay) == kept
     metrics = pd.read_csv(run.dir / "metrics.csv")

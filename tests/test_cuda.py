@@ -1,6 +1,7 @@
 """device=cuda end to end: each agent on each suite, with probes and an intervention that acts
 on the network at intervals, on a CUDA device. Skipped where torch sees none (CI, this CPU
 machine): run them with `make test` on a GPU machine."""
+
 import pandas as pd
 import pytest
 import torch
@@ -9,8 +10,15 @@ from conftest import TINY_DQN, TINY_PPO, find_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-ATARI = ["env=atari", "total_steps=1600", "probe.interval=800", "probe.steps=5", "probe.batch_size=16",
-         "probe.entk_batch=8", "checkpoint.interval=800"]
+ATARI = [
+    "env=atari",
+    "total_steps=1600",
+    "probe.interval=800",
+    "probe.steps=5",
+    "probe.batch_size=16",
+    "probe.entk_batch=8",
+    "checkpoint.interval=800",
+]
 
 
 @pytest.mark.parametrize("suite", ["minatar", "atari"])
@@ -18,7 +26,11 @@ ATARI = ["env=atari", "total_steps=1600", "probe.interval=800", "probe.steps=5",
 def test_a_run_on_cuda_trains_probes_and_checkpoints(run, tmp_path, suite, agent, tiny):
     args = [*tiny, "device=cuda", "intervention=ln_l2"]
     if suite == "atari":  # the tiny sizes, on Atari frames
-        args = [a for a in args if not a.startswith(("env=", "env.num_envs", "total_steps", "probe.", "checkpoint."))]
+        args = [
+            a
+            for a in args
+            if not a.startswith(("env=", "env.num_envs", "total_steps", "probe.", "checkpoint."))
+        ]
         args += [*ATARI, *(["agent.learning_starts=300"] if agent == "dqn" else [])]
     run(*args)
     d = find_run(tmp_path, suite, "Breakout" if suite == "atari" else "breakout", agent, "ln_l2")

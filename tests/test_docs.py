@@ -1,8 +1,9 @@
 """The README lists what the registries hold: agents, suites and interventions."""
+
 import re
 
-from plasticity_bench import agents
 from conftest import ROOT
+from plasticity_bench import agents
 from plasticity_bench.envs import SUITES
 from plasticity_bench.interventions import INTERVENTIONS
 
@@ -18,8 +19,10 @@ def test_the_interventions_table_lists_every_registered_family():
 
 
 def test_the_configuration_table_lists_every_registered_agent_and_suite():
-    row = {m.group(1): set(re.findall(r"`([a-z0-9_]+)`", m.group(2)))
-           for m in re.finditer(r"^\| `(env|agent)` \| ([^|]+) \|", readme(), re.M)}
+    row = {
+        m.group(1): set(re.findall(r"`([a-z0-9_]+)`", m.group(2)))
+        for m in re.finditer(r"^\| `(env|agent)` \| ([^|]+) \|", readme(), re.M)
+    }
     assert row["agent"] == set(agents.AGENTS) and row["env"] == set(SUITES)
 
 
@@ -41,16 +44,38 @@ def imports_of(package: str) -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 names |= {layer(alias.name) for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names |= {layer(node.module)} if node.module != "plasticity_bench" else {a.name for a in node.names}
+                names |= (
+                    {layer(node.module)}
+                    if node.module != "plasticity_bench"
+                    else {a.name for a in node.names}
+                )
         found[str(path.relative_to(ROOT))] = names
     return found
 
 
 def test_each_layer_imports_only_the_layers_below_it():
-    ours = {"core", "nets", "agents", "envs", "interventions", "probes", "runner", "shifts", "analysis", "bench"}
-    allowed = {"core": set(), "nets": {"core"}, "envs": {"core"}, "probes": {"core", "nets"},
-               "interventions": {"core", "nets"}, "agents": {"core", "nets"}, "analysis": {"core"},
-               "shifts": {"core", "nets", "interventions", "probes", "runner"}}
+    ours = {
+        "core",
+        "nets",
+        "agents",
+        "envs",
+        "interventions",
+        "probes",
+        "runner",
+        "shifts",
+        "analysis",
+        "bench",
+    }
+    allowed = {
+        "core": set(),
+        "nets": {"core"},
+        "envs": {"core"},
+        "probes": {"core", "nets"},
+        "interventions": {"core", "nets"},
+        "agents": {"core", "nets"},
+        "analysis": {"core"},
+        "shifts": {"core", "nets", "interventions", "probes", "runner"},
+    }
     for package, below in allowed.items():
         for module, names in imports_of(package).items():
             wrong = (names & ours) - below - {package}
@@ -58,7 +83,18 @@ def test_each_layer_imports_only_the_layers_below_it():
 
 
 def test_the_bench_references_import_nothing_from_the_project():
-    ours = {"core", "nets", "agents", "envs", "interventions", "probes", "runner", "shifts", "analysis", "bench"}
+    ours = {
+        "core",
+        "nets",
+        "agents",
+        "envs",
+        "interventions",
+        "probes",
+        "runner",
+        "shifts",
+        "analysis",
+        "bench",
+    }
     found = imports_of("bench/references")
     assert len(found) >= 4  # the package and its three yardsticks
     for module, names in found.items():
@@ -69,8 +105,11 @@ def test_probes_interventions_shifts_and_analysis_do_not_load_agents_even_indire
     import subprocess
     import sys
 
-    code = ("import sys; from plasticity_bench import probes, interventions; import plasticity_bench.shifts.train, "
-            "plasticity_bench.analysis.__main__; print(sorted(m for m in ('agents', 'envs', 'runner.config') "
-            "if 'plasticity_bench.' + m in sys.modules))")
+    code = (
+        "import sys; from plasticity_bench import probes, interventions; "
+        "import plasticity_bench.shifts.train, plasticity_bench.analysis.__main__; "
+        "print(sorted(m for m in ('agents', 'envs', 'runner.config') "
+        "if 'plasticity_bench.' + m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr

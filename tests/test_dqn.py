@@ -1,4 +1,5 @@
 """DQN: update ratio, exploration, target sync, Atari replay memory, an Atari smoke run."""
+
 import hashlib
 
 import numpy as np
@@ -17,7 +18,13 @@ from plasticity_bench.runner.loop import Run
 
 def make_dqn(num_envs=4, intervention="none", **overrides):
     cfg = DQNConfig(**{"buffer_size": 1000, "learning_starts": 0, "batch_size": 4, **overrides})
-    return DQN(cfg, EnvSpec((4, 10, 10), np.dtype(bool), 6, num_envs), Composition(intervention), torch.device("cpu"), 0)
+    return DQN(
+        cfg,
+        EnvSpec((4, 10, 10), np.dtype(bool), 6, num_envs),
+        Composition(intervention),
+        torch.device("cpu"),
+        0,
+    )
 
 
 def feed(agent, steps, num_envs=4, start=0):
@@ -25,11 +32,21 @@ def feed(agent, steps, num_envs=4, start=0):
     for t in range(steps):
         obs = rng.random((num_envs, 4, 10, 10)) < 0.5
         nxt = rng.random((num_envs, 4, 10, 10)) < 0.5
-        agent.observe(obs, rng.integers(6, size=num_envs), np.ones(num_envs), nxt,
-                      np.zeros(num_envs, bool), np.zeros(num_envs, bool), start + (t + 1) * num_envs)
+        agent.observe(
+            obs,
+            rng.integers(6, size=num_envs),
+            np.ones(num_envs),
+            nxt,
+            np.zeros(num_envs, bool),
+            np.zeros(num_envs, bool),
+            start + (t + 1) * num_envs,
+        )
 
 
-@pytest.mark.parametrize("num_envs, ratio, steps, updates", [(4, 0.25, 10, 10), (1, 0.25, 40, 10), (8, 0.25, 5, 10), (3, 0.5, 4, 6)])
+@pytest.mark.parametrize(
+    "num_envs, ratio, steps, updates",
+    [(4, 0.25, 10, 10), (1, 0.25, 40, 10), (8, 0.25, 5, 10), (3, 0.5, 4, 6)],
+)
 def test_updates_per_agent_step_does_not_depend_on_num_envs(num_envs, ratio, steps, updates):
     agent = make_dqn(num_envs, updates_per_step=ratio)
     feed(agent, steps, num_envs)
@@ -71,7 +88,9 @@ def test_acting_is_epsilon_greedy(epsilon):
     p = epsilon / 6  # each other action's share of the steps, within 5 standard deviations
     for env in range(8):
         share = np.bincount(actions[:, env], minlength=6) / len(actions)
-        np.testing.assert_allclose(np.delete(share, greedy[env]), p, atol=5 * np.sqrt(p * (1 - p) / len(actions)))
+        np.testing.assert_allclose(
+            np.delete(share, greedy[env]), p, atol=5 * np.sqrt(p * (1 - p) / len(actions))
+        )
     if epsilon == 0:  # a greedy step draws the explore decisions and nothing else
         agent, drawn = make_dqn(8, epsilon_start=0.0, epsilon_end=0.0), np.random.default_rng(0)
         agent.act(obs, 0), drawn.random(8)
@@ -93,7 +112,9 @@ def test_hard_and_polyak_target_sync():
 
 def test_atari_replay_stores_each_frame_once_and_rebuilds_exact_stacks():
     """10k Atari transitions from EnvPool: bytes per transition and exact stacks."""
-    env = make_env(AtariConfig(num_envs=8, max_episode_frames=2000), seed=0)  # short episodes: many boundaries
+    env = make_env(
+        AtariConfig(num_envs=8, max_episode_frames=2000), seed=0
+    )  # short episodes: many boundaries
     buffer = ReplayBuffer(10_000, 8, (4, 84, 84), np.uint8, stack=4)
     digest = lambda a: hashlib.blake2b(a.tobytes(), digest_size=8).digest()  # noqa: E731
     seen = set()
@@ -107,8 +128,10 @@ def test_atari_replay_stores_each_frame_once_and_rebuilds_exact_stacks():
         obs = nxt
     per_slot = buffer.nbytes / (buffer.slots * buffer.num_envs)
     per_transition = buffer.nbytes / len(buffer)
-    print(f"replay: {per_slot:.0f} bytes per slot, {per_transition:.0f} bytes per stored transition "
-          f"({len(buffer)} transitions, episodes of 500 steps)")
+    print(
+        f"replay: {per_slot:.0f} bytes per slot, {per_transition:.0f} bytes per stored transition "
+        f"({len(buffer)} transitions, episodes of 500 steps)"
+    )
     assert per_slot <= 7_200 and per_transition <= 7_200
     batch = buffer.sample(512, rng)
     for o, a, f in zip(batch["obs"], batch["actions"], batch["next_obs"]):
@@ -116,9 +139,20 @@ def test_atari_replay_stores_each_frame_once_and_rebuilds_exact_stacks():
 
 
 def test_atari_dqn_smoke_run(tmp_path):
-    cfg = compose_config(["env=atari", "agent=dqn", "env.num_envs=2", "total_steps=600", "agent.learning_starts=300",
-                          "agent.buffer_size=2000", "agent.batch_size=4", "log.interval=100", "log.progress=false",
-                          f"run_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            "env=atari",
+            "agent=dqn",
+            "env.num_envs=2",
+            "total_steps=600",
+            "agent.learning_starts=300",
+            "agent.buffer_size=2000",
+            "agent.batch_size=4",
+            "log.interval=100",
+            "log.progress=false",
+            f"run_dir={tmp_path}",
+        ]
+    )
     run = Run(cfg)
     assert run.train() == 0
     d = run.dir
@@ -129,14 +163,22 @@ def test_atari_dqn_smoke_run(tmp_path):
 
 def test_metrics_cover_every_update_of_a_step_and_keep_interval_hook_metrics():
     cfg = DQNConfig(buffer_size=1000, learning_starts=0, batch_size=4, updates_per_step=0.25)
-    agent = DQN(cfg, EnvSpec((4, 10, 10), np.dtype(bool), 6, 8), Composition("reset", {"reset": {"interval": 16}}),
-                torch.device("cpu"), 0)
+    agent = DQN(
+        cfg,
+        EnvSpec((4, 10, 10), np.dtype(bool), 6, 8),
+        Composition("reset", {"reset": {"interval": 16}}),
+        torch.device("cpu"),
+        0,
+    )
     rng = np.random.default_rng(0)
     seen = []
     for t in range(1, 4):  # 8 envs x 0.25: two updates per agent step
         obs = rng.random((8, 4, 10, 10)) < 0.5
-        seen.append(agent.observe(obs, rng.integers(6, size=8), np.ones(8), obs, np.zeros(8, bool),
-                                  np.zeros(8, bool), t * 8))
+        seen.append(
+            agent.observe(
+                obs, rng.integers(6, size=8), np.ones(8), obs, np.zeros(8, bool), np.zeros(8, bool), t * 8
+            )
+        )
     assert agent.updates == 6
     assert [("reset_layers" in m) for m in seen] == [False, True, False]  # fired at step 16, kept
     assert all({"loss", "q_mean", "grad_norm"} <= set(m) for m in seen)
@@ -145,7 +187,9 @@ def test_metrics_cover_every_update_of_a_step_and_keep_interval_hook_metrics():
 def linear(weight, bias=None):
     """A tiny network with fixed weights: Q(s) = W s (+ b)."""
     from torch import nn
+
     from plasticity_bench.nets.networks import Network
+
     head = nn.Linear(len(weight[0]), len(weight), bias=bias is not None)
     with torch.no_grad():
         head.weight.copy_(torch.tensor(weight, dtype=torch.float32))
@@ -160,8 +204,14 @@ def hand_made_replay(agent):
     rewards = {0: 1.0, 1: 2.0, 2: 4.0, 3: 1.0, 4: 1.0, 5: 1.0, 6: 1.0, 7: 1.0}
     for t, r in rewards.items():
         nxt = [30.0 if t == 2 else t + 1.0, 1.0, 0.0]
-        agent.replay.add(np.array([[t, 1.0, 0.0]], np.float32), [t], [r], np.array([nxt], np.float32),
-                         np.array([t == 4]), np.array([t == 2]))
+        agent.replay.add(
+            np.array([[t, 1.0, 0.0]], np.float32),
+            [t],
+            [r],
+            np.array([nxt], np.float32),
+            np.array([t == 4]),
+            np.array([t == 2]),
+        )
     batch = agent.replay.sample(400, np.random.default_rng(0))
     by_id = {int(a): i for i, a in enumerate(batch["actions"])}
     assert set(by_id) == {0, 1, 2, 3, 4, 5}
@@ -170,37 +220,56 @@ def hand_made_replay(agent):
 
 @pytest.mark.parametrize("double_dqn", [False, True])
 def test_td_targets_by_hand_terminal_truncated_n_step_and_double(double_dqn):
-    agent = DQN(DQNConfig(buffer_size=100, gamma=0.5, n_step=3, double_dqn=double_dqn),
-                EnvSpec((3,), np.dtype(np.float32), 8, 1), Composition("none"), torch.device("cpu"), 0)
+    agent = DQN(
+        DQNConfig(buffer_size=100, gamma=0.5, n_step=3, double_dqn=double_dqn),
+        EnvSpec((3,), np.dtype(np.float32), 8, 1),
+        Composition("none"),
+        torch.device("cpu"),
+        0,
+    )
     agent.target = linear([[1, 0, 0], [0, 2, 0]] + [[0, 0, 0]] * 6)  # Q_target(s) = (s0, 2, 0, ...)
     agent.network = linear([[0, 1, 0], [1, 0, 0]] + [[0, 0, 0]] * 6)  # Q_online(s) = (1, s0, 0, ...)
     batch, by_id = hand_made_replay(agent)
     target = agent.td_target(batch)
-    # plain: bootstrap max_a Q_target = s0; double: a* = argmax Q_online = 1 when s0 > 1, valued 2 by the target
+    # plain: bootstrap max_a Q_target = s0; double: a* = argmax Q_online = 1 when s0 > 1, valued 2 by
+    # the target
     bootstrap = (lambda s0: 2.0) if double_dqn else (lambda s0: s0)
-    expected = {0: 1 + 0.5 * 2 + 0.25 * 4 + 0.125 * bootstrap(30),  # truncated at t=2: bootstraps from [30, 1, 0]
-                1: 2 + 0.5 * 4 + 0.25 * bootstrap(30),
-                2: 4 + 0.5 * bootstrap(30),
-                3: 1 + 0.5 * 1,  # terminated at t=4: no bootstrap
-                4: 1.0,
-                5: 1 + 0.5 + 0.25 + 0.125 * bootstrap(8)}  # a full 3-step chain to s_8
+    expected = {
+        0: 1 + 0.5 * 2 + 0.25 * 4 + 0.125 * bootstrap(30),  # truncated at t=2: bootstraps from [30, 1, 0]
+        1: 2 + 0.5 * 4 + 0.25 * bootstrap(30),
+        2: 4 + 0.5 * bootstrap(30),
+        3: 1 + 0.5 * 1,  # terminated at t=4: no bootstrap
+        4: 1.0,
+        5: 1 + 0.5 + 0.25 + 0.125 * bootstrap(8),
+    }  # a full 3-step chain to s_8
     for t, value in expected.items():
         assert float(target[by_id[t]]) == pytest.approx(value), t
 
 
 def test_td_target_and_loss_by_hand_with_a_two_hot_head():
-    comp = Composition("two_hot", {"two_hot": {"bins": 21, "v_min": -10, "v_max": 10}})  # atoms -10, -9, ..., 10
-    agent = DQN(DQNConfig(buffer_size=100, gamma=0.5, n_step=3), EnvSpec((3,), np.dtype(np.float32), 8, 1), comp,
-                torch.device("cpu"), 0)
+    comp = Composition(
+        "two_hot", {"two_hot": {"bins": 21, "v_min": -10, "v_max": 10}}
+    )  # atoms -10, -9, ..., 10
+    agent = DQN(
+        DQNConfig(buffer_size=100, gamma=0.5, n_step=3),
+        EnvSpec((3,), np.dtype(np.float32), 8, 1),
+        comp,
+        torch.device("cpu"),
+        0,
+    )
     logits = np.zeros((8, 21))
     logits[0, 14], logits[1, 12] = 100, 100  # Q_target(., 0) = 4, Q_target(., 1) = 2, the others 0
     agent.target = linear(np.zeros((8 * 21, 3)).tolist(), logits.ravel().tolist())
     batch, by_id = hand_made_replay(agent)
     target = agent.td_target(batch)
-    assert float(target[by_id[0]]) == pytest.approx(3 + 0.125 * 4) and float(target[by_id[3]]) == pytest.approx(1.5)
+    assert float(target[by_id[0]]) == pytest.approx(3 + 0.125 * 4) and float(
+        target[by_id[3]]
+    ) == pytest.approx(1.5)
     uniform = torch.zeros(1, 8 * 21)  # online logits: every atom equally likely
     loss = comp.value_head().loss(uniform, target[by_id[0]][None], torch.tensor([0]))
     q = comp.value_head().expected(uniform)[0, 0]
     assert float(loss) == pytest.approx(np.log(21)) and float(q) == pytest.approx(0.0, abs=1e-6)
     projected = comp.parts[0].project(target[by_id[0]][None], comp.value_head()._atoms(uniform))
-    assert projected[0, 13].item() == pytest.approx(0.5) and projected[0, 14].item() == pytest.approx(0.5)  # 3.5
+    assert projected[0, 13].item() == pytest.approx(0.5) and projected[0, 14].item() == pytest.approx(
+        0.5
+    )  # 3.5

@@ -1,4 +1,5 @@
 """make_env: shapes, seeding, same-step autoreset with the true final observation."""
+
 import numpy as np
 import pytest
 from minatar import Environment
@@ -16,7 +17,9 @@ def test_atari_shapes_and_dtypes():
     assert env.num_actions == 4  # minimal action set of Breakout
 
 
-@pytest.mark.parametrize("suite_cfg", [AtariConfig(num_envs=2), MinAtarConfig(num_envs=2), ClassicConfig(num_envs=2)])
+@pytest.mark.parametrize(
+    "suite_cfg", [AtariConfig(num_envs=2), MinAtarConfig(num_envs=2), ClassicConfig(num_envs=2)]
+)
 def test_same_seed_same_observations(suite_cfg):
     def rollout(seed):
         env = make_env(suite_cfg, seed=seed)
@@ -72,14 +75,17 @@ def test_minatar_truncation():
     assert not any(f.any() for f in flags[:4]) and flags[4].all()
 
 
-@pytest.mark.parametrize("suite_cfg", [AtariConfig(game="NotAGame"), MinAtarConfig(game="pong"),
-                                       ClassicConfig(game="Pendulum")])
+@pytest.mark.parametrize(
+    "suite_cfg", [AtariConfig(game="NotAGame"), MinAtarConfig(game="pong"), ClassicConfig(game="Pendulum")]
+)
 def test_unknown_game_names_valid_ones(suite_cfg):
     with pytest.raises(UnknownChoice, match="valid: .*(Breakout|breakout|CartPole, Acrobot, LunarLander)"):
         make_env(suite_cfg, seed=0)
 
 
-@pytest.mark.parametrize("game, shape, actions", [("CartPole", (4,), 2), ("Acrobot", (6,), 3), ("LunarLander", (8,), 4)])
+@pytest.mark.parametrize(
+    "game, shape, actions", [("CartPole", (4,), 2), ("Acrobot", (6,), 3), ("LunarLander", (8,), 4)]
+)
 def test_classic_games_give_float32_vectors(game, shape, actions):
     env = make_env(ClassicConfig(game=game, num_envs=3), seed=0)
     obs, _ = env.reset()
@@ -89,7 +95,9 @@ def test_classic_games_give_float32_vectors(game, shape, actions):
 
 
 def test_classic_episode_cap_truncates_with_the_true_final_obs_and_resets_in_the_same_step():
-    env = make_env(ClassicConfig(game="Acrobot", num_envs=2, max_episode_steps=7), seed=0)  # Acrobot: no early end
+    env = make_env(
+        ClassicConfig(game="Acrobot", num_envs=2, max_episode_steps=7), seed=0
+    )  # Acrobot: no early end
     obs, _ = env.reset()
     for _ in range(7):
         prev = obs
@@ -101,7 +109,9 @@ def test_classic_episode_cap_truncates_with_the_true_final_obs_and_resets_in_the
 
 
 def test_classic_reset_interval_cuts_every_episode_in_progress_on_its_clock():
-    env = make_env(ClassicConfig(game="Acrobot", num_envs=2, reset_interval=5), seed=0)  # Acrobot: no early end
+    env = make_env(
+        ClassicConfig(game="Acrobot", num_envs=2, reset_interval=5), seed=0
+    )  # Acrobot: no early end
     env.reset()
     cut = [env.step(np.ones(2, int))[3].all() for _ in range(15)]
     assert [i + 1 for i, c in enumerate(cut) if c] == [5, 10, 15]

@@ -1,5 +1,6 @@
 """Interventions: what each hook does on a tiny network, and their names (every agent with every
 intervention in a real run: tests/test_intervention_runs.py)."""
+
 import copy
 import types
 
@@ -11,14 +12,18 @@ from torch import nn
 
 from conftest import AdamLearner
 from plasticity_bench.interventions import Composition, split_name
+from plasticity_bench.nets.capture import capture, dormant_scores
 from plasticity_bench.nets.networks import build_network, reinitialised
 from plasticity_bench.nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers
 from plasticity_bench.nets.values import two_hot
-from plasticity_bench.nets.capture import capture, dormant_scores
 
 
 def test_names_compose_and_unknown_names_list_the_valid_ones():
-    assert split_name("none") == [] and split_name("ln_l2") == ["ln", "l2"] and split_name("l2_ln") == ["l2", "ln"]
+    assert (
+        split_name("none") == []
+        and split_name("ln_l2") == ["ln", "l2"]
+        and split_name("l2_ln") == ["l2", "ln"]
+    )
     with pytest.raises(ValueError, match="unknown intervention 'ln_magic'; valid: none, .*l2.*ln"):
         split_name("ln_magic")
     with pytest.raises(ValueError, match="'crelu_redo': crelu and redo cannot be composed"):
@@ -53,13 +58,16 @@ def test_crelu_keeps_the_parameter_count_within_5_percent(obs_shape):
 
 def test_two_hot_projection_round_trips_exactly_inside_the_range():
     from plasticity_bench.nets.values import hl_gauss, support, two_hot
+
     atoms = support(-10, 10, 51)
     values = torch.tensor([-10.0, -3.3, 0.0, 0.25, 7.77, 10.0])
     probs = two_hot(values, atoms)
     torch.testing.assert_close(probs.sum(1), torch.ones(6))
     torch.testing.assert_close((probs * atoms).sum(1), values)
     assert ((probs > 0).sum(1) <= 2).all()
-    torch.testing.assert_close((two_hot(torch.tensor([25.0]), atoms) * atoms).sum(1), torch.tensor([10.0]))  # clamped
+    torch.testing.assert_close(
+        (two_hot(torch.tensor([25.0]), atoms) * atoms).sum(1), torch.tensor([10.0])
+    )  # clamped
     smooth = hl_gauss(torch.tensor([-3.3, 0.25]), atoms, sigma=0.3)
     torch.testing.assert_close((smooth * atoms).sum(1), torch.tensor([-3.3, 0.25]), atol=1e-3, rtol=0)
 
@@ -106,8 +114,12 @@ def trained(net, inputs, steps=3):
 
 
 def fake_agent(net, inputs):
-    return types.SimpleNamespace(network=net, optimizer=trained(net, inputs), rng=np.random.default_rng(0),
-                                 probe_inputs=lambda n, rng: inputs)
+    return types.SimpleNamespace(
+        network=net,
+        optimizer=trained(net, inputs),
+        rng=np.random.default_rng(0),
+        probe_inputs=lambda n, rng: inputs,
+    )
 
 
 def moments(optimizer, param):
@@ -205,7 +217,9 @@ def test_shrink_perturb_mixes_in_a_fresh_initialisation():
     torch.manual_seed(7)
     fresh = list(reinitialised(net).parameters())
     torch.manual_seed(7)
-    Composition("shrink_perturb", {"shrink_perturb": {"interval": 5, "alpha": 0.5, "sigma": 0.1}}).after_update(agent, 5)
+    Composition(
+        "shrink_perturb", {"shrink_perturb": {"interval": 5, "alpha": 0.5, "sigma": 0.1}}
+    ).after_update(agent, 5)
     for p, old, new in zip(net.parameters(), before, fresh):
         torch.testing.assert_close(p, 0.5 * old + 0.1 * new)
         assert all((m == 0).all() for m in moments(agent.optimizer, p))
@@ -226,7 +240,7 @@ def test_spectral_norm_normalises_the_penultimate_layer_only():
     assert raw is net.body.fc3.parametrizations.weight.original and raw.requires_grad
     fresh = reinitialised(net.body.fc3)  # re-initialises the trained weight, not a computed copy
     assert not torch.equal(trained_weight(fresh), raw)
-    assert float(trained_weight(fresh).detach().abs().max()) <= 1 / 256 ** 0.5  # torch's Linear init bound
+    assert float(trained_weight(fresh).detach().abs().max()) <= 1 / 256**0.5  # torch's Linear init bound
     resumed = Composition("spectral_norm").build(lambda **kw: build_network((6,), 3, "mlp", **kw))
     resumed.load_state_dict(net.state_dict())  # a checkpoint holds the power-iteration vectors too
     x = torch.randn(4, 6)
@@ -277,7 +291,11 @@ def test_plasticity_injection_keeps_outputs_and_trains_only_the_new_head():
     assert torch.equal(target.new_frozen.head.weight, net.new_frozen.head.weight) and bool(target.active)
     resumed = comp.build(factory)  # a checkpoint loads into a freshly built network
     resumed.load_state_dict(net.state_dict())
-    assert bool(resumed.active) and not resumed.head.weight.requires_grad and resumed.new.head.weight.requires_grad
+    assert (
+        bool(resumed.active)
+        and not resumed.head.weight.requires_grad
+        and resumed.new.head.weight.requires_grad
+    )
     assert comp.after_update(agent, step=200) == {}  # once
 
 
@@ -292,7 +310,12 @@ def test_weight_clip_keeps_every_weight_within_kappa_times_its_init_bound():
         net(x).pow(2).mean().backward()
         optimizer.step()
         comp.after_update(agent, step=1)
-    bounds = {"fc1": 1 / 2, "fc2": 1 / 16, "fc3": 1 / 16, "head": 1 / 16}  # 1 / sqrt(fan-in): 4 inputs, then 256
+    bounds = {
+        "fc1": 1 / 2,
+        "fc2": 1 / 16,
+        "fc3": 1 / 16,
+        "head": 1 / 16,
+    }  # 1 / sqrt(fan-in): 4 inputs, then 256
     for name, bound in bounds.items():
         layer = net.get_submodule(name if name == "head" else f"body.{name}")
         for param in (layer.weight, layer.bias):
@@ -311,8 +334,13 @@ def test_after_plasticity_injection_the_probes_measure_the_injected_path():
     with torch.no_grad():  # the old last hidden layer: every unit dead
         net.body.fc3.weight.zero_()
         net.body.fc3.bias.fill_(-1.0)
-    dead = lambda: dict(((m, layer), v) for m, layer, v in unit_diagnostics(net, x))[("dormant_frac@0.0", "fc3")]  # noqa: E731
+
+    def dead():
+        return dict(((m, layer), v) for m, layer, v in unit_diagnostics(net, x))[("dormant_frac@0.0", "fc3")]
+
     assert dead() == 1.0
     net.inject()
-    assert dead() < 0.2 and [n for n, _ in net.acting_body().named_children()] == [n for n, _ in net.body.named_children()]
+    assert dead() < 0.2 and [n for n, _ in net.acting_body().named_children()] == [
+        n for n, _ in net.body.named_children()
+    ]
     assert net.acting_body().fc3 is net.new.trunk[0] and net.acting_body().fc1 is net.body.fc1

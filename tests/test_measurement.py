@@ -1,12 +1,12 @@
 """Measurement correctness: each probe and intervention does what its paper defines (issue
 "Measurement correctness"; every test here failed on the code before it)."""
-import copy
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from conftest import AdamLearner
 from plasticity_bench.interventions import Composition
 from plasticity_bench.nets.networks import Network, build_network, eval_mode
 from plasticity_bench.nets.surgery import optimizer_holds_exactly, zero_moments
@@ -14,7 +14,6 @@ from plasticity_bench.nets.values import hl_gauss, support
 from plasticity_bench.probes import first_distinct
 from plasticity_bench.probes.ntk import RELATIVE_FLOOR, entk_diagnostics, entk_gram
 from tests.test_dqn import feed, make_dqn
-from conftest import AdamLearner
 from tests.test_interventions import fake_agent, mlp_with_dead_units
 from tests.test_ppo import make_ppo
 
@@ -43,8 +42,9 @@ def test_entk_differentiates_the_agents_prediction(agent):
     agent = make_dqn(2, "two_hot") if agent == "dqn_two_hot" else make_ppo(2)
     inputs = torch.rand(6, 4, 10, 10) < 0.5
     jacobian = per_input_gradients(agent.network, inputs, agent.prediction)
-    torch.testing.assert_close(entk_gram(agent.network, inputs, agent.prediction), jacobian @ jacobian.T,
-                               rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(
+        entk_gram(agent.network, inputs, agent.prediction), jacobian @ jacobian.T, rtol=1e-4, atol=1e-8
+    )
     outputs = agent.network(inputs)
     if agent.target is not None:  # DQN: the expected Q of action 0 under the categorical head
         torch.testing.assert_close(agent.prediction(outputs), agent.values.expected(outputs)[:, 0])
@@ -56,9 +56,13 @@ def test_entk_condition_floor_is_fixed_whatever_the_batch_size():
     linear = Network(nn.Sequential(nn.Flatten()), nn.Linear(5, 1, bias=False))
     for n in (8, 64):  # n inputs in 5 dimensions: a singular Gram
         diagnostics = entk_diagnostics(entk_gram(linear, torch.randn(n, 5)))
-        assert diagnostics["entk_rank"] == 5 and diagnostics["entk_condition"] == pytest.approx(1 / RELATIVE_FLOOR)
+        assert diagnostics["entk_rank"] == 5 and diagnostics["entk_condition"] == pytest.approx(
+            1 / RELATIVE_FLOOR
+        )
     gram = torch.diag(torch.tensor([1.0, 1e-6, 1e-9], dtype=torch.float64))  # ill-conditioned, not singular
-    assert entk_diagnostics(gram)["entk_condition"] == pytest.approx(1e9)  # float32 eps would have capped it near 3e6
+    assert entk_diagnostics(gram)["entk_condition"] == pytest.approx(
+        1e9
+    )  # float32 eps would have capped it near 3e6
 
 
 def test_hl_gauss_clamps_targets_past_the_support_instead_of_dropping_them():
@@ -69,21 +73,30 @@ def test_hl_gauss_clamps_targets_past_the_support_instead_of_dropping_them():
     assert expected[0] > 9.5 and expected[1] > 9.5 and expected[2] < -9.5
     comp = Composition("hl_gauss")
     net = comp.build(lambda **kw: build_network((4, 10, 10), 3, **kw))
-    loss = comp.value_head().loss(net(torch.zeros(2, 4, 10, 10)), torch.tensor([50.0, 0.0]), torch.tensor([0, 1]))
+    loss = comp.value_head().loss(
+        net(torch.zeros(2, 4, 10, 10)), torch.tensor([50.0, 0.0]), torch.tensor([0, 1])
+    )
     assert loss > 0
-    assert float(comp.value_head().target_metrics(torch.tensor([50.0, 0.0, -20.0, 3.0]))["target_clamped_frac"]) == 0.5
+    assert (
+        float(comp.value_head().target_metrics(torch.tensor([50.0, 0.0, -20.0, 3.0]))["target_clamped_frac"])
+        == 0.5
+    )
 
 
 def test_dqn_logs_the_fraction_of_clamped_targets():
     agent = make_dqn(4, "two_hot", reward_clip=False)
     rng = np.random.default_rng(0)
     obs = rng.random((4, 4, 10, 10)) < 0.5
-    metrics = agent.observe(obs, np.zeros(4, int), np.full(4, 100.0), obs, np.zeros(4, bool), np.zeros(4, bool), 4)
+    metrics = agent.observe(
+        obs, np.zeros(4, int), np.full(4, 100.0), obs, np.zeros(4, bool), np.zeros(4, bool), 4
+    )
     assert float(metrics["target_clamped_frac"]) == 1.0  # rewards of 100 on a [-10, 10] support
 
 
-@pytest.mark.parametrize("arch, obs_shape, fresh", [("minatar_cnn", (4, 10, 10), ["fc2"]), ("nature_cnn", (4, 84, 84), ["fc4"]),
-                                                    ("mlp", (8,), ["fc3"])])
+@pytest.mark.parametrize(
+    "arch, obs_shape, fresh",
+    [("minatar_cnn", (4, 10, 10), ["fc2"]), ("nature_cnn", (4, 84, 84), ["fc4"]), ("mlp", (8,), ["fc3"])],
+)
 def test_plasticity_injection_injects_fresh_hidden_layers(arch, obs_shape, fresh):
     comp = Composition("ln_plasticity_injection", {"plasticity_injection": {"at": 10}})
     net = comp.build(lambda **kw: build_network(obs_shape, 3, arch, **kw))
@@ -97,7 +110,7 @@ def test_plasticity_injection_injects_fresh_hidden_layers(arch, obs_shape, fresh
     for name in fresh:  # the old hidden layer is frozen, the encoder and the fresh copy train
         assert not net.body.get_submodule(name).weight.requires_grad
     assert all(p.requires_grad for p in net.new.parameters()) and not net.head.weight.requires_grad
-    encoder = [m for m in list(net.body.children())[:net.split] if isinstance(m, (nn.Conv2d, nn.Linear))]
+    encoder = [m for m in list(net.body.children())[: net.split] if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert encoder and all(m.weight.requires_grad for m in encoder)
     assert optimizer_holds_exactly(agent.optimizer, net)
     net(x).pow(2).mean().backward()
@@ -162,6 +175,7 @@ def test_probe_inputs_do_not_swallow_errors(monkeypatch):
 
     def broken(*args):
         raise ValueError("boom")
+
     monkeypatch.setattr(agent.replay, "sample", broken)
     with pytest.raises(ValueError, match="boom"):
         agent.probe_inputs(8, np.random.default_rng(0))
@@ -181,7 +195,7 @@ def test_first_adam_step_after_zeroed_moments_is_about_three_times_lr():
         weight.grad = torch.full((4,), 0.5)
         optimizer.step()
         steps.append(float((before - weight.detach())[0]) / 1e-3)
-    assert steps[0] == pytest.approx(0.1 / 0.001 ** 0.5, rel=1e-3)  # (1 - b1) / sqrt(1 - b2) = 3.16 x lr
+    assert steps[0] == pytest.approx(0.1 / 0.001**0.5, rel=1e-3)  # (1 - b1) / sqrt(1 - b2) = 3.16 x lr
     assert steps[9] == pytest.approx(6.5, abs=0.1) and all(a < b for a, b in zip(steps, steps[1:]))
     fresh = nn.Parameter(torch.zeros(4))
     adam = torch.optim.Adam([fresh], lr=1e-3)
@@ -192,10 +206,17 @@ def test_first_adam_step_after_zeroed_moments_is_about_three_times_lr():
 
 def test_no_file_points_outside_the_repository():
     import subprocess
+
     from tests.conftest import ROOT
+
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     outside = "../" + "shared"  # the developers' notes: users of the repository do not have them
-    offenders = [f for f in tracked if not f.endswith(".png") and (ROOT / f).is_file()
-                 and outside in (ROOT / f).read_text(errors="ignore")]
+    offenders = [
+        f
+        for f in tracked
+        if not f.endswith(".png")
+        and (ROOT / f).is_file()
+        and outside in (ROOT / f).read_text(errors="ignore")
+    ]
     assert offenders == []
     assert (ROOT / "docs" / "science.md").exists()

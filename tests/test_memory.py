@@ -1,4 +1,5 @@
 """core.memory.keep_freed_memory: the allocator setting every training process makes."""
+
 import platform
 import sys
 
@@ -20,7 +21,16 @@ def test_a_run_keeps_freed_memory(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(loop, "keep_freed_memory", lambda: calls.append(1) or True)
-    cfg = compose_config(["env=minatar", "agent=random", "total_steps=20", f"run_dir={tmp_path}", "log.progress=false",
-                          "probe.interval=0", "checkpoint.interval=0"])
+    cfg = compose_config(
+        [
+            "env=minatar",
+            "agent=random",
+            "total_steps=20",
+            f"run_dir={tmp_path}",
+            "log.progress=false",
+            "probe.interval=0",
+            "checkpoint.interval=0",
+        ]
+    )
     loop.Run(cfg).train()
     assert calls == [1]

@@ -1,6 +1,7 @@
 """The MinAtar CNN's convolution trains through gathered patches (nets.networks.PatchConv2d):
 the same function and gradients as the library convolution, wherever the network is used; the
 Nature CNN is laid out channels-last and takes its pixels NHWC, computing the same function."""
+
 import copy
 
 import torch
@@ -46,8 +47,9 @@ def test_patch_convolution_on_non_square_float64_inputs_without_bias_and_batch_o
         reference = F.conv2d(x, conv.weight)
         torch.testing.assert_close(out, reference)
         g = torch.randn_like(out)
-        torch.testing.assert_close(torch.autograd.grad(out, (x, conv.weight), g),
-                                   torch.autograd.grad(reference, (x, conv.weight), g))
+        torch.testing.assert_close(
+            torch.autograd.grad(out, (x, conv.weight), g), torch.autograd.grad(reference, (x, conv.weight), g)
+        )
 
 
 def test_batches_past_the_patch_limit_use_the_library_kernel():
@@ -134,8 +136,11 @@ def test_the_nature_cnn_takes_its_pixels_channels_last_with_the_same_function():
 
 def test_nature_cnn_is_channels_last_and_computes_the_same_function():
     net = build_network((4, 84, 84), 4, obs_scale=1 / 255)
-    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
-               for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(
+        m.weight.is_contiguous(memory_format=torch.channels_last)
+        for m in net.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    )
     nchw = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
     x = torch.randint(0, 256, (2, 4, 84, 84), dtype=torch.uint8)
     torch.testing.assert_close(net(x), nchw(x), rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 own, registered, and trained like `make minatar AGENT=reinforce` with none, ln_l2, redo and
 two_hot; the CSVs, probes and interval hooks work without a change anywhere else. An agent that
 misses part of the protocol is refused at registration."""
+
 import dataclasses
 import importlib.util
 
@@ -46,7 +47,8 @@ class Reinforce(Learner):  # train_step, rebuild_optimizer, restart, task_switch
         self.cfg, self.num_actions, self.interventions = cfg, spec.num_actions, interventions
         self.rng, self.target = np.random.default_rng(seed), None
         self.values = interventions.value_head()  # the baseline: a scalar, or categorical (two_hot)
-        factory = lambda value_bins=1, **kw: build_network(spec.obs_shape, spec.num_actions + value_bins, **kw)  # noqa: E731
+        def factory(value_bins=1, **kw):  # the policy's logits, then the baseline's outputs
+            return build_network(spec.obs_shape, spec.num_actions + value_bins, **kw)
         self.network = interventions.build(factory).to(device)
         self.optimizer = self.make_optimizer()
         self.episodes = [[] for _ in range(spec.num_envs)]  # (obs, action, reward) per env
@@ -58,7 +60,8 @@ class Reinforce(Learner):  # train_step, rebuild_optimizer, restart, task_switch
     def act(self, obs, step):
         with torch.no_grad(), eval_mode(self.network):
             logits = self.network(torch.as_tensor(obs))[:, :self.num_actions]
-        return (logits + torch.as_tensor(self.rng.gumbel(size=logits.shape), dtype=logits.dtype)).argmax(1).numpy()
+        gumbel = torch.as_tensor(self.rng.gumbel(size=logits.shape), dtype=logits.dtype)
+        return (logits + gumbel).argmax(1).numpy()
 
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
         metrics = {}
@@ -104,7 +107,8 @@ class Reinforce(Learner):  # train_step, rebuild_optimizer, restart, task_switch
         self.network.load_state_dict(state["network"])
         self.optimizer = self.make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.bit_generator.state, self.episodes, self.recent = state["rng"], state["episodes"], state["recent"]
+        self.rng.bit_generator.state = state["rng"]
+        self.episodes, self.recent = state["episodes"], state["recent"]
 '''
 
 
@@ -122,22 +126,41 @@ def reinforce(tmp_path):
 
 
 @pytest.mark.parametrize("intervention", ["none", "ln_l2", "redo", "two_hot"])
-def test_a_new_agent_trains_with_interventions_probes_and_csvs(reinforce, tmp_path, monkeypatch, intervention):
+def test_a_new_agent_trains_with_interventions_probes_and_csvs(
+    reinforce, tmp_path, monkeypatch, intervention
+):
     assert len(REINFORCE.splitlines()) < 100
     from plasticity_bench.interventions.l2 import L2
+
     real, pulled = L2.gradients, []
     monkeypatch.setattr(L2, "gradients", lambda self, network: pulled.append(real(self, network)))
-    overrides = ["env=minatar", "agent=reinforce", f"intervention={intervention}", "total_steps=1500",
-                 "log.interval=250", "probe.interval=500", "probe.steps=5", "probe.batch_size=32", "probe.entk_batch=8",
-                 "interventions.redo.interval=5", "interventions.two_hot.v_max=20", "log.progress=false",
-                 f"run_dir={tmp_path}", "threads=1"]
+    overrides = [
+        "env=minatar",
+        "agent=reinforce",
+        f"intervention={intervention}",
+        "total_steps=1500",
+        "log.interval=250",
+        "probe.interval=500",
+        "probe.steps=5",
+        "probe.batch_size=32",
+        "probe.entk_batch=8",
+        "interventions.redo.interval=5",
+        "interventions.two_hot.v_max=20",
+        "log.progress=false",
+        f"run_dir={tmp_path}",
+        "threads=1",
+    ]
     cfg = compose_config(overrides)
     assert cfg.agent.lr == 1e-3 and cfg.variant.split("[")[0] == intervention
     run = Run(cfg)
     assert run.train() == 0 and (run.dir / "done").exists()
     returns = pd.read_csv(run.dir / "returns.csv")
     metrics = pd.read_csv(run.dir / "metrics.csv")
-    assert len(returns) > 5 and set(returns.agent) == {"reinforce"} and set(returns.intervention) == {intervention}
+    assert (
+        len(returns) > 5
+        and set(returns.agent) == {"reinforce"}
+        and set(returns.intervention) == {intervention}
+    )
     assert {"loss", "probe_loss", "entk_condition", "dormant_frac@0.1"} <= set(metrics.metric)
     if intervention == "redo":
         assert "redo_reset_frac" in set(metrics.metric)
@@ -153,8 +176,12 @@ def test_an_agent_that_misses_part_of_the_protocol_cannot_register():
     class HalfConfig:
         name: str = "half"
 
-    with pytest.raises(TypeError, match="HalfAgent does not implement the agent protocol: missing truncate, "
-                                        "task_switched, make_optimizer, probe_inputs, prediction, the Learner base"):
+    with pytest.raises(
+        TypeError,
+        match="HalfAgent does not implement the agent protocol: missing truncate, "
+        "task_switched, make_optimizer, probe_inputs, prediction, the Learner base",
+    ):
+
         @register("half")
         class HalfAgent:
             Config = HalfConfig
@@ -166,4 +193,5 @@ def test_an_agent_that_misses_part_of_the_protocol_cannot_register():
             def state_dict(self): ...
 
             def load_state_dict(self, state): ...
+
     assert "half" not in agents.AGENTS

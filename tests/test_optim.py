@@ -64,7 +64,9 @@ def test_the_compiled_update_is_the_eager_update(monkeypatch, compiling):
             norms.append(opt.step_and_norm())
         runs[works] = (params, opt, norms)
         if works is None:
-            assert optim._compiled["works"] is True, "torch.compile did not build the update (a C++ compiler?)"
+            assert optim._compiled["works"] is True, (
+                "torch.compile did not build the update (a C++ compiler?)"
+            )
             assert optim._compiled["update"] is not optim._per_tensor_update  # compiled, not passed through
     (p1, o1, n1), (p2, o2, n2) = runs[None], runs[False]
     for a, b in zip(p1, p2):
@@ -79,7 +81,9 @@ def test_without_a_compiler_the_step_warns_once_and_runs_eager(monkeypatch):
     def no_compiler(fn, **kwargs):
         def fail(*args):
             raise RuntimeError("no C++ compiler here\nsecond line")
+
         return fail
+
     monkeypatch.setattr(optim, "_compiled", {"update": None, "works": None})
     monkeypatch.setattr(torch, "compile", no_compiler)
     params, grads = _trained_copies()

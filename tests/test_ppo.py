@@ -1,5 +1,6 @@
 """PPO: GAE on a hand-computed case, truncation bootstrapping, the loss pieces on a fixed batch,
 and an exact checkpoint round-trip in the middle of a rollout."""
+
 import copy
 import math
 
@@ -15,8 +16,16 @@ GAMMA, LAM = 0.9, 0.5
 
 
 def make_ppo(num_envs=2, intervention="none", **overrides):
-    cfg = PPOConfig(**{"num_steps": 4, "num_minibatches": 2, "update_epochs": 2, "anneal_steps": 1000, **overrides})
-    return PPO(cfg, EnvSpec((4, 10, 10), np.dtype(bool), 3, num_envs), Composition(intervention), torch.device("cpu"), 0)
+    cfg = PPOConfig(
+        **{"num_steps": 4, "num_minibatches": 2, "update_epochs": 2, "anneal_steps": 1000, **overrides}
+    )
+    return PPO(
+        cfg,
+        EnvSpec((4, 10, 10), np.dtype(bool), 3, num_envs),
+        Composition(intervention),
+        torch.device("cpu"),
+        0,
+    )
 
 
 def test_gae_matches_a_hand_computed_case_with_a_terminal_and_a_truncated_step():
@@ -48,7 +57,9 @@ def test_truncation_bootstraps_from_the_true_final_observation_and_termination_d
     terminated, truncated = np.array([True, False]), np.array([False, True])
     agent.observe(obs, actions, np.array([1.0, 1.0]), final, terminated, truncated, 2)
     v_final = agent.value(final)
-    torch.testing.assert_close(agent.rollout["rewards"][0], torch.tensor([1.0, 1.0 + GAMMA * float(v_final[1])]))
+    torch.testing.assert_close(
+        agent.rollout["rewards"][0], torch.tensor([1.0, 1.0 + GAMMA * float(v_final[1])])
+    )
     assert agent.rollout["dones"][0].tolist() == [1.0, 1.0]
 
 
@@ -64,14 +75,22 @@ def test_loss_pieces_on_a_fixed_batch():
     ratios = torch.tensor([1.5, 0.5, 1.0, 1.1])
     adv = torch.tensor([1.0, -2.0, 0.5, -1.0])
     returns = value + torch.tensor([1.0, -1.0, 0.05, 0.0])
-    mb = {"obs": obs, "actions": actions, "logprobs": logp - ratios.log(), "advantages": adv,
-          "returns": returns, "values": value.clone()}
+    mb = {
+        "obs": obs,
+        "actions": actions,
+        "logprobs": logp - ratios.log(),
+        "advantages": adv,
+        "returns": returns,
+        "values": value.clone(),
+    }
     metrics = agent.minibatch_update(mb, step=0)[0]
     # clipped surrogate: min(r A, clip(r) A) per sample: 1.2*1, 0.8*-2 (clip binds), 1.0*0.5, 1.1*-1
     expected = -torch.tensor([1.2 * 1.0, 0.8 * -2.0, 1.0 * 0.5, 1.1 * -1.0]).mean()
     assert float(metrics["policy_loss"]) == pytest.approx(float(expected), abs=1e-5)
     # value clipping: the prediction equals the rollout value, so the clipped and plain errors agree
-    assert float(metrics["value_loss"]) == pytest.approx(0.5 * float(((value - returns) ** 2).mean()), abs=1e-5)
+    assert float(metrics["value_loss"]) == pytest.approx(
+        0.5 * float(((value - returns) ** 2).mean()), abs=1e-5
+    )
     assert float(metrics["clip_frac"]) == pytest.approx(0.5)  # 1.5 and 0.5 are outside [0.8, 1.2]
     # entropy: uniform logits give log(num_actions)
     uniform = -(torch.full((1, 3), 1 / 3) * torch.full((1, 3), 1 / 3).log()).sum()
@@ -97,7 +116,9 @@ def play(agent, rng, steps, start=0):
         actions = agent.act(obs, start + t * n)
         nxt = random_obs(rng, n)
         done = rng.random(n) < 0.2
-        metrics.append(agent.observe(obs, actions, rng.random(n), nxt, done, np.zeros(n, bool), start + (t + 1) * n))
+        metrics.append(
+            agent.observe(obs, actions, rng.random(n), nxt, done, np.zeros(n, bool), start + (t + 1) * n)
+        )
         obs = nxt
     return metrics
 
@@ -147,12 +168,17 @@ def test_a_resume_seam_cuts_the_rollout_and_bootstraps_from_the_last_observation
     obs = random_obs(rng)
     for t in range(2):
         nxt = random_obs(rng)
-        agent.observe(obs, agent.act(obs, 2 * t), np.ones(2), nxt, np.zeros(2, bool), np.zeros(2, bool), 2 * t + 2)
+        agent.observe(
+            obs, agent.act(obs, 2 * t), np.ones(2), nxt, np.zeros(2, bool), np.zeros(2, bool), 2 * t + 2
+        )
         obs = nxt
     rewards = agent.rollout["rewards"][1].clone()
     agent.truncate(obs)
     torch.testing.assert_close(agent.rollout["rewards"][1], rewards + GAMMA * agent.value(obs))
-    assert agent.rollout["dones"][1].tolist() == [1.0, 1.0] and agent.rollout["dones"][0].tolist() == [0.0, 0.0]
+    assert agent.rollout["dones"][1].tolist() == [1.0, 1.0] and agent.rollout["dones"][0].tolist() == [
+        0.0,
+        0.0,
+    ]
 
 
 def test_the_discounted_value_target_bootstraps_only_where_an_episode_or_the_rollout_ends():

@@ -1,5 +1,6 @@
 """Probes: hand-checked diagnostics, the probe leaves the agent alone, and (slow) it measures
 plasticity loss where it is known to happen."""
+
 import copy
 
 import numpy as np
@@ -18,7 +19,9 @@ from tests.test_dqn import feed, make_dqn
 
 def test_dormant_and_zombie_on_hand_built_activations():
     # 4 inputs x 4 units: dead, tiny, ordinary, always-on
-    pre = torch.tensor([[-1.0, 0.01, 1.0, 2.0], [-2.0, -1.0, -1.0, 3.0], [-1.0, -1.0, 2.0, 1.0], [-3.0, -1.0, 1.0, 2.0]])
+    pre = torch.tensor(
+        [[-1.0, 0.01, 1.0, 2.0], [-2.0, -1.0, -1.0, 3.0], [-1.0, -1.0, 2.0, 1.0], [-3.0, -1.0, 1.0, 2.0]]
+    )
     post = pre.relu()
     scores = dormant_scores(post)  # unit means 0, .0025, 1, 2 over a layer mean of .800625
     assert scores[0] == 0 and 0 < scores[1] < 0.025 and scores[2] > 0.1
@@ -66,7 +69,9 @@ def test_entk_of_a_linear_model_is_x_xt():
     assert diagnostics["entk_rank"] == 5  # 8 inputs in 5 dimensions
     assert diagnostics["entk_condition"] > 1e4  # singular, floored at the rank tolerance
     orthogonal = entk_diagnostics(entk_gram(linear, torch.eye(5)))
-    assert orthogonal["entk_condition"] == pytest.approx(1.0) and orthogonal["grad_cosine"] == pytest.approx(0.0)
+    assert orthogonal["entk_condition"] == pytest.approx(1.0) and orthogonal["grad_cosine"] == pytest.approx(
+        0.0
+    )
 
 
 def test_probe_loss_decreases_with_more_steps_on_a_fresh_net():
@@ -88,8 +93,18 @@ def test_probes_leave_the_agent_untouched(intervention):
     torch_rng = torch.get_rng_state()
     rows = Prober(ProbeConfig(batch_size=32, steps=5, entk_batch=8), agent.network, seed=0)(agent)
     names = {metric for metric, _, _ in rows}
-    assert {"probe_loss", "probe_loss_fresh", "dormant_frac@0.1", "zombie_frac", "feature_srank", "param_norm",
-            "dist_from_init", "entk_condition", "entk_rank", "grad_cosine"} <= names
+    assert {
+        "probe_loss",
+        "probe_loss_fresh",
+        "dormant_frac@0.1",
+        "zombie_frac",
+        "feature_srank",
+        "param_norm",
+        "dist_from_init",
+        "entk_condition",
+        "entk_rank",
+        "grad_cosine",
+    } <= names
     after = agent.state_dict()
     for key in ("network", "target"):
         for name, tensor in before[key].items():

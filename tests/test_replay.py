@@ -1,4 +1,5 @@
 """Replay buffer: stacks rebuilt from stored frames equal what the env returned."""
+
 import numpy as np
 import pytest
 
@@ -58,11 +59,15 @@ def test_sampled_transitions_are_transitions_the_env_returned(capacity):
     env = FakeStackedEnv(n=3)
     buffer = ReplayBuffer(capacity, 3, (4, 2, 2), np.uint8, stack=4)
     seen = fill(buffer, env, 500, np.random.default_rng(1))
-    known = {(o.tobytes(), int(a), float(r), f.tobytes(), bool(te))
-             for obs, acts, rews, finals, terms, _ in seen
-             for o, a, r, f, te in zip(obs, acts, rews, finals, terms)}
+    known = {
+        (o.tobytes(), int(a), float(r), f.tobytes(), bool(te))
+        for obs, acts, rews, finals, terms, _ in seen
+        for o, a, r, f, te in zip(obs, acts, rews, finals, terms)
+    }
     batch = buffer.sample(256, np.random.default_rng(2))
-    for o, a, r, f, d in zip(batch["obs"], batch["actions"], batch["rewards"], batch["next_obs"], batch["discounts"]):
+    for o, a, r, f, d in zip(
+        batch["obs"], batch["actions"], batch["rewards"], batch["next_obs"], batch["discounts"]
+    ):
         assert (o.tobytes(), int(a), float(r), f.tobytes(), d == 0.0) in known
 
 
@@ -85,7 +90,10 @@ def test_n_step_returns_stop_at_episode_end():
     for t, (term, trunc) in enumerate(flags):
         buffer.add(obs + t, [t], [1.0], obs + t + 1, np.array([term]), np.array([trunc]))
     batch = buffer.sample(200, np.random.default_rng(0))
-    got = {int(a): (r, d, n[0]) for a, r, d, n in zip(batch["actions"], batch["rewards"], batch["discounts"], batch["next_obs"])}
+    got = {
+        int(a): (r, d, n[0])
+        for a, r, d, n in zip(batch["actions"], batch["rewards"], batch["discounts"], batch["next_obs"])
+    }
     assert got[0] == pytest.approx((1.75, 0.0, 3.0))  # 1 + .5 + .25, terminated at t=2
     assert got[2] == pytest.approx((1.0, 0.0, 3.0))
     assert set(got) == {0, 1, 2, 3}  # 4 and 5 have no 3-step future yet; 200 draws see all four
@@ -152,7 +160,10 @@ def test_a_resume_seam_keeps_every_sampled_transition_one_the_env_returned(n_ste
     before[-1] = (obs, actions, rewards, final, term, np.ones_like(trunc))  # what the seam means
     known = chain_pairs(before, n_step) | chain_pairs(after, n_step)
     batch = buffer.sample(2048, np.random.default_rng(2))
-    got = {(o.tobytes(), f.tobytes(), bool(d > 0)) for o, f, d in zip(batch["obs"], batch["next_obs"], batch["discounts"])}
+    got = {
+        (o.tobytes(), f.tobytes(), bool(d > 0))
+        for o, f, d in zip(batch["obs"], batch["next_obs"], batch["discounts"])
+    }
     assert got <= known
     assert not buffer.episode_start.any()
 
@@ -176,17 +187,22 @@ def test_one_env_sampling_draws_the_slots_the_general_path_draws(stack, n_step):
                 np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("episode_lengths,stack,n_step,steps", [
-    ((6,), 1, 1, 1200),  # MinAtar DQN: one slot in seven is padding, the buffer not full
-    ((2, 6, 12), 1, 1, 400),  # envs holding different numbers of sampleable slots
-    ((3, 7), 4, 3, 900),  # Atari-style stacks and n-step returns in a wrapped buffer
-])
+@pytest.mark.parametrize(
+    "episode_lengths,stack,n_step,steps",
+    [
+        ((6,), 1, 1, 1200),  # MinAtar DQN: one slot in seven is padding, the buffer not full
+        ((2, 6, 12), 1, 1, 400),  # envs holding different numbers of sampleable slots
+        ((3, 7), 4, 3, 900),  # Atari-style stacks and n-step returns in a wrapped buffer
+    ],
+)
 def test_sampling_is_uniform_over_the_sampleable_slots(episode_lengths, stack, n_step, steps):
     """Each round of rejection keeps the first accepted of twice as many draws as it misses: the
     batches must still cover every sampleable slot equally often, across envs too, and never a
     padding slot, a slot whose history was overwritten or one whose n-step future is unwritten."""
     num_envs = len(episode_lengths)
-    buffer = ReplayBuffer(3000 if stack == 1 else 600, num_envs, (stack, 2, 2), np.uint8, stack=stack, n_step=n_step)
+    buffer = ReplayBuffer(
+        3000 if stack == 1 else 600, num_envs, (stack, 2, 2), np.uint8, stack=stack, n_step=n_step
+    )
     obs = np.zeros((num_envs, stack, 2, 2), np.uint8)
     for t in range(steps):
         ends = np.array([t % length == length - 1 for length in episode_lengths])

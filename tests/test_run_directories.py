@@ -1,6 +1,7 @@
 """A run directory cannot be escaped, overwritten by another config or agent, or shared by two
 processes; bad values are refused before anything is created; a run without a terminal still
 says what it is doing."""
+
 import hashlib
 import os
 import signal
@@ -17,13 +18,23 @@ from plasticity_bench.runner.config import ConfigError, compose_config
 
 def runner(tmp_path: Path, *args, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(runner_cmd(f"run_dir={tmp_path}", *args), cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, **kw)
+    return subprocess.run(
+        runner_cmd(f"run_dir={tmp_path}", *args),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def digest(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(directory)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def refused(result: subprocess.CompletedProcess, code: int, words: str) -> None:
@@ -37,12 +48,28 @@ def test_a_label_that_would_leave_its_directory_is_refused_for_runs_shifts_and_s
 
     run_dir = tmp_path / "runs"
     refused(runner(run_dir, f"variant={label}", "total_steps=5"), 2, "cannot name a run directory")
-    with pytest.raises(ValueError, match="cannot name a run directory|invalid override"):  # (a tab: YAML's refusal)
+    with pytest.raises(
+        ValueError, match="cannot name a run directory|invalid override"
+    ):  # (a tab: YAML's refusal)
         config_from([f"variant={label}", "tasks=1", "steps_per_task=5", f"run_dir={run_dir}"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    sweep = subprocess.run([sys.executable, "-m", "plasticity_bench", "sweep", "--check", "+experiment=minatar_ln_l2",
-                            f"variant={label}", f"run_dir={run_dir}"], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plasticity_bench",
+            "sweep",
+            "--check",
+            "+experiment=minatar_ln_l2",
+            f"variant={label}",
+            f"run_dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     refused(sweep, 2, "cannot name a run directory")
     assert not any(tmp_path.iterdir())  # nothing written, inside RUN_DIR or out of it
 
@@ -66,8 +93,13 @@ def test_a_finished_run_is_left_alone_by_another_agent_aiming_at_it(tmp_path):
 def test_a_run_killed_before_its_first_checkpoint_refuses_another_config_under_its_label(tmp_path):
     args = [*TINY_DQN, "variant=mylabel", "total_steps=200000", "checkpoint.interval=100000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(runner_cmd(f"run_dir={tmp_path}", *args), cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        runner_cmd(f"run_dir={tmp_path}", *args),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     returns = planned_run(*args, f"run_dir={tmp_path}") / "returns.csv"
     deadline = time.time() + 120
     while time.time() < deadline and (not returns.exists() or returns.stat().st_size < 2000):
@@ -83,29 +115,44 @@ def test_a_run_killed_before_its_first_checkpoint_refuses_another_config_under_i
 def test_two_processes_on_one_run_one_refused_the_other_as_a_lone_run(tmp_path):
     args = [*TINY_DQN, "total_steps=1200"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    both = [subprocess.Popen(runner_cmd(f"run_dir={tmp_path / 'shared'}", *args), cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    both = [
+        subprocess.Popen(
+            runner_cmd(f"run_dir={tmp_path / 'shared'}", *args),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in both]
     codes = sorted(code for code, _ in results)
     assert codes == [0, 1], results
     message = next(err for code, err in results if code == 1)
     assert "is in use by another process (PID " in message and message.count("\n") == 1
     assert runner(tmp_path / "alone", *args).returncode == 0
-    shared, alone = planned_run(*args, f"run_dir={tmp_path / 'shared'}"), planned_run(*args, f"run_dir={tmp_path / 'alone'}")
+    shared, alone = (
+        planned_run(*args, f"run_dir={tmp_path / 'shared'}"),
+        planned_run(*args, f"run_dir={tmp_path / 'alone'}"),
+    )
     for name in ("returns.csv", "metrics.csv"):
         assert (shared / name).read_bytes() == (alone / name).read_bytes()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["agent.lr=inf"], "agent.lr=inf is out of range: must be a finite number"),
-    (["agent.lr=nan"], "agent.lr=nan is out of range: must be a finite number"),
-    (["agent.batch_size=5000", "agent.buffer_size=100"], "larger than agent.buffer_size=100"),
-    (["threads=1000"], "threads=1000 is out of range"),
-    (["intervention=ln_"], "unknown intervention 'ln_'"),
-    (["seed=1.5"], "seed=1.5 is out of range: must be a whole number"),
-    (["total_steps=1.5"], "total_steps=1.5 is out of range: must be a whole number"),
-    (["env.shift.kind=game_cycle", "env.minimal_action_set=true"], "needs env.minimal_action_set=false"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["agent.lr=inf"], "agent.lr=inf is out of range: must be a finite number"),
+        (["agent.lr=nan"], "agent.lr=nan is out of range: must be a finite number"),
+        (["agent.batch_size=5000", "agent.buffer_size=100"], "larger than agent.buffer_size=100"),
+        (["threads=1000"], "threads=1000 is out of range"),
+        (["intervention=ln_"], "unknown intervention 'ln_'"),
+        (["seed=1.5"], "seed=1.5 is out of range: must be a whole number"),
+        (["total_steps=1.5"], "total_steps=1.5 is out of range: must be a whole number"),
+        (["env.shift.kind=game_cycle", "env.minimal_action_set=true"], "needs env.minimal_action_set=false"),
+    ],
+)
 def test_values_that_cannot_work_exit_2_before_anything_is_created(tmp_path, args, words):
     refused(runner(tmp_path, *args), 2, words)
     assert not any(tmp_path.iterdir())
@@ -123,8 +170,13 @@ def test_figures_into_a_folder_it_cannot_write_is_one_line(tmp_path):
     from plasticity_bench.analysis.__main__ import main as figures
 
     runs = ROOT / "results" / "minatar_continual"
-    result = subprocess.run([sys.executable, "-m", "plasticity_bench", "figures", str(runs), "/proc/x"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "plasticity_bench", "figures", str(runs), "/proc/x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     refused(result, 2, "cannot write to /proc/x")
     assert callable(figures)
 
@@ -142,18 +194,31 @@ def test_an_agent_module_that_fails_to_import_breaks_only_itself(tmp_path):
             (package / "agents" / "mine.py").write_text("import not_installed_anywhere\n")
         else:
             (package / entry.name).symlink_to(entry)
-    code = ("import sys; from plasticity_bench.runner.config import compose_config, ConfigError\n"
-            "print(compose_config(['agent=dqn']).agent.name)\n"
-            "try: compose_config(['agent=mine'])\nexcept ConfigError as e: print(e)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    code = (
+        "import sys; from plasticity_bench.runner.config import compose_config, ConfigError\n"
+        "print(compose_config(['agent=dqn']).agent.name)\n"
+        "try: compose_config(['agent=mine'])\nexcept ConfigError as e: print(e)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     lines = out.stdout.splitlines()
     assert lines[0] == "dqn", out.stderr
-    assert "unknown agent 'mine'" in lines[1] and "agents/mine.py failed to import (ModuleNotFoundError" in lines[1]
+    assert (
+        "unknown agent 'mine'" in lines[1]
+        and "agents/mine.py failed to import (ModuleNotFoundError" in lines[1]
+    )
 
 
 def test_without_a_terminal_a_run_prints_its_plan_and_progress_lines(tmp_path):
-    result = runner(tmp_path, *TINY_DQN, "total_steps=1200", "log.progress=true", "agent.learning_starts=5000")
+    result = runner(
+        tmp_path, *TINY_DQN, "total_steps=1200", "log.progress=true", "agent.learning_starts=5000"
+    )
     lines = result.stdout.splitlines()
     assert "it never updates (agent.learning_starts=5,000 >= total_steps)" in lines[0]
     assert "first probe at step 600" in lines[0]
@@ -175,6 +240,14 @@ def test_a_saved_config_that_predates_a_key_still_matches_its_run():
 
 
 def test_long_variant_labels_still_name_one_directory():
-    cfg = compose_config(["intervention=plasticity_injection_shrink_perturb_l2init", "agent.lr=0.000123",
-                          "agent.gamma=0.987", "agent.buffer_size=123456", "agent.batch_size=64", "agent.n_step=3"])
+    cfg = compose_config(
+        [
+            "intervention=plasticity_injection_shrink_perturb_l2init",
+            "agent.lr=0.000123",
+            "agent.gamma=0.987",
+            "agent.buffer_size=123456",
+            "agent.batch_size=64",
+            "agent.n_step=3",
+        ]
+    )
     assert len(cfg.variant) <= 100 and "_more," in cfg.variant

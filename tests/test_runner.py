@@ -1,4 +1,5 @@
 """The training loop: contract files, clear errors, determinism, resume after a kill."""
+
 import os
 import signal
 import subprocess
@@ -8,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from plasticity_bench import agents
 from conftest import COMPILED, ROOT, TINY_DQN, TINY_PPO, find_run, planned_run, runner_cmd
+from plasticity_bench import agents
 from plasticity_bench.core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 
 
@@ -44,16 +45,19 @@ def test_dqn_logs_losses_and_finished_runs_are_skipped(run, tmp_path):
     assert "finished already" in again.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["agent=nope"], "unknown agent 'nope'; valid: " + ", ".join(sorted(agents.AGENTS))),
-    (["env=nope"], "unknown suite 'nope'; valid: atari, classic, minatar"),
-    (["env.game=pong"], "unknown minatar game 'pong'; valid: asterix, breakout"),
-    (["env=atari", "env.game=Zelda"], "unknown atari game 'Zelda'; valid: Adventure, AirRaid, Alien"),
-    (["env=atari", "env.game=Hopper"], "unknown atari game 'Hopper'"),
-    (["intervention=magic"], "unknown intervention 'magic'; valid: none"),
-    (["agent.lrr=1"], "Key 'lrr' not in 'DQNConfig'"),
-    (["seed=abc"], "seed='abc' is out of range: must be a whole number >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["agent=nope"], "unknown agent 'nope'; valid: " + ", ".join(sorted(agents.AGENTS))),
+        (["env=nope"], "unknown suite 'nope'; valid: atari, classic, minatar"),
+        (["env.game=pong"], "unknown minatar game 'pong'; valid: asterix, breakout"),
+        (["env=atari", "env.game=Zelda"], "unknown atari game 'Zelda'; valid: Adventure, AirRaid, Alien"),
+        (["env=atari", "env.game=Hopper"], "unknown atari game 'Hopper'"),
+        (["intervention=magic"], "unknown intervention 'magic'; valid: none"),
+        (["agent.lrr=1"], "Key 'lrr' not in 'DQNConfig'"),
+        (["seed=abc"], "seed='abc' is out of range: must be a whole number >= 0"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_no_run_directory(run, tmp_path, args, message):
     result = run(*args, check=False)
     assert result.returncode == 2
@@ -73,8 +77,14 @@ def test_same_seed_gives_identical_csvs(run, tmp_path):
 
 def _start(tmp_path, sub, *args, env=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen(runner_cmd(*args, f"run_dir={tmp_path / sub}"), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        runner_cmd(*args, f"run_dir={tmp_path / sub}"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_checkpoint(d, proc, timeout=120):
@@ -88,19 +98,28 @@ def _wait_for_checkpoint(d, proc, timeout=120):
 INJECTION = ("intervention=plasticity_injection", "interventions.plasticity_injection.at=600")
 
 
-@pytest.mark.parametrize("sig, args, agent, intervention", [
-    (signal.SIGKILL, TINY_DQN, "dqn", "none"), (signal.SIGINT, TINY_DQN, "dqn", "none"),
-    # the network changes shape at step 600, before the checkpoint at 800
-    (signal.SIGKILL, [*TINY_DQN, *INJECTION], "dqn", "plasticity_injection"),
-    # SIGTERM is how a sweep stops its jobs; ln_l2 is the headline intervention
-    (signal.SIGTERM, [*TINY_DQN, "intervention=ln_l2"], "dqn", "ln_l2"),
-    # the checkpoint at 800 falls in the middle of a 128-step PPO rollout
-    (signal.SIGKILL, TINY_PPO, "ppo", "none"),
-    # nonstationary runs: the checkpoint at 800 falls in task 0 (games switch at 1000) or in the
-    # middle of a smooth permutation's walk (task 1 of 700 steps)
-    (signal.SIGKILL, [*TINY_PPO, "env.shift.kind=game_cycle", "env.shift.interval=1000"], "ppo", "none"),
-    (signal.SIGKILL, [*TINY_DQN, "env.shift.kind=obs_permutation", "env.shift.smooth=true", "env.shift.interval=700"],
-     "dqn", "none")])
+@pytest.mark.parametrize(
+    "sig, args, agent, intervention",
+    [
+        (signal.SIGKILL, TINY_DQN, "dqn", "none"),
+        (signal.SIGINT, TINY_DQN, "dqn", "none"),
+        # the network changes shape at step 600, before the checkpoint at 800
+        (signal.SIGKILL, [*TINY_DQN, *INJECTION], "dqn", "plasticity_injection"),
+        # SIGTERM is how a sweep stops its jobs; ln_l2 is the headline intervention
+        (signal.SIGTERM, [*TINY_DQN, "intervention=ln_l2"], "dqn", "ln_l2"),
+        # the checkpoint at 800 falls in the middle of a 128-step PPO rollout
+        (signal.SIGKILL, TINY_PPO, "ppo", "none"),
+        # nonstationary runs: the checkpoint at 800 falls in task 0 (games switch at 1000) or in the
+        # middle of a smooth permutation's walk (task 1 of 700 steps)
+        (signal.SIGKILL, [*TINY_PPO, "env.shift.kind=game_cycle", "env.shift.interval=1000"], "ppo", "none"),
+        (
+            signal.SIGKILL,
+            [*TINY_DQN, "env.shift.kind=obs_permutation", "env.shift.smooth=true", "env.shift.interval=700"],
+            "dqn",
+            "none",
+        ),
+    ],
+)
 def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention, env=None):
     run(*args, f"run_dir={tmp_path / 'whole'}", env=env)
     d = planned_run(*args, f"run_dir={tmp_path / 'killed'}")
@@ -115,7 +134,9 @@ def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, in
     resumed = run(*args, f"run_dir={tmp_path / 'killed'}", env=env)
     assert "resuming" in resumed.stdout
     for name in ("returns.csv", "metrics.csv"):
-        assert (d / name).read_bytes() == (run_dir(tmp_path / "whole", intervention, agent) / name).read_bytes()
+        assert (d / name).read_bytes() == (
+            run_dir(tmp_path / "whole", intervention, agent) / name
+        ).read_bytes()
     sessions = pd.read_csv(d / "timing.csv")["session_start_step"]
     assert sessions.iloc[0] == 0 and sessions.iloc[-1] > 0  # wall-clock speed of both sessions is kept
 
@@ -123,7 +144,9 @@ def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, in
 def test_a_run_with_the_compiled_optimizer_step_resumes_to_the_same_csvs(run, tmp_path):
     """As users run it: centred RMSProp's fused step compiled in each process (the rest of the
     suite takes it eagerly, see conftest)."""
-    test_killed_run_resumes_to_the_same_csvs(run, tmp_path, signal.SIGKILL, TINY_DQN, "dqn", "none", env=COMPILED)
+    test_killed_run_resumes_to_the_same_csvs(
+        run, tmp_path, signal.SIGKILL, TINY_DQN, "dqn", "none", env=COMPILED
+    )
 
 
 def _interrupted_run(tmp_path, sub):
@@ -141,7 +164,9 @@ def test_corrupt_checkpoint_is_reported_and_kept(run, tmp_path):
     (d / "checkpoint" / "state.pt").write_bytes(b"not a checkpoint")
     returns_before = (d / "returns.csv").read_bytes()
     result = run(*TINY_DQN, f"run_dir={tmp_path / 'c'}", check=False)
-    assert result.returncode == 1 and "corrupt checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 1 and "corrupt checkpoint" in result.stderr and "Traceback" not in result.stderr
+    )
     assert str(d / "checkpoint") in result.stderr and "delete" in result.stderr
     assert (d / "checkpoint" / "state.pt").read_bytes() == b"not a checkpoint"
     assert (d / "returns.csv").read_bytes() == returns_before
@@ -158,7 +183,11 @@ def test_another_config_is_another_run_and_a_label_cannot_hide_it(run, tmp_path)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     result = run(*labelled, "agent.lr=0.5", check=False)  # the same label, another config: refused
-    assert result.returncode == 1 and "agent.lr" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.returncode == 1
+        and "agent.lr" in result.stderr
+        and len(result.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_resume_on_other_float_kernels_says_the_bytes_will_differ(run, tmp_path):
@@ -189,12 +218,29 @@ def test_non_finite_loss_stops_with_a_clear_error(run, tmp_path):
 
 
 def test_atari_run_resumes_after_sigint(run, tmp_path):
-    args = ["env=atari", "env.num_envs=2", "env.max_episode_frames=400", "total_steps=1600", "agent.learning_starts=200",
-            "agent.buffer_size=2000", "agent.batch_size=4", "log.interval=100", "checkpoint.interval=400",
-            "log.progress=false", "threads=1", f"run_dir={tmp_path}"]
+    args = [
+        "env=atari",
+        "env.num_envs=2",
+        "env.max_episode_frames=400",
+        "total_steps=1600",
+        "agent.learning_starts=200",
+        "agent.buffer_size=2000",
+        "agent.batch_size=4",
+        "log.interval=100",
+        "checkpoint.interval=400",
+        "log.progress=false",
+        "threads=1",
+        f"run_dir={tmp_path}",
+    ]
     d = planned_run(*args)
-    proc = subprocess.Popen(runner_cmd(*args), cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        runner_cmd(*args),
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_checkpoint(d, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -203,7 +249,9 @@ def test_atari_run_resumes_after_sigint(run, tmp_path):
     assert "resuming" in resumed.stdout and (d / "done").exists()
     metrics = pd.read_csv(d / "metrics.csv")
     loss_steps = metrics[metrics["metric"] == "loss"]["step"]
-    assert loss_steps.is_unique and list(loss_steps) == list(range(300, 1601, 100))  # first update at step 202
+    assert loss_steps.is_unique and list(loss_steps) == list(
+        range(300, 1601, 100)
+    )  # first update at step 202
     returns = pd.read_csv(d / "returns.csv")
     assert returns["step"].is_monotonic_increasing and len(returns) >= 2
 

@@ -1,4 +1,5 @@
 """The shifts suite: what each task changes, the run directory it writes, exact resume, errors."""
+
 import subprocess
 import sys
 
@@ -7,12 +8,19 @@ import pandas as pd
 import pytest
 import torch
 
+import plasticity_bench.shifts.train as shifts_train
 from conftest import ROOT
 from plasticity_bench.shifts.tasks import TASKS, digits
-import plasticity_bench.shifts.train as shifts_train
 from plasticity_bench.shifts.train import ShiftsConfig, config_from, train
 
-SMALL = ["tasks=3", "steps_per_task=20", "inputs=200", "probe.steps=5", "probe.batch_size=32", "probe.entk_batch=8"]
+SMALL = [
+    "tasks=3",
+    "steps_per_task=20",
+    "inputs=200",
+    "probe.steps=5",
+    "probe.batch_size=32",
+    "probe.entk_batch=8",
+]
 
 
 def make(name, **cfg):
@@ -65,6 +73,7 @@ def crash_at_task(monkeypatch, task: int, args: list[str]) -> None:
         if len(calls) == task:
             raise KeyboardInterrupt
         return real(*evaluated)
+
     monkeypatch.setattr(shifts_train, "evaluate", crashing)
     with pytest.raises(KeyboardInterrupt):
         train(config_from(args))
@@ -74,10 +83,18 @@ def crash_at_task(monkeypatch, task: int, args: list[str]) -> None:
 def test_a_run_writes_the_contract_and_resumes_exactly_after_a_crash(tmp_path, monkeypatch):
     whole = train(config_from([*SMALL, f"run_dir={tmp_path / 'whole'}", "intervention=ln_l2"]))
     m = pd.read_csv(whole / "metrics.csv", dtype={"layer": str})
-    assert set(m[["suite", "game", "agent", "intervention"]].drop_duplicates().itertuples(index=False, name=None)) == {
-        ("shifts", "label_reset", "mlp", "ln_l2")}
+    assert set(
+        m[["suite", "game", "agent", "intervention"]].drop_duplicates().itertuples(index=False, name=None)
+    ) == {("shifts", "label_reset", "mlp", "ln_l2")}
     assert m[m.metric == "task"].value.tolist() == [1, 2, 3] and sorted(m.step.unique()) == [20, 40, 60]
-    assert {"train_loss", "train_accuracy", "probe_loss", "probe_loss_fresh", "param_norm", "zombie_frac"} <= set(m.metric)
+    assert {
+        "train_loss",
+        "train_accuracy",
+        "probe_loss",
+        "probe_loss_fresh",
+        "param_norm",
+        "zombie_frac",
+    } <= set(m.metric)
     assert (whole / "done").exists() and not (whole / "checkpoint").exists()
 
     crash_at_task(monkeypatch, 3, [*SMALL, f"run_dir={tmp_path / 'killed'}", "intervention=ln_l2"])
@@ -85,23 +102,47 @@ def test_a_run_writes_the_contract_and_resumes_exactly_after_a_crash(tmp_path, m
     assert (resumed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
-@pytest.mark.parametrize("intervention", ["redo", "ln_two_hot"])  # interval hooks; a categorical regression head
+@pytest.mark.parametrize(
+    "intervention", ["redo", "ln_two_hot"]
+)  # interval hooks; a categorical regression head
 def test_regression_runs_log_fvu(tmp_path, intervention):
-    d = train(config_from([*SMALL, f"run_dir={tmp_path}", "task=target_offset", f"intervention={intervention}",
-                           "interventions.redo.interval=30", "interventions.two_hot.v_max=40"]))
+    d = train(
+        config_from(
+            [
+                *SMALL,
+                f"run_dir={tmp_path}",
+                "task=target_offset",
+                f"intervention={intervention}",
+                "interventions.redo.interval=30",
+                "interventions.two_hot.v_max=40",
+            ]
+        )
+    )
     m = pd.read_csv(d / "metrics.csv")
     fvu = m[m.metric == "fvu"].value
     assert len(fvu) == 3 and (fvu >= 0).all() and "train_accuracy" not in set(m.metric)
 
 
-@pytest.mark.parametrize("args, message", [(["task=nope"], "unknown task 'nope'; valid: label_reset"),
-                                           (["intervention=bogus"], "unknown intervention 'bogus'"),
-                                           (["tasks=zero"], "invalid override"),
-                                           (["intervention=two_hot"], "a categorical value head needs a regression task")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["task=nope"], "unknown task 'nope'; valid: label_reset"),
+        (["intervention=bogus"], "unknown intervention 'bogus'"),
+        (["tasks=zero"], "invalid override"),
+        (["intervention=two_hot"], "a categorical value head needs a regression task"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
-    result = subprocess.run([sys.executable, "-m", "plasticity_bench", "shifts", *SMALL, *args, f"run_dir={tmp_path}"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = subprocess.run(
+        [sys.executable, "-m", "plasticity_bench", "shifts", *SMALL, *args, f"run_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    )
     assert not any(tmp_path.iterdir())  # nothing written
 
 
@@ -112,8 +153,10 @@ def test_target_norm_trains_in_standard_units_and_reports_fvu_in_the_original_on
     assert np.allclose(m.fvu, m.train_loss, rtol=0.01) and (m.fvu < 2).all()
 
 
-@pytest.mark.parametrize("intervention, metric", [("reset", "reset_layers"), ("redo", "redo_reset_frac"),
-                                                  ("shrink_perturb", "shrink_perturb_applied")])
+@pytest.mark.parametrize(
+    "intervention, metric",
+    [("reset", "reset_layers"), ("redo", "redo_reset_frac"), ("shrink_perturb", "shrink_perturb_applied")],
+)
 def test_interval_interventions_act_at_every_task_switch(tmp_path, intervention, metric):
     d = train(config_from([*SMALL, f"run_dir={tmp_path}", f"intervention={intervention}"]))
     m = pd.read_csv(d / "metrics.csv")
@@ -129,14 +172,22 @@ def test_plasticity_injection_happens_at_the_middle_switch(tmp_path):
     assert cfg.interventions["plasticity_injection"]["at"] == 41  # the first update of task 3
     m = pd.read_csv(train(cfg) / "metrics.csv")
     assert m[m.metric == "plasticity_injected"].step.tolist() == [41]
-    assert config_from([*SMALL, "intervention=plasticity_injection", "interventions.plasticity_injection.at=7"]
-                       ).interventions["plasticity_injection"]["at"] == 7
+    assert (
+        config_from(
+            [*SMALL, "intervention=plasticity_injection", "interventions.plasticity_injection.at=7"]
+        ).interventions["plasticity_injection"]["at"]
+        == 7
+    )
 
 
 def test_a_categorical_support_must_cover_the_targets():
-    with pytest.raises(ValueError, match=r"support \[-10, 10\] would clamp .* of task 2's targets .* target_norm=true"):
+    with pytest.raises(
+        ValueError, match=r"support \[-10, 10\] would clamp .* of task 2's targets .* target_norm=true"
+    ):
         config_from([*SMALL, "task=target_offset", "intervention=two_hot"])
-    config_from([*SMALL, "task=target_offset", "intervention=two_hot", "target_norm=true"])  # standardised: fits
+    config_from(
+        [*SMALL, "task=target_offset", "intervention=two_hot", "target_norm=true"]
+    )  # standardised: fits
     config_from([*SMALL, "task=target_offset", "intervention=hl_gauss", "interventions.hl_gauss.v_max=40"])
 
 
@@ -144,19 +195,36 @@ def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
     crash_at_task(monkeypatch, 2, [*SMALL, "variant=mine", f"run_dir={tmp_path}"])
     saved = (run_dir := next(tmp_path.rglob("config.yaml"))).read_text()
     assert run_dir.parent.parent.name == "mine"
-    result = subprocess.run([sys.executable, "-m", "plasticity_bench", "shifts", *SMALL, "variant=mine", "lr=0.01", f"run_dir={tmp_path}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plasticity_bench",
+            "shifts",
+            *SMALL,
+            "variant=mine",
+            "lr=0.01",
+            f"run_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "holds a run with another config (lr: 0.001 -> 0.01)" in result.stderr
     assert run_dir.read_text() == saved  # config.yaml is not overwritten
     other = train(config_from([*SMALL, "lr=0.01", f"run_dir={tmp_path}"]))  # without a label: its own variant
     assert other.parent.name == "none[inputs=200,lr=0.01]"
-    resumed = train(config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}", "threads=2"]))  # threads: resumes
+    resumed = train(
+        config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}", "threads=2"])
+    )  # threads: resumes
     assert (resumed / "done").exists() and resumed == run_dir.parent
 
 
 def test_the_penalties_on_the_weights_act_in_the_supervised_loop(tmp_path, monkeypatch):
     """l2 and l2init add their gradient terms after backward: the loop must call them."""
     from plasticity_bench.interventions.l2 import L2
+
     pulled = []
     monkeypatch.setattr(L2, "gradients", lambda self, network: pulled.append(network))
     train(config_from([*SMALL, f"run_dir={tmp_path}", "intervention=l2"]))

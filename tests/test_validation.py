@@ -1,5 +1,6 @@
 """Every bad value is refused before a run starts: one line naming the key, the value and its
 range, exit 2, nothing created. The ranges are declared once per field (core.ranges.ranged)."""
+
 import dataclasses
 import subprocess
 import sys
@@ -41,15 +42,20 @@ def rl_cases():
     for prefix, name, schema in schemas:
         types = {f.name: f.type for f in dataclasses.fields(schema)}
         for field, valid in ranges(schema).items():
-            yield pytest.param(prefix, name, field, bad_value(types[field], valid), valid, id=f"{prefix}.{field}")
+            yield pytest.param(
+                prefix, name, field, bad_value(types[field], valid), valid, id=f"{prefix}.{field}"
+            )
     for key, valid in RUN_RANGES.items():
         yield pytest.param("", None, key, bad_value("int", valid), valid, id=key)
 
 
 @pytest.mark.parametrize("prefix, name, field, value, valid", list(rl_cases()))
 def test_every_ranged_field_of_an_rl_run_is_checked_when_composed(prefix, name, field, value, valid):
-    overrides = {"agent": [f"agent={name}"], "env": [f"env={name}"],
-                 "interventions.": [f"intervention={name}"]}.get(prefix.split(".")[0] + ("." if "." in prefix else ""), [])
+    overrides = {
+        "agent": [f"agent={name}"],
+        "env": [f"env={name}"],
+        "interventions.": [f"intervention={name}"],
+    }.get(prefix.split(".")[0] + ("." if "." in prefix else ""), [])
     key = f"{prefix}.{field}" if prefix else field
     with pytest.raises(ConfigError) as raised:
         compose_config([*overrides, f"{key}={value}"])
@@ -70,19 +76,23 @@ def test_every_ranged_field_of_a_shifts_run_is_checked(field, valid):
         config_from([f"{field}={value}"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["env.num_envs=0"], "env.num_envs=0 is out of range: must be >= 1"),
-    (["agent.batch_size=0"], "agent.batch_size=0 is out of range: must be >= 1"),
-    (["agent.lr=-1"], "agent.lr=-1.0 is out of range: must be > 0"),
-    (["agent.gamma=2"], "agent.gamma=2.0 is out of range: must be in (0, 1]"),
-    (["agent.epsilon_start=3"], "agent.epsilon_start=3.0 is out of range: must be in [0, 1]"),
-    (["agent.updates_per_step=-1"], "agent.updates_per_step=-1.0 is out of range: must be > 0"),
-    (["agent=ppo", "agent.num_minibatches=3"], "agent.num_minibatches=3 must divide the rollout"),
-    (["device=cuda"], "device=cuda asked for, but torch sees no CUDA device"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["env.num_envs=0"], "env.num_envs=0 is out of range: must be >= 1"),
+        (["agent.batch_size=0"], "agent.batch_size=0 is out of range: must be >= 1"),
+        (["agent.lr=-1"], "agent.lr=-1.0 is out of range: must be > 0"),
+        (["agent.gamma=2"], "agent.gamma=2.0 is out of range: must be in (0, 1]"),
+        (["agent.epsilon_start=3"], "agent.epsilon_start=3.0 is out of range: must be in [0, 1]"),
+        (["agent.updates_per_step=-1"], "agent.updates_per_step=-1.0 is out of range: must be > 0"),
+        (["agent=ppo", "agent.num_minibatches=3"], "agent.num_minibatches=3 must divide the rollout"),
+        (["device=cuda"], "device=cuda asked for, but torch sees no CUDA device"),
+    ],
+)
 def test_bad_values_exit_2_with_one_line_and_create_nothing(run, tmp_path, args, message):
     if "device=cuda" in args:
         import torch
+
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
     result = run(*args, check=False)
@@ -92,8 +102,21 @@ def test_bad_values_exit_2_with_one_line_and_create_nothing(run, tmp_path, args,
 
 
 def test_a_sweep_check_refuses_a_bad_value_of_any_job(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "plasticity_bench", "sweep", "--check", "+experiment=minatar_ln_l2",
-                             "agent.gamma=0.99,1.5", f"run_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "plasticity_bench",
+            "sweep",
+            "--check",
+            "+experiment=minatar_ln_l2",
+            "agent.gamma=0.99,1.5",
+            f"run_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "agent.gamma=1.5 is out of range: must be in (0, 1]" in result.stderr
     assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,6 @@
 """Agent registry. An agent is one module here that decorates its class with ``@register``;
 every module in this package is imported on start, so a new file is all it takes."""
+
 from __future__ import annotations
 
 import importlib
@@ -11,6 +12,7 @@ BROKEN: dict[str, str] = {}  # module name -> why it failed to import (its agent
 
 def register(name: str):
     """Class decorator: the agent ``name``, checked against the protocol (agents/base.py)."""
+
     def add(cls):
         from plasticity_bench.agents.base import check_class
 

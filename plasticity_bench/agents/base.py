@@ -3,6 +3,7 @@ the smoke tests use nothing else. An agent with a network derives from ``nets.le
 (its one ``train_step``, ``rebuild_optimizer`` and ``restart``) and is built as
 ``Agent(cfg, spec, interventions, device, seed)``. ``register`` checks the methods when an agent
 registers, and the runner checks the attributes once it is built."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +15,11 @@ from torch import nn
 
 from plasticity_bench.nets.learner import Learner
 
+
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     """What an agent is built for: the vectorized env's observations and actions."""
+
     obs_shape: tuple[int, ...]
     obs_dtype: np.dtype
     num_actions: int
@@ -64,8 +67,16 @@ class Agent(Protocol):
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
         """One action per env for a batch of observations."""
 
-    def observe(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
-                terminated: np.ndarray, truncated: np.ndarray, step: int) -> dict[str, torch.Tensor]:
+    def observe(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        next_obs: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        step: int,
+    ) -> dict[str, torch.Tensor]:
         """Take one batched transition (true ``next_obs`` also at episode ends), learn if it is
         time, and return training metrics as detached scalars (empty when nothing happened)."""
 
@@ -111,8 +122,10 @@ def check_class(cls: type) -> None:
     if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
         missing.append("Config (a dataclass)")
     if missing:
-        raise TypeError(f"agent class {cls.__name__} does not implement the agent protocol: missing "
-                        f"{', '.join(missing)} (see agents/base.py)")
+        raise TypeError(
+            f"agent class {cls.__name__} does not implement the agent protocol: missing "
+            f"{', '.join(missing)} (see agents/base.py)"
+        )
 
 
 def check_instance(agent: Any) -> None:

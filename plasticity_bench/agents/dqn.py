@@ -4,6 +4,7 @@ Defaults are the Atari reference (CleanRL-style, see docs/science.md); the MinAt
 (Young & Tian 2019) is ``configs/preset/dqn_minatar.yaml``. Read top to bottom: config ->
 networks and optimizer -> acting -> storing and learning -> checkpoint state.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,7 +70,8 @@ class DQNConfig:
     """At a task switch (env.shift): keep the replay buffer, with rewards as they were learned
     (C-CHAIN's Continual MinAtar keeps it) | clear it (updates wait until it can sample again)."""
     arch: str = ranged("auto", choices=("auto", "nature_cnn", "minatar_cnn", "mlp"))
-    """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
+    """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn |
+    minatar_cnn | mlp."""
 
 
 @register("dqn")
@@ -95,8 +97,15 @@ class DQN(Learner):
         self.optimizer = self.make_optimizer()
 
         stack = obs_shape[0] if np.dtype(obs_dtype) == np.uint8 else 1  # pixels: dedupe frames
-        self.new_replay = lambda: ReplayBuffer(cfg.buffer_size, num_envs, obs_shape, obs_dtype, stack, cfg.gamma,  # noqa: E731
-                                               cfg.n_step)
+        self.new_replay = lambda: ReplayBuffer(
+            cfg.buffer_size,
+            num_envs,
+            obs_shape,
+            obs_dtype,
+            stack,
+            cfg.gamma,  # noqa: E731
+            cfg.n_step,
+        )
         self.replay = self.new_replay()
         self.refilling = False  # a cleared buffer: no update until it can sample
         self.update_credit = 0.0  # fractional updates owed (updates_per_step x agent steps)
@@ -107,16 +116,22 @@ class DQN(Learner):
         """What the field ranges cannot say: a batch is drawn from what the buffer can hold."""
         batch, buffer = cfg["agent"]["batch_size"], cfg["agent"]["buffer_size"]
         if batch > buffer:
-            raise ValueError(f"agent.batch_size={batch:,} is larger than agent.buffer_size={buffer:,}: "
-                             "a batch is drawn from the buffer")
+            raise ValueError(
+                f"agent.batch_size={batch:,} is larger than agent.buffer_size={buffer:,}: "
+                "a batch is drawn from the buffer"
+            )
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Built from the live parameters; interventions that replace parameters call it again."""
         params = [p for p in self.network.parameters() if p.requires_grad]
         if self.cfg.optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.optimizer_eps, fused=self.device.type in ("cpu", "cuda"))
+            return torch.optim.Adam(
+                params, lr=self.cfg.lr, eps=self.cfg.optimizer_eps, fused=self.device.type in ("cpu", "cuda")
+            )
         if self.cfg.optimizer == "rmsprop":
-            return CenteredRMSprop(params, lr=self.cfg.lr, alpha=self.cfg.rmsprop_alpha, eps=self.cfg.optimizer_eps)
+            return CenteredRMSprop(
+                params, lr=self.cfg.lr, alpha=self.cfg.rmsprop_alpha, eps=self.cfg.optimizer_eps
+            )
         raise ValueError(f"unknown optimizer '{self.cfg.optimizer}'; valid: adam, rmsprop")
 
     # ---- acting -------------------------------------------------------------------------
@@ -183,7 +198,10 @@ class DQN(Learner):
     def update(self, step: int) -> tuple[dict[str, torch.Tensor], dict]:
         """One gradient update: (its metrics, those of the interventions that acted after it)."""
         c = self.cfg
-        batch = {k: torch.as_tensor(v, device=self.device) for k, v in self.replay.sample(c.batch_size, self.rng).items()}
+        batch = {
+            k: torch.as_tensor(v, device=self.device)
+            for k, v in self.replay.sample(c.batch_size, self.rng).items()
+        }
         target = self.td_target(batch)
         outputs = self.network(batch["obs"])
         # Q(s, a) of the actions taken regressed on the TD target (a categorical head: cross entropy
@@ -195,8 +213,12 @@ class DQN(Learner):
         self.updates += 1
         if self.updates % c.target_update_interval == 0:  # after the interventions: the target copies
             self.sync_target()  # the network they left (Dopamine's order for ReDo)
-        return {"loss": loss.detach(), "q_mean": q.mean(), "grad_norm": grad_norm,
-                **self.values.target_metrics(target)}, acted
+        return {
+            "loss": loss.detach(),
+            "q_mean": q.mean(),
+            "grad_norm": grad_norm,
+            **self.values.target_metrics(target),
+        }, acted
 
     @torch.no_grad()
     def sync_target(self) -> None:
@@ -223,10 +245,16 @@ class DQN(Learner):
 
     # ---- checkpoint state ---------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"network": self.network.state_dict(), "target": self.target.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
-                "rng": self.rng.bit_generator.state, "update_credit": self.update_credit,
-                "updates": self.updates, "refilling": self.refilling}
+        return {
+            "network": self.network.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "replay": self.replay.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "update_credit": self.update_credit,
+            "updates": self.updates,
+            "refilling": self.refilling,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.network.load_state_dict(state["network"])
@@ -237,5 +265,3 @@ class DQN(Learner):
         self.rng.bit_generator.state = state["rng"]
         self.update_credit, self.updates = state["update_credit"], state["updates"]
         self.refilling = state.get("refilling", False)
-
-

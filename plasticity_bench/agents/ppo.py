@@ -10,6 +10,7 @@ checkpoint state.
 Episode ends: a terminated step cuts the return; a truncated one (time limit) is bootstrapped
 with the value of its true final observation, added to its reward before the chain is cut.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ class PPOConfig:
     reward_scale: float = ranged(1.0, gt=0)
     """Train on reward x this (after clipping); returns.csv always holds raw scores."""
     arch: str = ranged("auto", choices=("auto", "nature_cnn", "minatar_cnn", "mlp"))
-    """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn | minatar_cnn | mlp."""
+    """Network: auto (Nature CNN for 84x84 pixels, MinAtar CNN for 10x10 grids) | nature_cnn |
+    minatar_cnn | mlp."""
     activation: str = ranged("relu", choices=("relu", "leaky_relu"))
     """Hidden nonlinearity: relu | leaky_relu (slope 0.1). An intervention (crelu) may replace it."""
     separate_networks: bool = False
@@ -78,8 +80,14 @@ class PPOConfig:
     under both heads; built as one module of two towers (nets.networks, ``towers``)."""
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
-        gamma: float, lam: float) -> torch.Tensor:
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    next_value: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
     """Generalised advantage estimates for (steps, envs) tensors. ``dones[t]`` cuts the chain
     after step t; ``next_value`` is the value of the observation after the last step."""
     advantages = torch.zeros_like(rewards)
@@ -102,15 +110,26 @@ class PPO(Learner):
         self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, spec.num_envs, spec.num_actions
         self.interventions = interventions
         self.rng = np.random.default_rng(seed)
-        obs_shape, obs_dtype, num_actions, num_envs = spec.obs_shape, spec.obs_dtype, spec.num_actions, spec.num_envs
+        obs_shape, obs_dtype, num_actions, num_envs = (
+            spec.obs_shape,
+            spec.obs_dtype,
+            spec.num_actions,
+            spec.num_envs,
+        )
         self.check_config({"agent": vars(cfg), "env": {"num_envs": num_envs}})
 
         obs_scale = 1 / 255 if np.dtype(obs_dtype) == np.uint8 else 1.0
 
         def factory(value_bins: int = 1, **kw):  # logits, then the critic's outputs
             towers = (num_actions, value_bins) if cfg.separate_networks else ()
-            return build_network(obs_shape, num_actions + value_bins, cfg.arch, obs_scale,
-                                 **{"activation": cfg.activation, "towers": towers, **kw})
+            return build_network(
+                obs_shape,
+                num_actions + value_bins,
+                cfg.arch,
+                obs_scale,
+                **{"activation": cfg.activation, "towers": towers, **kw},
+            )
+
         self.values = interventions.value_head()  # a scalar critic, or categorical (two_hot, ...)
         self.network = interventions.build(factory).to(device)
         self.target = None  # PPO bootstraps from its own critic
@@ -118,7 +137,9 @@ class PPO(Learner):
 
         T, N = cfg.num_steps, num_envs
         self.rollout = {
-            "obs": torch.zeros((T, N, *obs_shape), dtype=torch.from_numpy(np.zeros(0, obs_dtype)).dtype, device=device),
+            "obs": torch.zeros(
+                (T, N, *obs_shape), dtype=torch.from_numpy(np.zeros(0, obs_dtype)).dtype, device=device
+            ),
             "actions": torch.zeros((T, N), dtype=torch.long, device=device),
             **{k: torch.zeros((T, N), device=device) for k in ("logprobs", "values", "rewards", "dones")},
         }
@@ -133,26 +154,34 @@ class PPO(Learner):
         separate networks are MLPs."""
         batch = cfg["agent"]["num_steps"] * cfg["env"]["num_envs"]
         if batch % cfg["agent"]["num_minibatches"]:
-            raise ValueError(f"agent.num_minibatches={cfg['agent']['num_minibatches']} must divide the rollout "
-                             f"(agent.num_steps x env.num_envs = {batch})")
+            raise ValueError(
+                f"agent.num_minibatches={cfg['agent']['num_minibatches']} must divide the rollout "
+                f"(agent.num_steps x env.num_envs = {batch})"
+            )
         if cfg["agent"].get("separate_networks") and cfg["agent"]["arch"] != "mlp":
-            raise ValueError(f"agent.separate_networks=true is built for agent.arch=mlp, not {cfg['agent']['arch']}")
+            raise ValueError(
+                f"agent.separate_networks=true is built for agent.arch=mlp, not {cfg['agent']['arch']}"
+            )
         parts = str(cfg.get("intervention", "")).split("_")
         if cfg["agent"].get("separate_networks") and ("crelu" in parts or "spectral" in parts):
-            raise ValueError("agent.separate_networks=true cannot take crelu or spectral_norm (they act on a layer as "
-                             "one matrix, not tower by tower); use agent.separate_networks=false")
+            raise ValueError(
+                "agent.separate_networks=true cannot take crelu or spectral_norm (they act on a layer as "
+                "one matrix, not tower by tower); use agent.separate_networks=false"
+            )
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         """Built from the live parameters; interventions that replace parameters call it again."""
         params = [p for p in self.network.parameters() if p.requires_grad]
         # fused: one kernel for the whole step on CPU and CUDA (same update, fewer passes over memory)
-        return torch.optim.Adam(params, lr=self.cfg.lr, eps=self.cfg.adam_eps, fused=self.device.type in ("cpu", "cuda"))
+        return torch.optim.Adam(
+            params, lr=self.cfg.lr, eps=self.cfg.adam_eps, fused=self.device.type in ("cpu", "cuda")
+        )
 
     # ---- acting -------------------------------------------------------------------------
     def policy_and_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits, value, critic outputs) for a batch of observations."""
         out = self.network(obs)
-        logits, critic = out[:, :self.num_actions], out[:, self.num_actions:]
+        logits, critic = out[:, : self.num_actions], out[:, self.num_actions :]
         return logits, self.values.expected(critic)[:, 0], critic
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
@@ -171,16 +200,23 @@ class PPO(Learner):
     # ---- rollout and GAE ----------------------------------------------------------------
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
         c = self.cfg
-        rewards = torch.as_tensor(np.sign(rewards) if c.reward_clip else rewards, dtype=torch.float32, device=self.device)
+        rewards = torch.as_tensor(
+            np.sign(rewards) if c.reward_clip else rewards, dtype=torch.float32, device=self.device
+        )
         if c.reward_scale != 1.0:
             rewards = rewards * c.reward_scale
         cut_short = torch.as_tensor(truncated & ~terminated, device=self.device)
         if cut_short.any():  # bootstrap a time limit from the true final observation
             rewards = rewards + c.gamma * cut_short * self.value(next_obs)
         logprobs, values = self.acted
-        row = {"obs": torch.as_tensor(obs, device=self.device), "actions": torch.as_tensor(actions, device=self.device),
-               "logprobs": logprobs, "values": values, "rewards": rewards,
-               "dones": torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device)}
+        row = {
+            "obs": torch.as_tensor(obs, device=self.device),
+            "actions": torch.as_tensor(actions, device=self.device),
+            "logprobs": logprobs,
+            "values": values,
+            "rewards": rewards,
+            "dones": torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device),
+        }
         for key, value in row.items():
             self.rollout[key][self.t] = value
         self.t += 1
@@ -215,7 +251,7 @@ class PPO(Learner):
 
     def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
         """The scalar per input that the eNTK probe differentiates: the critic's value."""
-        return self.values.expected(outputs[:, self.num_actions:])[:, 0]
+        return self.values.expected(outputs[:, self.num_actions :])[:, 0]
 
     # ---- update -------------------------------------------------------------------------
     def learning_rate(self, step: int) -> float:
@@ -228,7 +264,9 @@ class PPO(Learner):
         flat = {k: v.flatten(0, 1) for k, v in self.rollout.items()}
         flat["advantages"], flat["returns"] = advantages.flatten(), returns.flatten()
         if c.norm_adv and c.norm_adv_over == "rollout":
-            flat["advantages"] = (flat["advantages"] - flat["advantages"].mean()) / (flat["advantages"].std() + 1e-8)
+            flat["advantages"] = (flat["advantages"] - flat["advantages"].mean()) / (
+                flat["advantages"].std() + 1e-8
+            )
         size = len(flat["actions"])
         sums, count, hooks = {}, 0, {}
         lr = self.learning_rate(step)
@@ -243,7 +281,9 @@ class PPO(Learner):
                 hooks.update(acted)
         return {**{k: v / count for k, v in sums.items()}, **hooks}
 
-    def minibatch_update(self, mb: dict[str, torch.Tensor], step: int) -> tuple[dict[str, torch.Tensor], dict]:
+    def minibatch_update(
+        self, mb: dict[str, torch.Tensor], step: int
+    ) -> tuple[dict[str, torch.Tensor], dict]:
         c = self.cfg
         logits, value, critic = self.policy_and_value(mb["obs"])
         log_probs = F.log_softmax(logits, 1)
@@ -261,34 +301,49 @@ class PPO(Learner):
         with torch.no_grad():
             approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator
             clip_frac = ((ratio - 1).abs() > c.clip_coef).float().mean()
-        return {"loss": loss.detach(), "policy_loss": policy_loss.detach(), "value_loss": value_loss.detach(),
-                "entropy": entropy.detach(), "approx_kl": approx_kl, "clip_frac": clip_frac,
-                "value_mean": value.detach().mean(), "grad_norm": grad_norm,
-                **self.values.target_metrics(mb["returns"])}, acted
+        return {
+            "loss": loss.detach(),
+            "policy_loss": policy_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "entropy": entropy.detach(),
+            "approx_kl": approx_kl,
+            "clip_frac": clip_frac,
+            "value_mean": value.detach().mean(),
+            "grad_norm": grad_norm,
+            **self.values.target_metrics(mb["returns"]),
+        }, acted
 
     def value_loss(self, critic, mb) -> torch.Tensor:
         """The value head's loss on the returns: for a scalar critic 0.5 x squared error, clipped
         around the rollout's values (CleanRL); a categorical critic's own (cross entropy)."""
+
         def regression(value, returns):
             squared = (value - returns).pow(2)
             if self.cfg.clip_value:
                 clipped = mb["values"] + (value - mb["values"]).clamp(-self.cfg.clip_coef, self.cfg.clip_coef)
                 squared = torch.max(squared, (clipped - returns).pow(2))
             return 0.5 * squared.mean()
+
         return self.values.loss(critic, mb["returns"], regression=regression)
 
     def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
         """Observations of the latest rollout for the probes (drawn with the probe's RNG)."""
         if self.filled == 0:
             return None
-        rows = self.rollout["obs"][:self.filled].flatten(0, 1)
+        rows = self.rollout["obs"][: self.filled].flatten(0, 1)
         return rows[torch.as_tensor(rng.integers(len(rows), size=batch_size), device=self.device)]
 
     # ---- checkpoint state ---------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rollout": self.rollout, "t": self.t, "filled": self.filled, "updates": self.updates,
-                "rng": self.rng.bit_generator.state}
+        return {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rollout": self.rollout,
+            "t": self.t,
+            "filled": self.filled,
+            "updates": self.updates,
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.network.load_state_dict(state["network"])

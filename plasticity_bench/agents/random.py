@@ -1,4 +1,5 @@
 """Uniform random actions: the baseline that Atari human-normalisation subtracts."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

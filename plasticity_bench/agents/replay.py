@@ -11,6 +11,7 @@ an episode one frame more; with ``stack=1`` (MinAtar) a slot holds the whole obs
 ``next_obs`` is the true next observation, also at truncation and termination (the env gives it
 in ``info["final_obs"]``).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,16 @@ TERMINATED, TRUNCATED, VALID, START = 1, 2, 4, 8  # bits of the per-slot flags b
 
 
 class ReplayBuffer:
-    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, obs_dtype, stack: int,
-                 gamma: float = 0.99, n_step: int = 1):
+    def __init__(
+        self,
+        capacity: int,
+        num_envs: int,
+        obs_shape: tuple,
+        obs_dtype,
+        stack: int,
+        gamma: float = 0.99,
+        n_step: int = 1,
+    ):
         if stack > 1 and obs_shape[0] != stack:
             raise ValueError(f"obs_shape {obs_shape} does not start with the stack depth {stack}")
         self.stack, self.gamma, self.n_step = stack, gamma, n_step
@@ -45,8 +54,9 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         """Transitions that can be sampled (padding slots excluded)."""
-        return int(sum(((self.flags[i, : min(w, self.slots)] & VALID) > 0).sum()
-                       for i, w in enumerate(self.written)))
+        return int(
+            sum(((self.flags[i, : min(w, self.slots)] & VALID) > 0).sum() for i, w in enumerate(self.written))
+        )
 
     def can_sample(self) -> bool:
         """Whether ``sample`` can draw: some env holds at least ``n_step`` transitions."""
@@ -109,7 +119,9 @@ class ReplayBuffer:
         """
         size = np.minimum(self.written, self.slots)
         env, slot = self._sample_slots(batch_size, size, rng)
-        if self.n_step == 1:  # the loop below for one step, in a third of the time (MinAtar DQN samples every frame)
+        if (
+            self.n_step == 1
+        ):  # the loop below for one step, in a third of the time (MinAtar DQN samples every frame)
             returns, last = self.rewards[env, slot], slot
             discounts = np.where((self.flags[env, slot] & TERMINATED) > 0, 0.0, self.gamma).astype(np.float32)
         else:
@@ -143,8 +155,12 @@ class ReplayBuffer:
             return self._sample_one_env_slots(batch_size, int(size[0]), rng)
         return self._sample_any_env_slots(batch_size, size, cum, rng)
 
-    def _sample_any_env_slots(self, batch_size: int, size: np.ndarray, cum: np.ndarray, rng: np.random.Generator):
-        def draw(count: int) -> tuple[np.ndarray, np.ndarray]:  # (env, slot) of the accepted ones of count draws
+    def _sample_any_env_slots(
+        self, batch_size: int, size: np.ndarray, cum: np.ndarray, rng: np.random.Generator
+    ):
+        def draw(
+            count: int,
+        ) -> tuple[np.ndarray, np.ndarray]:  # (env, slot) of the accepted ones of count draws
             flat = rng.integers(cum[-1], size=count)
             e = np.searchsorted(cum, flat, side="right")
             age = flat - (cum[e] - size[e])  # 0 = oldest slot of that env
@@ -153,6 +169,7 @@ class ReplayBuffer:
             history_kept = ~full | (age >= self.stack)  # only a full buffer overwrites history
             ok = ((self.flags[e, s] & VALID) > 0) & history_kept & (age <= size[e] - self.n_step)
             return e[ok], s[ok]
+
         return _first_accepted(batch_size, draw)
 
     def _sample_one_env_slots(self, batch_size: int, size: int, rng: np.random.Generator):
@@ -167,21 +184,32 @@ class ReplayBuffer:
             if full:
                 ok &= age >= self.stack  # only a full buffer overwrites history
             return (s[ok],)
+
         return np.zeros(batch_size, dtype=np.int64), _first_accepted(batch_size, draw)[0]
 
     def state_dict(self) -> dict:
         used = int(min(self.written.max(), self.slots))  # do not write never-filled slots to disk
-        return {"frames": self.frames[:, :used], "actions": self.actions[:, :used],
-                "rewards": self.rewards[:, :used], "flags": self.flags[:, :used],
-                "head": self.head.copy(), "written": self.written.copy(),
-                "episode_start": self.episode_start.copy()}
+        return {
+            "frames": self.frames[:, :used],
+            "actions": self.actions[:, :used],
+            "rewards": self.rewards[:, :used],
+            "flags": self.flags[:, :used],
+            "head": self.head.copy(),
+            "written": self.written.copy(),
+            "episode_start": self.episode_start.copy(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         used = state["frames"].shape[1]
-        if state["frames"].shape[0] != self.num_envs or used > self.slots or \
-                state["frames"].shape[2:] != self.frames.shape[2:]:
-            raise ValueError(f"replay checkpoint of shape {state['frames'].shape} does not fit a "
-                             f"buffer of shape {self.frames.shape}")
+        if (
+            state["frames"].shape[0] != self.num_envs
+            or used > self.slots
+            or state["frames"].shape[2:] != self.frames.shape[2:]
+        ):
+            raise ValueError(
+                f"replay checkpoint of shape {state['frames'].shape} does not fit a "
+                f"buffer of shape {self.frames.shape}"
+            )
         for key in ("frames", "actions", "rewards", "flags"):
             getattr(self, key)[:, :used] = state[key]
         self.head, self.written = state["head"].copy(), state["written"].copy()

@@ -1,6 +1,7 @@
 """Read every run under a folder into three tidy frames, with schema errors that name the file
 and line. A run is a directory holding ``returns.csv`` or ``metrics.csv``, or their gzipped
 ``.csv.gz`` (as results/ keeps large runs); shifts runs have no episodes, so no returns.csv."""
+
 from __future__ import annotations
 
 import csv
@@ -31,7 +32,7 @@ class Runs:
 def _read(path: Path, columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:
     """One CSV of the contract; a file written before runs had variants (no ``variant`` column)
     reads as variant = intervention."""
-    with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")) as f:
+    with gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="") as f:
         rows = list(csv.reader(f))
     header = tuple(rows[0]) if rows else ()
     if header not in (columns, legacy_columns(columns)):
@@ -39,7 +40,9 @@ def _read(path: Path, columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.
         raise AnalysisError(f"{path}:1: header is {found!r}; expected {','.join(columns)!r}")
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
-            raise AnalysisError(f"{path}:{number}: {len(row)} fields, expected {len(header)} ({','.join(header)})")
+            raise AnalysisError(
+                f"{path}:{number}: {len(row)} fields, expected {len(header)} ({','.join(header)})"
+            )
     frame = pd.DataFrame(rows[1:], columns=list(header))
     if "variant" not in frame:
         frame.insert(header.index("intervention") + 1, "variant", frame["intervention"])
@@ -57,25 +60,45 @@ def load_runs(root: str | Path) -> Runs:
     root = Path(root)
     if not root.is_dir():
         raise AnalysisError(f"{root} is not a directory of runs")
-    paths = sorted({p.parent for name in ("returns.csv", "metrics.csv", "returns.csv.gz", "metrics.csv.gz")
-                    for p in root.rglob(name)})
+    paths = sorted(
+        {
+            p.parent
+            for name in ("returns.csv", "metrics.csv", "returns.csv.gz", "metrics.csv.gz")
+            for p in root.rglob(name)
+        }
+    )
     if not paths:
-        raise AnalysisError(f"no runs under {root} (a run is a directory with returns.csv or metrics.csv; see README)")
+        raise AnalysisError(
+            f"no runs under {root} (a run is a directory with returns.csv or metrics.csv; see README)"
+        )
     runs, returns, metrics = [], [], []
     for path in paths:
         r_path = _csv(path, "returns")
-        r = _read(r_path, RETURNS_COLUMNS, ("seed", "step", "episode_return", "episode_length")) if r_path.exists() else \
-            pd.DataFrame(columns=list(RETURNS_COLUMNS))
+        r = (
+            _read(r_path, RETURNS_COLUMNS, ("seed", "step", "episode_return", "episode_length"))
+            if r_path.exists()
+            else pd.DataFrame(columns=list(RETURNS_COLUMNS))
+        )
         m_path = _csv(path, "metrics")
-        m = _read(m_path, METRICS_COLUMNS, ("seed", "step", "value")) if m_path.exists() else \
-            pd.DataFrame(columns=list(METRICS_COLUMNS))
+        m = (
+            _read(m_path, METRICS_COLUMNS, ("seed", "step", "value"))
+            if m_path.exists()
+            else pd.DataFrame(columns=list(METRICS_COLUMNS))
+        )
         config_path = path / "config.yaml"
         config = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
         identity = _identity(path, r, m, config)
         last_step = max([0, *r.step.tolist(), *m.step.tolist()])
-        runs.append({**identity, **_shift(config), "complete": (path / "done").exists(),
-                     "total_steps": int(config.get("total_steps") or last_step), "last_step": last_step,
-                     "path": str(path)})
+        runs.append(
+            {
+                **identity,
+                **_shift(config),
+                "complete": (path / "done").exists(),
+                "total_steps": int(config.get("total_steps") or last_step),
+                "last_step": last_step,
+                "path": str(path),
+            }
+        )
         if len(r):  # shifts runs have none
             returns.append(r.assign(seed=r.seed.astype(int)))
         metrics.append(m.assign(seed=m.seed.astype(int)))
@@ -83,8 +106,12 @@ def load_runs(root: str | Path) -> Runs:
     duplicated = runs_frame.duplicated(list(IDENTITY), keep=False)
     if duplicated.any():
         clash = runs_frame[duplicated].path.tolist()[:2]
-        raise AnalysisError(f"two runs share one identity ({', '.join(clash)}); analyse them in separate folders")
-    returns_frame = pd.concat(returns, ignore_index=True) if returns else pd.DataFrame(columns=list(RETURNS_COLUMNS))
+        raise AnalysisError(
+            f"two runs share one identity ({', '.join(clash)}); analyse them in separate folders"
+        )
+    returns_frame = (
+        pd.concat(returns, ignore_index=True) if returns else pd.DataFrame(columns=list(RETURNS_COLUMNS))
+    )
     return Runs(runs_frame, returns_frame, pd.concat(metrics, ignore_index=True))
 
 
@@ -95,7 +122,11 @@ def _csv(run: Path, name: str) -> Path:
 
 
 # the env.shift keys that shape each kind's tasks (beside kind, interval and games)
-SHIFT_SETTINGS = {"obs_permutation": ("smooth",), "obs_offset": ("sigma", "smooth"), "reward_scale": ("growth", "smooth")}
+SHIFT_SETTINGS = {
+    "obs_permutation": ("smooth",),
+    "obs_offset": ("sigma", "smooth"),
+    "reward_scale": ("growth", "smooth"),
+}
 
 
 def _shift(config: dict) -> dict:
@@ -103,14 +134,18 @@ def _shift(config: dict) -> dict:
     re-initialises its whole agent at every switch (``reset`` with ``layers=0`` and ``at_shift``),
     the baseline the continual analysis measures the other runs against."""
     shift = (config.get("env") or {}).get("shift") or {}
-    reset = ((config.get("interventions") or {}).get("reset") or {})
+    reset = (config.get("interventions") or {}).get("reset") or {}
     fresh = config.get("intervention") == "reset" and reset.get("layers") == 0 and bool(reset.get("at_shift"))
     agent, env = config.get("agent") or {}, config.get("env") or {}
     rollout = int(agent.get("num_steps") or 0) * int(env.get("num_envs") or 1)
-    return {"shift_kind": shift.get("kind", "none"), "shift_interval": int(shift.get("interval") or 0),
-            "shift_games": ",".join(shift.get("games") or []),
-            "shift_settings": ",".join(f"{k}={shift.get(k)}" for k in SHIFT_SETTINGS.get(shift.get("kind"), ())),
-            "fresh_agent": fresh, "rollout": rollout}
+    return {
+        "shift_kind": shift.get("kind", "none"),
+        "shift_interval": int(shift.get("interval") or 0),
+        "shift_games": ",".join(shift.get("games") or []),
+        "shift_settings": ",".join(f"{k}={shift.get(k)}" for k in SHIFT_SETTINGS.get(shift.get("kind"), ())),
+        "fresh_agent": fresh,
+        "rollout": rollout,
+    }
 
 
 def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: dict) -> dict:
@@ -122,13 +157,23 @@ def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: 
             raise AnalysisError(f"{path}: rows of more than one run identity in one directory")
         identity = distinct.iloc[0].to_dict()
     elif config.get("task"):  # a shifts run (shifts/train.py ShiftsConfig)
-        identity = {"suite": "shifts", "game": config["task"], "agent": config["arch"],
-                    "intervention": config["intervention"], "variant": config.get("variant", config["intervention"]),
-                    "seed": config["seed"]}
+        identity = {
+            "suite": "shifts",
+            "game": config["task"],
+            "agent": config["arch"],
+            "intervention": config["intervention"],
+            "variant": config.get("variant", config["intervention"]),
+            "seed": config["seed"],
+        }
     elif config:
-        identity = {"suite": config["env"]["suite"], "game": config["env"]["game"], "agent": config["agent"]["name"],
-                    "intervention": config["intervention"], "variant": config.get("variant", config["intervention"]),
-                    "seed": config["seed"]}
+        identity = {
+            "suite": config["env"]["suite"],
+            "game": config["env"]["game"],
+            "agent": config["agent"]["name"],
+            "intervention": config["intervention"],
+            "variant": config.get("variant", config["intervention"]),
+            "seed": config["seed"],
+        }
     else:
         raise AnalysisError(f"{path}: no rows and no config.yaml; cannot tell which run it is")
     identity["seed"] = int(identity["seed"])

@@ -1,4 +1,5 @@
 """Seaborn figures from the frames of analysis.stats; nothing here computes a statistic."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,14 +45,27 @@ def _bands(data: pd.DataFrame, palette: dict, **_):
         ax.fill_between(rows.step, rows.ci_low, rows.ci_high, color=palette[variant], alpha=0.2, linewidth=0)
 
 
-def curves(frame: pd.DataFrame, col: str, ylabel: str, title: str, sharey: bool = True,
-           log_panels: tuple[str, ...] = ()) -> plt.Figure:
+def curves(
+    frame: pd.DataFrame,
+    col: str,
+    ylabel: str,
+    title: str,
+    sharey: bool = True,
+    log_panels: tuple[str, ...] = (),
+) -> plt.Figure:
     """Small multiples of IQM curves with CI bands, one panel per value of ``col``; the panels named
     in ``log_panels`` on a log axis (a condition number spans orders of magnitude)."""
     frame = short_labels(frame)
     palette = _palette(frame)
-    grid = sns.FacetGrid(frame, col=col, col_wrap=min(4, frame[col].nunique()), sharey=sharey, sharex=False,
-                         height=2.8, aspect=1.3)
+    grid = sns.FacetGrid(
+        frame,
+        col=col,
+        col_wrap=min(4, frame[col].nunique()),
+        sharey=sharey,
+        sharex=False,
+        height=2.8,
+        aspect=1.3,
+    )
     grid.map_dataframe(_bands, palette=palette)
     grid.set_titles("{col_name}")
     grid.set_axis_labels("agent steps", ylabel)
@@ -68,14 +82,22 @@ def interval_bars(frame: pd.DataFrame, col: str, xlabel: str, title: str) -> plt
     frame = short_labels(frame)
     palette = _palette(frame)
     panels = list(dict.fromkeys(frame[col]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 1.2 + 0.45 * frame.variant.nunique()),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(3.2 * len(panels), 1.2 + 0.45 * frame.variant.nunique()),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax, panel in zip(axes[0], panels):
         rows = frame[frame[col] == panel].sort_values("variant", key=lambda s: s.map(list(palette).index))
-        sns.barplot(rows, x="value", y="variant", hue="variant", palette=palette, ax=ax, errorbar=None,
-                    legend=False)
+        sns.barplot(
+            rows, x="value", y="variant", hue="variant", palette=palette, ax=ax, errorbar=None, legend=False
+        )
         value, low, high = rows.value.to_numpy(), rows.ci_low.to_numpy(), rows.ci_high.to_numpy()
-        ax.errorbar(value, range(len(rows)), xerr=[value - low, high - value], fmt="none", ecolor="black", capsize=3)
+        ax.errorbar(
+            value, range(len(rows)), xerr=[value - low, high - value], fmt="none", ecolor="black", capsize=3
+        )
         ax.set(title=str(panel), xlabel=xlabel, ylabel="")
     fig.suptitle(title)
     return fig

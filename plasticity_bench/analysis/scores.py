@@ -1,4 +1,5 @@
 """Normalised scores, final scores per run, and a common step grid for curves."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,10 @@ def normalise(suite: str, games: pd.Series, scores: pd.Series) -> pd.Series:
         return scores.astype(float)
     missing = sorted(set(games) - set(table.index))
     if missing:
-        raise AnalysisError(f"game {missing[0]!r} is not in the {suite} normalisation table "
-                            f"(analysis/data/); known: {', '.join(table.index)}")
+        raise AnalysisError(
+            f"game {missing[0]!r} is not in the {suite} normalisation table "
+            f"(analysis/data/); known: {', '.join(table.index)}"
+        )
     lo, hi = table.loc[games, low].to_numpy(), table.loc[games, high].to_numpy()
     return pd.Series((scores.to_numpy() - lo) / (hi - lo), index=scores.index)
 
@@ -50,7 +53,9 @@ def final_scores(runs: Runs, fraction: float = 0.1) -> pd.DataFrame:
     """One row per run: mean return of its episodes that ended in the last ``fraction`` of its
     steps (of its budget if complete, of the steps reached so far if still running)."""
     identity = ["suite", "game", "agent", "intervention", "variant", "seed"]
-    runs_frame = runs.runs.assign(horizon=np.where(runs.runs.complete, runs.runs.total_steps, runs.runs.last_step))
+    runs_frame = runs.runs.assign(
+        horizon=np.where(runs.runs.complete, runs.runs.total_steps, runs.runs.last_step)
+    )
     episodes = runs.returns.merge(runs_frame[[*identity, "horizon"]], on=identity)
     late = episodes[episodes.step > episodes.horizon * (1 - fraction)]
     means = late.groupby(identity).episode_return.agg(final_return="mean", episodes="size").reset_index()

@@ -1,5 +1,6 @@
 """Figures and a table for the shifts suite: end-of-task metrics against the task index, one
 figure per task sequence, a line per variant (mean over seeds, 95% bootstrap CI band)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,16 @@ import seaborn as sns
 from plasticity_bench.analysis import plots
 
 # what the figures show, in panel order; the first that a run logs of the first pair is used
-SHOWN = ["train_accuracy", "fvu", "train_loss", "probe_loss", "param_norm", "dormant_frac@0.0", "zombie_frac",
-         "feature_srank"]
+SHOWN = [
+    "train_accuracy",
+    "fvu",
+    "train_loss",
+    "probe_loss",
+    "param_norm",
+    "dormant_frac@0.0",
+    "zombie_frac",
+    "feature_srank",
+]
 
 
 def per_task(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -21,7 +30,8 @@ def per_task(metrics: pd.DataFrame) -> pd.DataFrame:
     tasks = tasks.rename(columns={"value": "task"}).astype({"task": int})
     shown = rows[rows.metric.isin(SHOWN)]
     return shown.merge(tasks, on=["game", "agent", "intervention", "variant", "seed", "step"])[
-        ["game", "agent", "intervention", "variant", "seed", "task", "metric", "value"]]
+        ["game", "agent", "intervention", "variant", "seed", "task", "metric", "value"]
+    ]
 
 
 def figures(metrics: pd.DataFrame, out: Path, reps: int, seed: int) -> tuple[pd.DataFrame, list[Path]]:
@@ -29,14 +39,31 @@ def figures(metrics: pd.DataFrame, out: Path, reps: int, seed: int) -> tuple[pd.
     for (game, agent), rows in table.groupby(["game", "agent"]):
         order = [m for m in SHOWN if m in set(rows.metric)]
         palette = plots._palette(rows)
-        grid = sns.relplot(rows, x="task", y="value", hue="variant", col="metric", col_order=order,
-                           col_wrap=min(4, len(order)), kind="line", palette=palette, height=2.6, aspect=1.25,
-                           errorbar=("ci", 95), n_boot=reps, seed=seed, facet_kws={"sharey": False})
+        grid = sns.relplot(
+            rows,
+            x="task",
+            y="value",
+            hue="variant",
+            col="metric",
+            col_order=order,
+            col_wrap=min(4, len(order)),
+            kind="line",
+            palette=palette,
+            height=2.6,
+            aspect=1.25,
+            errorbar=("ci", 95),
+            n_boot=reps,
+            seed=seed,
+            facet_kws={"sharey": False},
+        )
         grid.set_titles("{col_name}")
         grid.set_axis_labels("task", "")
         seeds = rows.groupby("variant").seed.nunique()
         count = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
-        grid.figure.suptitle(f"shifts / {game} ({agent}): end of each task, mean over {count} seeds, "
-                             "95% bootstrap CI", y=1.0, va="bottom")
+        grid.figure.suptitle(
+            f"shifts / {game} ({agent}): end of each task, mean over {count} seeds, 95% bootstrap CI",
+            y=1.0,
+            va="bottom",
+        )
         written += plots.save(grid.figure, out, f"shifts_{game}_{agent}")
     return table, written

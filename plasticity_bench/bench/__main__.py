@@ -1,5 +1,5 @@
-"""``python -m plasticity_bench bench [--quick | --tiny] [--large] [--repeats N] [--pairs N] [--references-only] [--out CSV]``: how fast and how big
-the suite is on this machine.
+"""``python -m plasticity_bench bench [--quick | --tiny] [--large] [--repeats N] [--pairs N]
+[--references-only] [--out CSV]``: how fast and how big the suite is on this machine.
 
 Prints one table and writes bench/results.csv (DESIGN.md section 8):
 - env ceilings: raw EnvPool Breakout (8 envs) and batched MinAtar steps/s, random actions;
@@ -26,6 +26,7 @@ Agent steps/s and the split are measured inside one real run (``TimedRun``) over
 agent steps after learning starts, past the run's start-up. Isolated update timings are medians
 of repeats (bench/isolated.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,15 +87,24 @@ def large_replay(transitions: int = 1_000_000, num_envs: int = 8) -> tuple[float
 
 # Toy sizes for --tiny: every code path of the benchmark in about a minute (an agent without an
 # entry here uses its quick_overrides).
-TINY = {"dqn": ["agent.learning_starts=64", "agent.buffer_size=2000", "probe.steps=5", "probe.batch_size=32",
-                "probe.entk_batch=8"],
-        "ppo": ["agent.num_steps=16", "agent.num_minibatches=2", "agent.update_epochs=1"]}
+TINY = {
+    "dqn": [
+        "agent.learning_starts=64",
+        "agent.buffer_size=2000",
+        "probe.steps=5",
+        "probe.batch_size=32",
+        "probe.entk_batch=8",
+    ],
+    "ppo": ["agent.num_steps=16", "agent.num_minibatches=2", "agent.update_epochs=1"],
+}
 
 
 # agent steps at which the measured stretch of a run starts and ends (DQN: learning starts at 1,000);
 # an agent without an entry gets DEFAULT_LENGTHS
-LENGTHS = {"dqn": {"atari": (2000, 4000), "minatar": (2000, 6000)},
-           "ppo": {"atari": (1024, 5120), "minatar": (2048, 18432)}}
+LENGTHS = {
+    "dqn": {"atari": (2000, 4000), "minatar": (2000, 6000)},
+    "ppo": {"atari": (1024, 5120), "minatar": (2048, 18432)},
+}
 DEFAULT_LENGTHS = {"atari": (2000, 4000), "minatar": (2000, 6000)}
 TINY_LENGTHS = {"atari": (128, 256), "minatar": (128, 256)}
 
@@ -122,8 +132,9 @@ def stretch_config(agent: str, suite: str, tiny: bool, scale: float) -> tuple[li
     return overrides, cfg, start, end
 
 
-def bench_agent(agent: str, suite: str, args, repeats: int, scale: float,
-                add) -> tuple[list[str], int, int, float, float | None]:
+def bench_agent(
+    agent: str, suite: str, args, repeats: int, scale: float, add
+) -> tuple[list[str], int, int, float, float | None]:
     """The rows of one agent on one suite; returns (overrides, start, end of the stretch, measured
     steps/s, steps/s with the update at the matmul peak or None where the update is not timed)."""
     overrides, cfg, start, end = stretch_config(agent, suite, args.tiny, scale)
@@ -144,14 +155,28 @@ def bench_agent(agent: str, suite: str, args, repeats: int, scale: float,
     if flops:  # how near the update runs to the CPU's peak, and the agent steps/s that caps
         every = max(by_threads)
         share = flops / by_threads[every] / peak
-        add(f"{tag}: update arithmetic", flops / 1e9, "GFLOP", f"{flops / by_threads[every] / 1e9:.0f} GFLOP/s at "
-            f"{every} thread(s), {100 * share:.0f}% of a 1024^3 matmul's {peak / 1e9:.0f}")
+        add(
+            f"{tag}: update arithmetic",
+            flops / 1e9,
+            "GFLOP",
+            f"{flops / by_threads[every] / 1e9:.0f} GFLOP/s at "
+            f"{every} thread(s), {100 * share:.0f}% of a 1024^3 matmul's {peak / 1e9:.0f}",
+        )
         bound_at_peak = 1 / floor_seconds(sum(parts.values()), parts["update"], share)
-        add(f"{tag}: bound with the update at that peak", bound_at_peak, "agent steps/s", "every other part as measured")
+        add(
+            f"{tag}: bound with the update at that peak",
+            bound_at_peak,
+            "agent steps/s",
+            "every other part as measured",
+        )
     if agent == "dqn":
         seconds, share = probe_overhead(cfg, measured)
-        add(f"{tag}: probe at the default interval ({cfg.probe.interval:,})", share, "% of wall time",
-            f"{seconds:.1f} s per probe")
+        add(
+            f"{tag}: probe at the default interval ({cfg.probe.interval:,})",
+            share,
+            "% of wall time",
+            f"{seconds:.1f} s per probe",
+        )
     return overrides, start, end, measured, bound_at_peak
 
 
@@ -161,20 +186,36 @@ def suite_rows(args, repeats: int, scale: float, add) -> dict[str, float]:
     update at the matmul peak (bench/arithmetic.py)."""
     for suite in ("atari", "minatar"):
         cfg = compose_config([f"env={suite}", "agent=random"])
-        add(f"{suite}: env alone, {cfg.env.num_envs} env(s), random actions", env_rate(cfg, int(20000 * scale)), "agent steps/s")
-    measured_rates = {f"{suite} {agent}": bench_agent(agent, suite, args, repeats, scale, add)
-                      for agent in benched_agents() for suite in ("atari", "minatar")}
+        add(
+            f"{suite}: env alone, {cfg.env.num_envs} env(s), random actions",
+            env_rate(cfg, int(20000 * scale)),
+            "agent steps/s",
+        )
+    measured_rates = {
+        f"{suite} {agent}": bench_agent(agent, suite, args, repeats, scale, add)
+        for agent in benched_agents()
+        for suite in ("atari", "minatar")
+    }
     # what the headline interventions cost: the same MinAtar DQN stretch with each, and (robust
     # to the machine's drift between those runs) their updates taking turns
     overrides, start, end, base, _ = measured_rates["minatar dqn"]
     headline = ("ln", "l2", "ln_l2")
     for intervention in headline:
         rate, _ = runner_stretch([*overrides, f"intervention={intervention}"], start, end)
-        add(f"minatar dqn + {intervention}: measured (runner, learning)", rate, "agent steps/s", f"{rate / base:.2f}x none")
+        add(
+            f"minatar dqn + {intervention}: measured (runner, learning)",
+            rate,
+            "agent steps/s",
+            f"{rate / base:.2f}x none",
+        )
     updates = interleaved_update_seconds(overrides, ["none", *headline], rounds=repeats)
     for intervention in headline:
-        add(f"minatar dqn + {intervention}: one update, interleaved with none", 1e3 * updates[intervention], "ms",
-            f"{updates[intervention] / updates['none']:.2f}x none's {1e3 * updates['none']:.2f} ms")
+        add(
+            f"minatar dqn + {intervention}: one update, interleaved with none",
+            1e3 * updates[intervention],
+            "ms",
+            f"{updates[intervention] / updates['none']:.2f}x none's {1e3 * updates['none']:.2f} ms",
+        )
     return {tag: at_peak / measured for tag, (*_, measured, at_peak) in measured_rates.items() if at_peak}
 
 
@@ -182,11 +223,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m plasticity_bench bench", description=__doc__.splitlines()[0])
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke check, noisier)")
-    size.add_argument("--tiny", action="store_true", help="toy sizes: checks that the benchmark runs (for tests)")
-    p.add_argument("--large", action="store_true", help="also allocate and fill a 1M-transition Atari replay buffer (7 GB)")
+    size.add_argument(
+        "--tiny", action="store_true", help="toy sizes: checks that the benchmark runs (for tests)"
+    )
+    p.add_argument(
+        "--large",
+        action="store_true",
+        help="also allocate and fill a 1M-transition Atari replay buffer (7 GB)",
+    )
     p.add_argument("--repeats", type=int, default=20, help="repeats per isolated update timing (median)")
-    p.add_argument("--pairs", type=int, default=5,
-                   help="ours / reference pairs per comparison (--tiny: 1; over 3 the median moved by 2-4%% between runs)")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=5,
+        help="ours / reference pairs per comparison (--tiny: 1; over 3 the median moved by 2-4%% "
+        "between runs)",
+    )
     p.add_argument("--references-only", action="store_true", help="only the ours / reference rows")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results CSV (default {RESULTS})")
     args = p.parse_args(argv)
@@ -200,8 +252,10 @@ def main(argv=None) -> int:
 
     keep_freed_memory()  # as the runner does: the isolated timings below are then a run's
     threads = torch.get_num_threads()
-    print(f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{threads} torch threads\n")
+    print(
+        f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{threads} torch threads\n"
+    )
     headroom_at_peak = {} if args.references_only else suite_rows(args, repeats, scale, add)
     # the yardsticks: the same training in minimal code (bench/references), A B A B
     compare(stretch_config, args.tiny, scale, 1 if args.tiny else args.pairs, add, headroom_at_peak)
@@ -211,7 +265,12 @@ def main(argv=None) -> int:
     add("atari replay: bytes per slot", buffer.nbytes / 10000, "bytes", "a stored transition adds one frame")
     if args.large:
         allocated, resident, seconds = large_replay()
-        add("atari replay, 1M transitions: allocated", allocated, "GiB", f"filled through add() in {seconds:.0f} s")
+        add(
+            "atari replay, 1M transitions: allocated",
+            allocated,
+            "GiB",
+            f"filled through add() in {seconds:.0f} s",
+        )
         add("atari replay, 1M transitions: peak RSS growth", resident, "GiB")
     add("peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
     return write_rows(rows, args.out, threads)
@@ -220,10 +279,14 @@ def main(argv=None) -> int:
 def write_rows(rows: list[dict], out: Path, threads: int) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["what", "value", "unit", "note", "machine", "torch", "threads"])
+        writer = csv.DictWriter(
+            f, fieldnames=["what", "value", "unit", "note", "machine", "torch", "threads"]
+        )
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "machine": platform.node(), "torch": torch.__version__, "threads": threads})
+            writer.writerow(
+                {**row, "machine": platform.node(), "torch": torch.__version__, "threads": threads}
+            )
     print(f"\n-> {out}")
     return 0
 

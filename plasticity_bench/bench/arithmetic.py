@@ -9,6 +9,7 @@ would be ``step / floor`` times as fast. ``make bench`` prints that factor times
 ``ours / reference`` ratio it can bound: how far ours could get ahead of a reference doing the
 same arithmetic by speeding up the update alone.
 """
+
 from __future__ import annotations
 
 from typing import Callable

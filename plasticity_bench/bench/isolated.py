@@ -1,6 +1,7 @@
 """Timings taken outside a run: one update, or one probe, of an agent built as the runner builds
 it (on the CPU, from the same config), timed alone as medians of repeats. ``make bench`` reads an
 update's speed at 1 and at all torch threads, and its arithmetic rate, from here (bench/__main__.py)."""
+
 from __future__ import annotations
 
 import statistics
@@ -33,8 +34,13 @@ def make_agent(cfg):
     """(env, first observation, agent) as the runner builds them, on the CPU."""
     env = make_env(cfg.env, 0)
     obs, _ = env.reset(seed=0)
-    agent = agents.AGENTS[cfg.agent.name](OmegaConf.to_object(cfg.agent), EnvSpec.of(env, obs),
-                                          Composition(cfg.intervention, cfg.interventions), torch.device("cpu"), 0)
+    agent = agents.AGENTS[cfg.agent.name](
+        OmegaConf.to_object(cfg.agent),
+        EnvSpec.of(env, obs),
+        Composition(cfg.intervention, cfg.interventions),
+        torch.device("cpu"),
+        0,
+    )
     return env, obs, agent
 
 
@@ -58,8 +64,9 @@ def prepared_update(cfg, env, obs, agent, repeats: int):
     return (lambda: agent.update(zeros, zeros, 0)), max(1, repeats // 5)
 
 
-def interleaved_update_seconds(overrides: list[str], interventions: list[str], rounds: int,
-                               calls: int = 20) -> dict[str, float]:
+def interleaved_update_seconds(
+    overrides: list[str], interventions: list[str], rounds: int, calls: int = 20
+) -> dict[str, float]:
     """Seconds of one DQN update with each intervention, the updates taking turns in one process
     (median over ``rounds`` rounds of ``calls`` updates each): the machine's drift hits them alike."""
     updates = {}

@@ -1,5 +1,6 @@
 """One stretch of a real run, timed where its parts run: what ``make bench`` measures the suite's
 runner with (agent steps/s after learning starts, and the split of its wall time)."""
+
 from __future__ import annotations
 
 import collections
@@ -38,6 +39,7 @@ class TimedRun(Run):
             if not self.marks and step >= self.measure_from:
                 self._mark()
             return act(obs, step)
+
         self.agent.act = act_after_mark
 
     def _finish(self) -> None:
@@ -54,6 +56,7 @@ class TimedRun(Run):
                 return fn(*args, **kwargs)
             finally:
                 self.seconds[part] += time.perf_counter() - start
+
         return timed
 
 
@@ -62,14 +65,28 @@ def runner_stretch(overrides: list[str], start: int, end: int) -> tuple[float, d
     steps ``start`` and ``end`` of one run. Parts: env, act, replay_sample, update (without its
     sampling) and other (the loop itself: bookkeeping, storing transitions, logging)."""
     with tempfile.TemporaryDirectory() as tmp:
-        run = TimedRun(compose_config([*overrides, f"total_steps={end}", f"run_dir={tmp}", "log.progress=false",
-                                       "probe.interval=0", "checkpoint.interval=0"]), measure_from=start)
+        run = TimedRun(
+            compose_config(
+                [
+                    *overrides,
+                    f"total_steps={end}",
+                    f"run_dir={tmp}",
+                    "log.progress=false",
+                    "probe.interval=0",
+                    "checkpoint.interval=0",
+                ]
+            ),
+            measure_from=start,
+        )
         with contextlib.redirect_stdout(io.StringIO()):  # the runner's "done: ..." line
             run.train()
     (first_step, first_time, first_seconds), (last_step, last_time, last_seconds) = run.marks
     steps, wall = last_step - first_step, last_time - first_time
-    parts = {part: (last_seconds[part] - first_seconds[part]) / steps for part in ("env", "act", "replay_sample", "update")
-             if part in last_seconds}
+    parts = {
+        part: (last_seconds[part] - first_seconds[part]) / steps
+        for part in ("env", "act", "replay_sample", "update")
+        if part in last_seconds
+    }
     if "replay_sample" in parts:  # DQN samples inside its update
         parts["update"] -= parts["replay_sample"]
     parts["other"] = wall / steps - sum(parts.values())

@@ -1,5 +1,6 @@
 """The one interval test: logging, probes, checkpoints and scheduled interventions all act when a
 counter crosses a multiple of their interval."""
+
 from __future__ import annotations
 
 

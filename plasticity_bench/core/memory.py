@@ -1,4 +1,5 @@
 """The process's memory allocator, set for training: freed blocks stay in the process."""
+
 from __future__ import annotations
 
 import ctypes

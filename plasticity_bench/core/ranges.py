@@ -9,6 +9,7 @@ one-line ``ValueError`` naming the key, the value and its range for the first va
 The runner, the shifts suite and a sweep's ``--check`` call it when a config is composed,
 before any run directory exists.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,12 @@ class Range:
             return False
         if not math.isfinite(value) or (self.integer and not isinstance(value, int)):
             return False  # inf and nan are never a setting
-        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
-                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
 
     def __str__(self) -> str:
         if self.choices is not None:
@@ -67,8 +72,10 @@ def ranges(schema: type) -> dict[str, Range]:
 def check_value(key: str, value: Any, valid: Range) -> None:
     if isinstance(value, float) and not math.isfinite(value) and valid.choices is None:
         bounds = str(valid)
-        raise ValueError(f"{key}={value!r} is out of range: must be "
-                         + (bounds if bounds == "any finite number" else f"a finite number {bounds}"))
+        raise ValueError(
+            f"{key}={value!r} is out of range: must be "
+            + (bounds if bounds == "any finite number" else f"a finite number {bounds}")
+        )
     if not valid.contains(value):
         raise ValueError(f"{key}={value!r} is out of range: must be {valid}")
 

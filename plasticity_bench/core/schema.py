@@ -1,5 +1,6 @@
 """The CSV schema of a run, the one module the runner, the shifts suite and the analysis share.
 Every row carries the run identity, so ``pandas.concat`` of many runs' CSVs just works."""
+
 from __future__ import annotations
 
 IDENTITY = ("suite", "game", "agent", "intervention", "variant", "seed")

@@ -1,11 +1,14 @@
 """``make_env(cfg, seed)``: the one env factory. A suite is a config dataclass + env class."""
+
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
 from .atari import AtariConfig, AtariEnv, atari_games
-from .classic import GAMES as CLASSIC_GAMES, ClassicConfig, ClassicEnv
-from .minatar import GAMES as MINATAR_GAMES, MinAtarConfig, MinAtarEnv
+from .classic import GAMES as CLASSIC_GAMES
+from .classic import ClassicConfig, ClassicEnv
+from .minatar import GAMES as MINATAR_GAMES
+from .minatar import MinAtarConfig, MinAtarEnv
 from .shift import ShiftingEnv
 
 SUITES = {

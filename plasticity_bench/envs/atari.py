@@ -7,6 +7,7 @@ instead reset finished envs ourselves, in the same call, with EnvPool's partial
 ``reset(env_ids)`` (sync mode), so every step returns a real transition: ``obs`` holds the
 reset observation of a finished env and ``info["final_obs"]`` its true last observation.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,11 @@ class AtariConfig:
 
 def atari_games() -> list[str]:
     """ALE games EnvPool registers as ``<Game>-v5`` (its MuJoCo tasks share the suffix)."""
-    return sorted(env_id[: -len("-v5")] for env_id, spec in registry.specs.items()
-                  if env_id.endswith("-v5") and spec[0] == "envpool.atari")
+    return sorted(
+        env_id[: -len("-v5")]
+        for env_id, spec in registry.specs.items()
+        if env_id.endswith("-v5") and spec[0] == "envpool.atari"
+    )
 
 
 class AtariEnv:
@@ -100,7 +104,13 @@ class AtariEnv:
             final_obs = obs.copy()
             reset_obs, _ = self._pool.reset(ids.astype(np.int32))
             obs[ids] = reset_obs
-        return obs, reward.astype(np.float32), terminated, truncated, {"final_obs": final_obs, "lives": info["lives"]}
+        return (
+            obs,
+            reward.astype(np.float32),
+            terminated,
+            truncated,
+            {"final_obs": final_obs, "lives": info["lives"]},
+        )
 
     def state_dict(self) -> dict:
         """Empty: EnvPool cannot snapshot emulator state, so a resumed Atari run starts new

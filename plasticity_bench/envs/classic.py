@@ -3,6 +3,7 @@ observations, the CPU-minutes suite of the continual-RL literature (Continual Gy
 Muppidi et al. 2024; C-CHAIN, Tang et al. 2025), with the same batched API and same-step
 autoreset as the Atari envs (envs/atari.py says why we reset finished envs ourselves).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -52,8 +53,14 @@ class ClassicEnv:
 
     def _make_pool(self, seed: int) -> None:
         limit = {"max_episode_steps": self.cfg.max_episode_steps} if self.cfg.max_episode_steps else {}
-        self._pool = envpool.make(GAMES[self.cfg.game], env_type="gymnasium", num_envs=self.cfg.num_envs,
-                                  seed=seed, num_threads=1, **limit)
+        self._pool = envpool.make(
+            GAMES[self.cfg.game],
+            env_type="gymnasium",
+            num_envs=self.cfg.num_envs,
+            seed=seed,
+            num_threads=1,
+            **limit,
+        )
         self.seed = seed
 
     def reset(self, seed: int | None = None):

@@ -6,6 +6,7 @@ checkpoint, so a resumed MinAtar run replays an uninterrupted one step for step.
 Observations are channels-first ``bool`` arrays ``(C, 10, 10)``; autoreset is same-step
 (``info["final_obs"]`` holds the true last observation of a finished episode).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -44,17 +45,21 @@ class MinAtarConfig:
 
 class MinAtarEnv:
     resumes_episodes = True  # the games pickle: a resumed run continues its episodes
+
     def __init__(self, cfg: MinAtarConfig, seed: int):
         self.cfg = cfg
         self.num_envs = cfg.num_envs
         self._envs = []
         for i in range(cfg.num_envs):
-            env = Environment(cfg.game, sticky_action_prob=cfg.sticky_action_prob,
-                              difficulty_ramping=cfg.difficulty_ramping)
+            env = Environment(
+                cfg.game, sticky_action_prob=cfg.sticky_action_prob, difficulty_ramping=cfg.difficulty_ramping
+            )
             env.seed(seed * 10_007 + i)  # distinct, reproducible stream per env
             self._envs.append(env)
         full = self._envs[0].num_actions()
-        self._actions = np.array(self._envs[0].minimal_action_set() if cfg.minimal_action_set else range(full))
+        self._actions = np.array(
+            self._envs[0].minimal_action_set() if cfg.minimal_action_set else range(full)
+        )
         self.num_actions = len(self._actions)
         self.single_observation_shape = self._observe(self._envs[0]).shape
         self._elapsed = np.zeros(cfg.num_envs, dtype=np.int64)

@@ -20,6 +20,7 @@ that make the next permutation applied one by one; the offset is interpolated li
 Everything is drawn from the run's seed and saved in checkpoints: a resumed run shifts exactly
 as an uninterrupted one, and runs of one seed see the same tasks whatever their agent.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,12 @@ from plasticity_bench.core.ranges import ranged
 KINDS = ("none", "game_cycle", "obs_permutation", "obs_offset", "reward_scale")
 SMOOTH_KINDS = ("obs_permutation", "obs_offset", "reward_scale")
 # The suites each kind works on: grids (MinAtar) or vectors (classic); Atari has none yet.
-SUITES_OF = {"game_cycle": ("minatar",), "obs_permutation": ("minatar",), "obs_offset": ("classic",),
-             "reward_scale": ("minatar", "classic")}
+SUITES_OF = {
+    "game_cycle": ("minatar",),
+    "obs_permutation": ("minatar",),
+    "obs_offset": ("classic",),
+    "reward_scale": ("minatar", "classic"),
+}
 MINATAR_CHANNELS = 10  # seaquest has the most
 
 
@@ -45,7 +50,9 @@ class ShiftConfig:
     """Agent steps (summed over envs) per task."""
     smooth: bool = False
     """Spread each task's change evenly over its interval (obs_permutation, obs_offset, reward_scale)."""
-    games: list = field(default_factory=lambda: ["asterix", "breakout", "freeway", "seaquest", "space_invaders"])
+    games: list = field(
+        default_factory=lambda: ["asterix", "breakout", "freeway", "seaquest", "space_invaders"]
+    )
     """game_cycle: the MinAtar games, one per task, in this order, cycling."""
     growth: float = ranged(1.0, ge=0)
     """reward_scale: the learned reward is multiplied by 1 + growth x task."""
@@ -60,21 +67,32 @@ def check_shift(env, reward_clip: bool) -> None:
     if shift.kind == "none":
         return
     if shift.smooth and shift.kind not in SMOOTH_KINDS:
-        raise ValueError(f"env.shift.smooth=true: {shift.kind} has no smooth form; valid with: {', '.join(SMOOTH_KINDS)}")
+        raise ValueError(
+            f"env.shift.smooth=true: {shift.kind} has no smooth form; valid with: {', '.join(SMOOTH_KINDS)}"
+        )
     if suite not in SUITES_OF[shift.kind]:
         valid = [k for k, suites in SUITES_OF.items() if suite in suites]
-        raise ValueError(f"env.shift.kind={shift.kind} works on {' and '.join(SUITES_OF[shift.kind])} only; "
-                         f"valid on {suite}: {', '.join(valid) or 'none yet'}")
+        raise ValueError(
+            f"env.shift.kind={shift.kind} works on {' and '.join(SUITES_OF[shift.kind])} only; "
+            f"valid on {suite}: {', '.join(valid) or 'none yet'}"
+        )
     if shift.interval % num_envs:
-        raise ValueError(f"env.shift.interval={shift.interval:,} must be a multiple of env.num_envs={num_envs}, "
-                         "so that every switch lands on a step of the run")
+        raise ValueError(
+            f"env.shift.interval={shift.interval:,} must be a multiple of env.num_envs={num_envs}, "
+            "so that every switch lands on a step of the run"
+        )
     if shift.kind == "reward_scale" and reward_clip:
-        raise ValueError("env.shift.kind=reward_scale with agent.reward_clip=true would learn from sign(reward): "
-                         "the scale would change nothing; set agent.reward_clip=false")
+        raise ValueError(
+            "env.shift.kind=reward_scale with agent.reward_clip=true would learn from sign(reward): "
+            "the scale would change nothing; set agent.reward_clip=false"
+        )
     if shift.kind == "game_cycle" and env.minimal_action_set:
-        raise ValueError("env.shift.kind=game_cycle needs env.minimal_action_set=false (one action set for every game)")
+        raise ValueError(
+            "env.shift.kind=game_cycle needs env.minimal_action_set=false (one action set for every game)"
+        )
     if shift.kind == "game_cycle":
         from plasticity_bench.envs.minatar import GAMES
+
         unknown = [g for g in shift.games if g not in GAMES]
         if unknown or not shift.games:
             raise ValueError(f"env.shift.games: unknown {unknown or 'empty list'}; valid: {', '.join(GAMES)}")
@@ -121,8 +139,11 @@ class ShiftingEnv:
         if task not in self.offsets:
             shape = self.single_observation_shape
             rng = np.random.default_rng([self.seed, 0x0FF5E7, task])
-            self.offsets[task] = np.zeros(shape, np.float32) if task == 0 else \
-                rng.normal(0.0, self.shift.sigma, shape).astype(np.float32)
+            self.offsets[task] = (
+                np.zeros(shape, np.float32)
+                if task == 0
+                else rng.normal(0.0, self.shift.sigma, shape).astype(np.float32)
+            )
         return self.offsets[task]
 
     def current_offset(self) -> np.ndarray:
@@ -132,7 +153,7 @@ class ShiftingEnv:
         return self.offset(self.task) + progress * (self.offset(self.task + 1) - self.offset(self.task))
 
     def _apply_swaps(self, upto: int) -> None:
-        for i, j in self.swaps[self.applied:upto]:
+        for i, j in self.swaps[self.applied : upto]:
             self.permutation[[i, j]] = self.permutation[[j, i]]
         self.applied = max(self.applied, upto)
 
@@ -140,7 +161,7 @@ class ShiftingEnv:
     def _view(self, obs: np.ndarray) -> np.ndarray:
         if self.shift.kind == "game_cycle":
             padded = np.zeros((len(obs), *self.single_observation_shape), dtype=obs.dtype)
-            padded[:, :obs.shape[1]] = obs
+            padded[:, : obs.shape[1]] = obs
             return padded
         if self.shift.kind == "obs_permutation":
             flat = obs.reshape(*obs.shape[:2], -1)
@@ -169,7 +190,9 @@ class ShiftingEnv:
             self.task = task
             obs, truncated = self._switch(obs, info, terminated, truncated)
         elif self.shift.kind == "obs_permutation" and self.shift.smooth:
-            self._apply_swaps(round(len(self.swaps) * (self.steps % self.shift.interval) / self.shift.interval))
+            self._apply_swaps(
+                round(len(self.swaps) * (self.steps % self.shift.interval) / self.shift.interval)
+            )
         return self._view(obs), reward * factor, terminated, truncated, info
 
     def _switch(self, obs, info, terminated, truncated):
@@ -190,9 +213,15 @@ class ShiftingEnv:
         return self._inner.resumes_episodes
 
     def state_dict(self) -> dict:
-        return {"inner": self._inner.state_dict(), "steps": self.steps, "task": self.task,
-                "rng": self.rng.bit_generator.state, "permutation": self.permutation.copy(),
-                "swaps": self.swaps.copy(), "applied": self.applied}
+        return {
+            "inner": self._inner.state_dict(),
+            "steps": self.steps,
+            "task": self.task,
+            "rng": self.rng.bit_generator.state,
+            "permutation": self.permutation.copy(),
+            "swaps": self.swaps.copy(),
+            "applied": self.applied,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.steps, self.task, self.applied = state["steps"], state["task"], state["applied"]

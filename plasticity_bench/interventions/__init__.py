@@ -4,6 +4,7 @@ A family is an ``Intervention`` (``interventions/base.py``: every hook a no-op) 
 a name. Names compose with ``_``: ``ln_l2`` = ``ln`` then ``l2``; ``none`` is the baseline. A
 family lists the families it cannot be composed with in ``incompatible`` (checked both ways).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,9 @@ INTERVENTIONS: dict[str, type] = {}
 def register(name: str):
     def add(cls):
         if not issubclass(cls, Intervention):
-            raise TypeError(f"intervention '{name}': {cls.__name__} must derive from interventions.Intervention")
+            raise TypeError(
+                f"intervention '{name}': {cls.__name__} must derive from interventions.Intervention"
+            )
         cls.name = name
         INTERVENTIONS[name] = cls
         return cls
@@ -31,7 +34,10 @@ def register(name: str):
 
 def params_schema() -> type:
     """One dataclass with a field per family, holding that family's typed defaults."""
-    fields = [(f, cls.Config, dataclasses.field(default_factory=cls.Config)) for f, cls in sorted(INTERVENTIONS.items())]
+    fields = [
+        (f, cls.Config, dataclasses.field(default_factory=cls.Config))
+        for f, cls in sorted(INTERVENTIONS.items())
+    ]
     return dataclasses.make_dataclass("InterventionParams", fields)
 
 
@@ -41,20 +47,26 @@ def split_name(name: str) -> list[str]:
         return []
     if "" in name.split("_"):  # "ln_", "_l2", "ln__l2": a composition names only registered parts
         valid = ", ".join(["none", *sorted(INTERVENTIONS)])
-        raise ValueError(f"unknown intervention '{name}' (an empty part); valid: {valid} (or an a_b composition)")
+        raise ValueError(
+            f"unknown intervention '{name}' (an empty part); valid: {valid} (or an a_b composition)"
+        )
     parts, rest = [], name
     while rest:
-        match = max((f for f in INTERVENTIONS if rest == f or rest.startswith(f + "_")), key=len, default=None)
+        match = max(
+            (f for f in INTERVENTIONS if rest == f or rest.startswith(f + "_")), key=len, default=None
+        )
         if match is None:
             valid = ", ".join(["none", *sorted(INTERVENTIONS)])
             raise ValueError(f"unknown intervention '{name}'; valid: {valid} (or an a_b composition)")
         parts.append(match)
-        rest = rest[len(match) + 1:]
+        rest = rest[len(match) + 1 :]
     for i, a in enumerate(parts):
-        for b in parts[i + 1:]:
+        for b in parts[i + 1 :]:
             if a == b or b in INTERVENTIONS[a].incompatible or a in INTERVENTIONS[b].incompatible:
                 why = "appears twice" if a == b else "cannot be composed"
-                raise ValueError(f"intervention '{name}': {a} and {b} {why}; see the README's interventions table")
+                raise ValueError(
+                    f"intervention '{name}': {a} and {b} {why}; see the README's interventions table"
+                )
     return parts
 
 

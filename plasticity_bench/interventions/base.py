@@ -1,6 +1,7 @@
 """The intervention contract: a family derives from ``Intervention`` and overrides the hooks it
 needs; the others do nothing. ``Composition`` (``interventions/__init__.py``) calls each hook of
 each part in the order of the name (``ln_l2``: ln, then l2)."""
+
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -1,6 +1,7 @@
 """``crelu``: concatenated ReLU activations (Abbas et al. 2023, "Loss of Plasticity in Continual
 Deep RL"): [relu(x), relu(-x)], so no unit can die. Every width is scaled by 1/sqrt(2) so that the
 parameter count stays that of the ReLU network (within a few percent)."""
+
 from __future__ import annotations
 
 import functools

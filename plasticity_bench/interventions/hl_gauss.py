@@ -1,5 +1,6 @@
 """``hl_gauss``: a categorical value head trained on Gaussian-smoothed targets (Farebrother et
 al. 2024, "Stop Regressing"). See nets/values.py."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ the same gradient as autograd's through the loss, before clipping and the optimi
 foreach op. Through autograd (a norm forward, a product and an accumulation backward) it cost
 about 15% of a MinAtar DQN update; the term's value was never logged.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,6 +1,7 @@
 """``l2init``: + coef * ||theta - theta_0||^2 on the loss (Kumar et al. 2023, "regenerative"
 regularisation): like L2, but towards the initial weights instead of zero. Its gradient,
 ``2 coef (theta - theta_0)``, is added straight to the gradients after backward, as ``l2`` does."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

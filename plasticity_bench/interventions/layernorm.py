@@ -1,6 +1,7 @@
 """``ln``: LayerNorm before every nonlinearity of the body (Lyle et al. 2023, 2024).
 
 Counters the preactivation-shift mechanism: units cannot drift into being dead or linear."""
+
 from __future__ import annotations
 
 import functools

@@ -16,6 +16,7 @@ same shape before and after injection and resumes either way; the target network
 walks; after the injection the probes measure the path that learns and acts,
 ``acting_body()``: the encoder under the injected hidden layers.
 """
+
 from __future__ import annotations
 
 import copy
@@ -53,15 +54,17 @@ class InjectedNetwork(Network):
     def __init__(self, network: Network):
         super().__init__(network.body, network.head)
         self.split = encoder_end(self.body)
-        above = list(self.body.children())[self.split:]
-        branch = nn.Sequential(OrderedDict(trunk=nn.Sequential(*copy.deepcopy(above)), head=copy.deepcopy(self.head)))
+        above = list(self.body.children())[self.split :]
+        branch = nn.Sequential(
+            OrderedDict(trunk=nn.Sequential(*copy.deepcopy(above)), head=copy.deepcopy(self.head))
+        )
         self.new, self.new_frozen = reinitialised(branch), reinitialised(branch)
         self.register_buffer("active", torch.zeros((), dtype=torch.bool))
         self.register_load_state_dict_post_hook(lambda module, _: module.set_trainable())
         self.set_trainable()
 
     def old_trainables(self) -> list[nn.Module]:
-        return [*list(self.body.children())[self.split:], self.head]
+        return [*list(self.body.children())[self.split :], self.head]
 
     def set_trainable(self) -> None:
         """Before injection the whole old network trains; after it the encoder and ``new``."""
@@ -87,8 +90,8 @@ class InjectedNetwork(Network):
         if not self.active:
             return self.body
         named = list(self.body.named_children())
-        injected = zip([name for name, _ in named[self.split:]], self.new.trunk.children())
-        body = nn.Sequential(OrderedDict([*named[:self.split], *injected]))
+        injected = zip([name for name, _ in named[self.split :]], self.new.trunk.children())
+        body = nn.Sequential(OrderedDict([*named[: self.split], *injected]))
         body.towers = getattr(self.body, "towers", 1)
         return body
 
@@ -109,6 +112,7 @@ class PlasticityInjection(Intervention):
     def build(self, factory):
         def with_injectable_head(**kwargs):
             return InjectedNetwork(factory(**kwargs))
+
         return with_injectable_head
 
     def after_update(self, agent, step: int) -> dict:

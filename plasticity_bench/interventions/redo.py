@@ -10,6 +10,7 @@ on a minibatch of 64 inputs; tau 0.1, the paper's value at replay ratio 1 (it us
 default ratio 0.25: ``interventions.redo.tau=0.025``). Counting updates, not agent steps, keeps
 the period the same whatever ``agent.updates_per_step`` is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ class ReDoConfig:
     interval: int = ranged(1000, ge=1)
     """Gradient updates between recycling rounds (Sokar et al. 2023)."""
     tau: float = ranged(0.1, ge=0)
-    """Dormancy threshold on the unit's normalised mean |activation| (the paper: 0.025 at replay ratio 0.25)."""
+    """Dormancy threshold on the unit's normalised mean |activation| (the paper: 0.025 at replay
+    ratio 0.25)."""
     batch_size: int = ranged(64, ge=1)
     """Inputs the scores are measured on."""
     at_shift: bool = False

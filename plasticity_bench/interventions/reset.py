@@ -5,11 +5,13 @@ its next sync.
 
 ``layers=0`` makes a fresh agent: every parameter of the network (LayerNorm included) is
 re-initialised, the target network (DQN) copies it, the optimizer is built anew (no moments,
-step count 0), and the agent's optional ``restart()`` drops what it collected with the old
-network (PPO: the rollout in progress; DQN: its replay buffer). DQN's exploration schedule and
-learning_starts still count from the run's first step, and ``dist_from_init`` and ``l2init``
-keep the run's first initialisation as theirs. At every task switch (``at_shift=true``) that is the continual literature's
-"fresh agent trained on each task for the same budget" baseline, within the same run."""
+step count 0), and the agent's ``restart()`` drops what it collected with the old network (PPO:
+the rollout in progress; DQN: its replay buffer). DQN's exploration schedule and learning_starts
+still count from the run's first step, and ``dist_from_init`` and ``l2init`` keep the run's
+first initialisation as theirs. At every task switch (``at_shift=true``) that is the continual
+literature's "fresh agent trained on each task for the same budget" baseline, within the same
+run."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ class Reset(Scheduled):
     def apply(self, agent) -> dict:
         if self.cfg.layers == 0:
             return self.fresh_agent(agent)
-        for _, layer in weight_layers(agent.network)[-self.cfg.layers:]:
+        for _, layer in weight_layers(agent.network)[-self.cfg.layers :]:
             fresh = reinitialised(layer)
             for param, new in zip(layer.parameters(), fresh.parameters()):
                 param.copy_(new)

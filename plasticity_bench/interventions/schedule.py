@@ -1,4 +1,5 @@
 """Interventions that act now and then (redo, reset, shrink_perturb)."""
+
 from __future__ import annotations
 
 from plasticity_bench.core.intervals import crossed

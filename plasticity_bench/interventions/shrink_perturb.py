@@ -1,6 +1,7 @@
 """``shrink_perturb``: theta <- alpha * theta + sigma * theta_fresh every ``interval`` agent steps
 (Ash & Adams 2020), theta_fresh a fresh initialisation of the same network. Every weight moves,
 so every optimizer moment is zeroed."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

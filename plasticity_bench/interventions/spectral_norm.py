@@ -7,6 +7,7 @@ layer's Lipschitz constant stays 1 and its effective learning rate falls as its 
 The optimizer trains the unnormalised weight (``parametrizations.weight.original``): L2, the
 weight probes and the re-initialising interventions act on it. Probes measure in evaluation
 mode, where the power-iteration vectors are read but not updated."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,12 @@ class SpectralNorm(Intervention):
             network = factory(**kwargs)
             body_layers = [layer for name, layer in weight_layers(network) if not name.startswith("head")]
             if self.cfg.layers > len(body_layers):
-                raise ValueError(f"spectral_norm: layers={self.cfg.layers} but the body has {len(body_layers)} weight layers")
-            for layer in body_layers[-self.cfg.layers:]:
+                raise ValueError(
+                    f"spectral_norm: layers={self.cfg.layers} but the body has "
+                    f"{len(body_layers)} weight layers"
+                )
+            for layer in body_layers[-self.cfg.layers :]:
                 spectral_norm(layer, n_power_iterations=self.cfg.power_iterations)
             return network
+
         return normalised

@@ -1,5 +1,6 @@
 """``two_hot``: a categorical value head trained on two-hot targets (Schrittwieser et al. 2020;
 Lyle et al. 2024 for its effect on plasticity). See nets/values.py."""
+
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,10 @@ class CategoricalHead(Intervention):
     def __init__(self, cfg):
         super().__init__(cfg)
         if cfg.bins < 2 or cfg.v_max <= cfg.v_min:
-            raise ValueError(f"interventions.{self.name}: need bins >= 2 and v_max > v_min, got {cfg.bins}, "
-                             f"[{cfg.v_min}, {cfg.v_max}]")
+            raise ValueError(
+                f"interventions.{self.name}: need bins >= 2 and v_max > v_min, got {cfg.bins}, "
+                f"[{cfg.v_min}, {cfg.v_max}]"
+            )
 
     def project(self, values, atoms):
         """(B,) scalar targets -> (B, bins) distributions on the support."""

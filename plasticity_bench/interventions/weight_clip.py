@@ -5,8 +5,10 @@ the scale they started at, which keeps units trainable.
 
 The layers are the Conv2d and Linear layers of the body and head (``nets.surgery.weight_layers``),
 weight and bias; PyTorch's default initialisation draws both from U(-b, b), b = 1 / sqrt(fan_in)
-(``BlockLinear``: the fan-in of one block, its weight's second axis). LayerNorm gains and offsets are not clipped.
+(``BlockLinear``: the fan-in of one block, its weight's second axis). LayerNorm gains and
+offsets are not clipped.
 """
+
 from __future__ import annotations
 
 import math

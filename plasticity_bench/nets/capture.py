@@ -3,6 +3,7 @@
 The body's activation layers are the modules named ``act*`` (nets.networks builds them so); each
 is reported under the name of the weight layer that feeds it (``conv1``, ``fc4``, ...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,10 @@ def capture(network: nn.Module, inputs: torch.Tensor) -> tuple[dict, dict, torch
     pre, post, handles = {}, {}, []
     for name, module in body.named_children():
         if name in labels:
+
             def hook(_, args, output, label=labels[name]):
                 pre[label], post[label] = args[0].detach(), output.detach()
+
             handles.append(module.register_forward_hook(hook))
     try:
         with eval_mode(network):

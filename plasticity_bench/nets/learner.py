@@ -7,6 +7,7 @@ interventions that act after an update (redo, reset, shrink_perturb, weight_clip
 injection). An intervention never replaces ``optimizer`` itself: it calls
 ``rebuild_optimizer()``, which keeps the learning rate a schedule has set.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,11 +28,15 @@ class Learner:
         """A new optimizer over the network's trainable parameters now, at the configured rate."""
         raise NotImplementedError(f"{type(self).__name__} must define make_optimizer()")
 
-    def train_step(self, loss: torch.Tensor, step: int, max_grad_norm: float = 0.0) -> tuple[torch.Tensor, dict]:
+    def train_step(
+        self, loss: torch.Tensor, step: int, max_grad_norm: float = 0.0
+    ) -> tuple[torch.Tensor, dict]:
         """One update on ``loss``; returns (the gradient norm before clipping, the metrics of the
         interventions that acted after it). ``step`` is the agent step (interval schedules)."""
         total = self.interventions.loss(self.network, loss)
-        grad_norm = gradient_step(self.optimizer, total, max_grad_norm, lambda: self.interventions.gradients(self.network))
+        grad_norm = gradient_step(
+            self.optimizer, total, max_grad_norm, lambda: self.interventions.gradients(self.network)
+        )
         return grad_norm, self.interventions.after_update(self, step)
 
     def restart(self) -> None:

@@ -10,12 +10,11 @@ input; after that, each layer is block-diagonal (``BlockLinear``: a tower reads 
 features) and a LayerNorm normalises each tower's features apart (``TowerLayerNorm``), so the
 towers share nothing, while interventions and probes walk one body and one head as usual.
 """
+
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +44,12 @@ class ToFloat(nn.Module):
         self.register_buffer("dtype", torch.zeros(()), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scaled = self.scale != 1.0  # (then a copy even of an input in the right dtype: mul_ must not write the caller's)
-        if self.channels_last and x.dim() == 4:  # (NHWC written by permutes: vmap, the eNTK probe's, takes them)
+        scaled = (
+            self.scale != 1.0
+        )  # (then a copy even of an input in the right dtype: mul_ must not write the caller's)
+        if (
+            self.channels_last and x.dim() == 4
+        ):  # (NHWC written by permutes: vmap, the eNTK probe's, takes them)
             x = x.permute(0, 2, 3, 1).to(self.dtype.dtype, memory_format=torch.contiguous_format, copy=True)
             x = x.permute(0, 3, 1, 2)
         else:
@@ -70,18 +73,28 @@ class PatchConv2d(nn.Conv2d):
     (2026-11-27)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
-        super().__init__(in_channels, out_channels, kernel_size)  # stride 1, no padding: what the patches assume
+        super().__init__(
+            in_channels, out_channels, kernel_size
+        )  # stride 1, no padding: what the patches assume
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or not 0 < x.shape[0] <= PATCH_MAX_BATCH:  # (3-dim: unbatched)
+        if (
+            x.device.type != "cpu" or x.dim() != 4 or not 0 < x.shape[0] <= PATCH_MAX_BATCH
+        ):  # (3-dim: unbatched)
             return super()._conv_forward(x, weight, bias)
         n, channels, height, width = x.shape
         k = self.kernel_size[0]
         rows, cols = height - k + 1, width - k + 1
         columns = x.reshape(n, -1).index_select(1, patch_index(channels, height, width, k, x.device))
         columns = columns.view(n, -1, rows * cols)  # (example, weight entry, output position)
-        weights = weight.reshape(1, weight.shape[0], -1).expand(n, -1, -1)  # the same matrix for each example, no copy
-        y = torch.bmm(weights, columns) if bias is None else torch.baddbmm(bias.view(1, -1, 1), weights, columns)
+        weights = weight.reshape(1, weight.shape[0], -1).expand(
+            n, -1, -1
+        )  # the same matrix for each example, no copy
+        y = (
+            torch.bmm(weights, columns)
+            if bias is None
+            else torch.baddbmm(bias.view(1, -1, 1), weights, columns)
+        )
         return y.view(n, -1, rows, cols)
 
 
@@ -101,7 +114,9 @@ def patch_index(channels: int, height: int, width: int, kernel: int, device: tor
 
 def _patch_positions(channels: int, height: int, width: int, kernel: int) -> torch.Tensor:
     i, j = torch.meshgrid(torch.arange(height - kernel + 1), torch.arange(width - kernel + 1), indexing="ij")
-    c, di, dj = torch.meshgrid(torch.arange(channels), torch.arange(kernel), torch.arange(kernel), indexing="ij")
+    c, di, dj = torch.meshgrid(
+        torch.arange(channels), torch.arange(kernel), torch.arange(kernel), indexing="ij"
+    )
     position = (i.reshape(1, -1) + di.reshape(-1, 1)) * width + j.reshape(1, -1) + dj.reshape(-1, 1)
     return (c.reshape(-1, 1) * height * width + position).reshape(-1)
 
@@ -131,16 +146,25 @@ class BlockLinear(nn.Linear):
         return slice(start, start + self.out_blocks[block])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        width, weight, bias = self.in_block, self.weight, self.bias  # (read once: a parametrized weight is computed)
-        return torch.cat([F.linear(x[..., i * width:(i + 1) * width], weight[self.rows(i)], bias[self.rows(i)])
-                          for i in range(len(self.out_blocks))], dim=-1)
+        width, weight, bias = (
+            self.in_block,
+            self.weight,
+            self.bias,
+        )  # (read once: a parametrized weight is computed)
+        return torch.cat(
+            [
+                F.linear(x[..., i * width : (i + 1) * width], weight[self.rows(i)], bias[self.rows(i)])
+                for i in range(len(self.out_blocks))
+            ],
+            dim=-1,
+        )
 
     def input_mask(self, units: torch.Tensor) -> torch.Tensor:
         """(weight-shaped) True where a weight reads one of the input ``units`` (a mask over the
         concatenated inputs of every block)."""
         mask = torch.zeros(self.weight.shape, dtype=torch.bool, device=units.device)
         for i in range(len(self.out_blocks)):
-            mask[self.rows(i)] = units[i * self.in_block:(i + 1) * self.in_block]
+            mask[self.rows(i)] = units[i * self.in_block : (i + 1) * self.in_block]
         return mask
 
 
@@ -184,16 +208,27 @@ def default_arch(obs_shape: tuple) -> str:
     return "minatar_cnn" if len(obs_shape) == 3 else "mlp"
 
 
-def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool = False,
-               activation: str = "relu", width_scale: float = 1.0, towers: int = 1) -> nn.Sequential:
+def build_body(
+    obs_shape: tuple,
+    arch: str,
+    obs_scale: float,
+    layer_norm: bool = False,
+    activation: str = "relu",
+    width_scale: float = 1.0,
+    towers: int = 1,
+) -> nn.Sequential:
     """``towers`` > 1: that many independent MLPs side by side (their features concatenated)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown network arch '{arch}'; valid: {', '.join(ARCHS)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation '{activation}'; valid: {', '.join(ACTIVATIONS)}")
     if towers > 1 and (arch != "mlp" or activation == "crelu"):
-        raise ValueError(f"separate towers are built for arch=mlp without crelu, not arch={arch}, {activation}")
-    layers: OrderedDict[str, nn.Module] = OrderedDict(scale=ToFloat(obs_scale, channels_last=arch == "nature_cnn"))
+        raise ValueError(
+            f"separate towers are built for arch=mlp without crelu, not arch={arch}, {activation}"
+        )
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        scale=ToFloat(obs_scale, channels_last=arch == "nature_cnn")
+    )
     shape = tuple(obs_shape)
     n = 0
     for spec in ARCHS[arch]:
@@ -206,7 +241,9 @@ def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool =
         if spec[0] == "conv":
             _, _, kernel, stride = spec
             patches = stride == 1 and arch == "minatar_cnn"  # where it was measured faster
-            layers[f"conv{n}"] = PatchConv2d(shape[0], out, kernel) if patches else nn.Conv2d(shape[0], out, kernel, stride)
+            layers[f"conv{n}"] = (
+                PatchConv2d(shape[0], out, kernel) if patches else nn.Conv2d(shape[0], out, kernel, stride)
+            )
             shape = (out, (shape[1] - kernel) // stride + 1, (shape[2] - kernel) // stride + 1)
         elif towers > 1 and n > 1:  # a tower reads its own features only
             layers[f"fc{n}"] = BlockLinear(shape[0] // towers, (out,) * towers)
@@ -215,7 +252,9 @@ def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool =
             layers[f"fc{n}"] = nn.Linear(shape[0], out * towers)
             shape = (out * towers,)
         if layer_norm:
-            layers[f"norm{n}"] = TowerLayerNorm(towers, shape[0] // towers) if towers > 1 else nn.LayerNorm(shape)
+            layers[f"norm{n}"] = (
+                TowerLayerNorm(towers, shape[0] // towers) if towers > 1 else nn.LayerNorm(shape)
+            )
         layers[f"act{n}"] = ACTIVATIONS[activation]()
         shape = (shape[0] * WIDENING[activation], *shape[1:])
     body = nn.Sequential(layers)
@@ -223,9 +262,17 @@ def build_body(obs_shape: tuple, arch: str, obs_scale: float, layer_norm: bool =
     return body
 
 
-def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_scale: float = 1.0,
-                  layer_norm: bool = False, activation: str = "relu", width_scale: float = 1.0,
-                  value_bins: int = 1, towers: tuple[int, ...] = ()) -> Network:
+def build_network(
+    obs_shape: tuple,
+    num_outputs: int,
+    arch: str = "auto",
+    obs_scale: float = 1.0,
+    layer_norm: bool = False,
+    activation: str = "relu",
+    width_scale: float = 1.0,
+    value_bins: int = 1,
+    towers: tuple[int, ...] = (),
+) -> Network:
     """``value_bins > 1``: the head gives ``value_bins`` logits per output (categorical values).
     ``towers``: the sizes of output groups that each get a network of their own (they sum to
     ``num_outputs``, ``value_bins`` included: the caller counts them); () = one shared body."""
@@ -235,8 +282,11 @@ def build_network(obs_shape: tuple, num_outputs: int, arch: str = "auto", obs_sc
     body = build_body(obs_shape, arch, obs_scale, layer_norm, activation, width_scale, max(len(towers), 1))
     with torch.no_grad():
         features = body(torch.zeros(1, *obs_shape)).shape[-1]
-    head = BlockLinear(features // len(towers), towers) if len(towers) > 1 else \
-        nn.Linear(features, num_outputs * value_bins)
+    head = (
+        BlockLinear(features // len(towers), towers)
+        if len(towers) > 1
+        else nn.Linear(features, num_outputs * value_bins)
+    )
     network = Network(body, head)
     if arch == "nature_cnn":  # oneDNN's convolutions are faster on NHWC weights (README, "make bench")
         network = network.to(memory_format=torch.channels_last)

@@ -6,6 +6,7 @@ Same update as ``torch.optim.RMSprop(centered=True)`` (the MinAtar paper's optim
 parameter's gradient is (nearly) constant, e.g. only an L2 term reaches it, rounding makes it
 slightly negative and the square root NaN. Here it is clamped. State keys match torch's.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -14,8 +15,12 @@ from typing import Callable
 import torch
 
 
-def gradient_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float = 0.0,
-                  after_backward: Callable[[], None] | None = None) -> torch.Tensor:
+def gradient_step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    max_grad_norm: float = 0.0,
+    after_backward: Callable[[], None] | None = None,
+) -> torch.Tensor:
     """Backpropagate ``loss``, run ``after_backward`` (the interventions' gradient terms:
     ``lambda: interventions.gradients(network)``) and step; returns the gradient norm before
     clipping (clipped to ``max_grad_norm`` when > 0). Norm and clipping cover the optimizer's
@@ -57,18 +62,32 @@ class CenteredRMSprop(torch.optim.Optimizer):
                 continue
             for p in params:
                 if not self.state[p]:
-                    self.state[p].update(step=torch.tensor(0.0), square_avg=torch.zeros_like(p),
-                                         grad_avg=torch.zeros_like(p))
+                    self.state[p].update(
+                        step=torch.tensor(0.0), square_avg=torch.zeros_like(p), grad_avg=torch.zeros_like(p)
+                    )
             states = [self.state[p] for p in params]
             update = _fused_update if fused_update_works(params) else _foreach_update
-            squared.append(update(params, [p.grad for p in params], [s["square_avg"] for s in states],
-                                  [s["grad_avg"] for s in states], [s["step"] for s in states], group["lr"],
-                                  group["alpha"], group["eps"], sqrt_floor(group["eps"], params[0].dtype)))
-        return (squared[0] if len(squared) == 1 else torch.stack(squared).sum() if squared else torch.zeros(())).sqrt()
+            squared.append(
+                update(
+                    params,
+                    [p.grad for p in params],
+                    [s["square_avg"] for s in states],
+                    [s["grad_avg"] for s in states],
+                    [s["step"] for s in states],
+                    group["lr"],
+                    group["alpha"],
+                    group["eps"],
+                    sqrt_floor(group["eps"], params[0].dtype),
+                )
+            )
+        return (
+            squared[0] if len(squared) == 1 else torch.stack(squared).sum() if squared else torch.zeros(())
+        ).sqrt()
 
 
-def _foreach_update(params, grads, square_avg, grad_avg, steps, lr: float, alpha: float, eps: float,
-                    floor: float) -> torch.Tensor:
+def _foreach_update(
+    params, grads, square_avg, grad_avg, steps, lr: float, alpha: float, eps: float, floor: float
+) -> torch.Tensor:
     """The update as one foreach kernel per operation over all parameters (eager: CUDA, and
     the CPU where the compiled update is not available). Returns the gradients' squared norm."""
     squared = torch.stack(torch._foreach_norm(grads)).square().sum()
@@ -105,7 +124,9 @@ def _per_tensor_update(params, grads, square_avg, grad_avg, steps, hyper: torch.
 
 
 _compiled = {"update": None, "works": None}  # built at the first CPU step (importing dynamo takes a second)
-_hyper: dict[tuple, torch.Tensor] = {}  # (lr, alpha, eps, floor, dtype) -> the tensor the compiled update reads
+_hyper: dict[
+    tuple, torch.Tensor
+] = {}  # (lr, alpha, eps, floor, dtype) -> the tensor the compiled update reads
 
 
 def fused_update_works(params: list[torch.Tensor]) -> bool:
@@ -114,19 +135,26 @@ def fused_update_works(params: list[torch.Tensor]) -> bool:
     return _compiled["works"] is not False and params[0].device.type == "cpu"
 
 
-def _fused_update(params, grads, square_avg, grad_avg, steps, lr: float, alpha: float, eps: float,
-                  floor: float) -> torch.Tensor:
+def _fused_update(
+    params, grads, square_avg, grad_avg, steps, lr: float, alpha: float, eps: float, floor: float
+) -> torch.Tensor:
     if _compiled["update"] is None:
         # one compilation per set of parameter shapes: a process that trains many networks (the
         # tests, a sweep's worker) stays compiled instead of failing at torch's default limits
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 1024)
-        torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 4096)
+        torch._dynamo.config.accumulated_recompile_limit = max(
+            torch._dynamo.config.accumulated_recompile_limit, 4096
+        )
         # (no size asserts: dynamo's guards check every tensor's size and stride before the call,
         # and inductor's asserts checking them again cost 10 of the step's 69 us, MinAtar, 1 thread)
-        _compiled["update"] = torch.compile(_per_tensor_update, fullgraph=True, dynamic=False,
-                                            options={"size_asserts": False})
+        _compiled["update"] = torch.compile(
+            _per_tensor_update, fullgraph=True, dynamic=False, options={"size_asserts": False}
+        )
     if _compiled["works"] is None:  # the first step compiles: say so, or the run seems to hang
-        print("compiling the centred RMSProp step for this machine (once per process, about 20-30 s)", flush=True)
+        print(
+            "compiling the centred RMSProp step for this machine (once per process, about 20-30 s)",
+            flush=True,
+        )
     key = (lr, alpha, eps, floor, params[0].dtype)
     if key not in _hyper:
         _hyper[key] = torch.tensor([lr, alpha, 1 - alpha, eps, floor], dtype=params[0].dtype)
@@ -135,9 +163,12 @@ def _fused_update(params, grads, square_avg, grad_avg, steps, lr: float, alpha: 
     except Exception as error:  # no C++ compiler, an unsupported platform...: eager from here on
         _compiled["works"] = False
         first_line = str(error).splitlines()[0] if str(error) else ""
-        warnings.warn(f"torch.compile could not build the fused centred RMSProp update ({type(error).__name__}: "
-                      f"{first_line}); using eager foreach ops, 2-3x slower, whose rounding differs (a run "
-                      "resumed here will not repeat an uninterrupted one byte for byte)", stacklevel=3)
+        warnings.warn(
+            f"torch.compile could not build the fused centred RMSProp update ({type(error).__name__}: "
+            f"{first_line}); using eager foreach ops, 2-3x slower, whose rounding differs (a run "
+            "resumed here will not repeat an uninterrupted one byte for byte)",
+            stacklevel=3,
+        )
         return _foreach_update(params, grads, square_avg, grad_avg, steps, lr, alpha, eps, floor)
     _compiled["works"] = True
     return squared

@@ -12,6 +12,7 @@ the second moment catches up over some thousand steps; a fresh Adam's first step
 in tests/test_interventions.py). Centred RMSProp has no bias correction: zeroed moments behave
 as a fresh optimizer's (first step about 4.6 x lr with alpha 0.95).
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,11 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 def weight_layers(network: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) of the body's Conv2d/Linear layers in order, then the head's."""
     layers = [(n, m) for n, m in network.body.named_children() if isinstance(m, WEIGHT_LAYERS)]
-    return layers + [(f"head.{n}" if n else "head", m) for n, m in network.head.named_modules()
-                     if isinstance(m, WEIGHT_LAYERS)]
+    return layers + [
+        (f"head.{n}" if n else "head", m)
+        for n, m in network.head.named_modules()
+        if isinstance(m, WEIGHT_LAYERS)
+    ]
 
 
 def trained_weight(layer: nn.Module) -> nn.Parameter:
@@ -37,7 +41,9 @@ def trained_weight(layer: nn.Module) -> nn.Parameter:
 
 
 @torch.no_grad()
-def zero_moments(optimizer: torch.optim.Optimizer, param: nn.Parameter, mask: torch.Tensor | None = None) -> None:
+def zero_moments(
+    optimizer: torch.optim.Optimizer, param: nn.Parameter, mask: torch.Tensor | None = None
+) -> None:
     """Zero the optimizer's running averages of ``param`` (where ``mask`` is True, or all)."""
     for value in optimizer.state.get(param, {}).values():
         if torch.is_tensor(value) and value.shape == param.shape:

@@ -8,6 +8,7 @@ and ``hl_gauss`` interventions): the network gives ``bins`` logits per action ov
 support, Q is the expectation, and the loss is the cross entropy to a distribution placed on
 the support at the scalar TD target (two-hot, or HL-Gauss: Farebrother et al. 2024, "Stop
 Regressing")."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -24,8 +25,13 @@ class ScalarValues:
         """(batch, actions) values from the outputs: the outputs themselves."""
         return outputs
 
-    def loss(self, outputs: torch.Tensor, target: torch.Tensor, actions: torch.Tensor | None = None,
-             regression: Callable = F.mse_loss) -> torch.Tensor:
+    def loss(
+        self,
+        outputs: torch.Tensor,
+        target: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        regression: Callable = F.mse_loss,
+    ) -> torch.Tensor:
         """``regression(value, target)`` on the value of the actions taken (of the one output
         when ``actions`` is None: a critic)."""
         value = outputs[:, 0] if actions is None else outputs.gather(1, actions[:, None]).squeeze(1)
@@ -81,13 +87,24 @@ class CategoricalValues:
         logits = outputs.view(len(outputs), -1, self.bins)
         return (logits.softmax(-1) * self._atoms(outputs)).sum(-1)
 
-    def loss(self, outputs: torch.Tensor, target: torch.Tensor, actions: torch.Tensor | None = None,
-             regression: Callable | None = None) -> torch.Tensor:
+    def loss(
+        self,
+        outputs: torch.Tensor,
+        target: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        regression: Callable | None = None,
+    ) -> torch.Tensor:
         """Cross entropy of the actions taken (the one output group when ``actions`` is None) to
         the projected target; ``regression``, the learner's scalar loss, is not used."""
         logits = outputs.view(len(outputs), -1, self.bins)
-        logits = logits[:, 0] if actions is None else logits[torch.arange(len(outputs), device=outputs.device), actions]
-        return -(self.project(target.detach(), self._atoms(outputs)) * F.log_softmax(logits, -1)).sum(-1).mean()
+        logits = (
+            logits[:, 0]
+            if actions is None
+            else logits[torch.arange(len(outputs), device=outputs.device), actions]
+        )
+        return (
+            -(self.project(target.detach(), self._atoms(outputs)) * F.log_softmax(logits, -1)).sum(-1).mean()
+        )
 
     def target_metrics(self, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training metric: the fraction of targets outside the support (clamped to its edge)."""

@@ -6,6 +6,7 @@ torch's RNG around every probe, and keeps the initial weights (outside ``paramet
 ``dist_from_init``, so a run with probes acts exactly like the same run without them.
 Definitions: docs/science.md, "Probes".
 """
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,18 @@ from plasticity_bench.probes.ntk import entk_diagnostics, entk_gram
 from plasticity_bench.probes.units import unit_diagnostics
 from plasticity_bench.probes.weights import dist_from_init, param_norm
 
-__all__ = ["ProbeConfig", "Prober", "first_distinct", "probe_loss", "reinitialised", "entk_gram", "entk_diagnostics",
-           "unit_diagnostics", "param_norm", "dist_from_init"]
+__all__ = [
+    "ProbeConfig",
+    "Prober",
+    "first_distinct",
+    "probe_loss",
+    "reinitialised",
+    "entk_gram",
+    "entk_diagnostics",
+    "unit_diagnostics",
+    "param_norm",
+    "dist_from_init",
+]
 
 
 @dataclass
@@ -67,8 +78,9 @@ class Prober:
 
     def make_optimizer(self, agent):
         if self.cfg.optimizer == "agent":
-            return lambda params: type(agent.optimizer)(params, **{k: v for k, v in agent.optimizer.defaults.items()
-                                                                   if k != "differentiable"})
+            return lambda params: type(agent.optimizer)(
+                params, **{k: v for k, v in agent.optimizer.defaults.items() if k != "differentiable"}
+            )
         if self.cfg.optimizer == "adam":
             return lambda params: torch.optim.Adam(params, lr=self.cfg.lr)
         raise ValueError(f"unknown probe.optimizer '{self.cfg.optimizer}'; valid: adam, agent")
@@ -81,7 +93,10 @@ class Prober:
         network, started = agent.network, time.perf_counter()
         with torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []):
             torch.manual_seed(int(self.rng.integers(2**62)))
-            fit = lambda net: probe_loss(net, inputs, self.cfg.steps, self.make_optimizer(agent), self.cfg.outputs)  # noqa: E731
+
+            def fit(net):
+                return probe_loss(net, inputs, self.cfg.steps, self.make_optimizer(agent), self.cfg.outputs)
+
             rows = [("probe_loss", "", fit(network))]
             if not self.fresh_reference_done:  # once per run: what a fresh network reaches here
                 rows.append(("probe_loss_fresh", "", fit(reinitialised(network))))
@@ -90,13 +105,19 @@ class Prober:
             distinct = first_distinct(inputs, self.cfg.entk_batch)
             gram = entk_gram(network, distinct, agent.prediction)
             rows += [(k, "", v) for k, v in entk_diagnostics(gram).items()]
-        rows += [("param_norm", "", param_norm(network)), ("dist_from_init", "", dist_from_init(network, self.initial))]
+        rows += [
+            ("param_norm", "", param_norm(network)),
+            ("dist_from_init", "", dist_from_init(network, self.initial)),
+        ]
         self.last_seconds = time.perf_counter() - started  # not logged: CSVs stay deterministic
         return rows
 
     def state_dict(self) -> dict:
-        return {"initial": self.initial, "rng": self.rng.bit_generator.state,
-                "fresh_reference_done": self.fresh_reference_done}
+        return {
+            "initial": self.initial,
+            "rng": self.rng.bit_generator.state,
+            "fresh_reference_done": self.fresh_reference_done,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.initial = state["initial"]

@@ -6,6 +6,7 @@ same architecture (``a``: a random offset per output). The targets are high-freq
 unrelated to the task; the final mean squared error is the probe loss (higher = less plastic).
 Everything happens on copies: the network passed in is never changed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,14 @@ def random_targets(network: nn.Module, inputs: torch.Tensor, outputs: int) -> to
         return offset + torch.sin(1e5 * f0(inputs))
 
 
-def probe_loss(network: nn.Module, inputs: torch.Tensor, steps: int, make_optimizer: Callable,
-               outputs: int = 10, targets: torch.Tensor | None = None) -> float:
+def probe_loss(
+    network: nn.Module,
+    inputs: torch.Tensor,
+    steps: int,
+    make_optimizer: Callable,
+    outputs: int = 10,
+    targets: torch.Tensor | None = None,
+) -> float:
     """Final MSE of a copy of ``network`` (fresh head) trained ``steps`` full-batch steps on
     random targets. Draws from torch's global RNG: callers fork it (see probes.Prober)."""
     if targets is None:

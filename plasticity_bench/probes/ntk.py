@@ -6,6 +6,7 @@ agent's own prediction (``agent.prediction``: Q of action 0, the expected Q of a
 head, PPO's value), not the mean of all outputs, whose bin-logit or policy-logit directions the
 agent never reads. Gradients and Gram are computed in double precision (docs/science.md, "eNTK").
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -15,7 +16,6 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from plasticity_bench.nets.networks import eval_mode
-
 
 # Eigenvalues below this fraction of the largest count as zero, and the condition number is
 # capped at its inverse. Fixed, so the cap does not move with the batch size; in double precision
@@ -27,8 +27,9 @@ def mean_output(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.mean(1)
 
 
-def per_example_gradients(network: nn.Module, inputs: torch.Tensor, prediction: Callable = mean_output,
-                          chunk: int = 16) -> torch.Tensor:
+def per_example_gradients(
+    network: nn.Module, inputs: torch.Tensor, prediction: Callable = mean_output, chunk: int = 16
+) -> torch.Tensor:
     """(batch, parameters) matrix of d prediction(x_i) / d theta, in float64.
 
     ``prediction`` maps the network's outputs (batch, outputs) to one scalar per example."""
@@ -41,12 +42,13 @@ def per_example_gradients(network: nn.Module, inputs: torch.Tensor, prediction: 
 
     inputs = as_double(inputs)  # pixels and grids stay integer: the network's ToFloat converts them
     # filled in place: one (batch x parameters) float64 matrix, 0.9 GB for 64 Atari inputs
-    jacobian = torch.empty(len(inputs), sum(p.numel() for p in params.values()), dtype=torch.float64,
-                           device=inputs.device)
+    jacobian = torch.empty(
+        len(inputs), sum(p.numel() for p in params.values()), dtype=torch.float64, device=inputs.device
+    )
     with eval_mode(network):  # a training-mode spectral_norm would write its buffers inside vmap
         for start in range(0, len(inputs), chunk):  # chunks bound the memory of vmap's activations
-            grads = vmap(grad(scalar), in_dims=(None, 0))(params, inputs[start:start + chunk])
-            torch.cat([g.flatten(1) for g in grads.values()], dim=1, out=jacobian[start:start + chunk])
+            grads = vmap(grad(scalar), in_dims=(None, 0))(params, inputs[start : start + chunk])
+            torch.cat([g.flatten(1) for g in grads.values()], dim=1, out=jacobian[start : start + chunk])
     return jacobian
 
 

@@ -3,6 +3,7 @@
 The activations come from ``nets.capture`` (each reported under the name of the weight layer that
 feeds it: ``conv1``, ``fc4``, ...). In a conv layer a unit is a channel, as in ReDo.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """``python -m plasticity_bench run [hydra overrides]``: one run. Bad input -> one line on stderr, exit 2."""
+
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,10 @@ from plasticity_bench.runner.loop import Run, RunError
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
-        print(__doc__.strip() + "\nExample: python -m plasticity_bench run env=minatar agent=dqn env.game=breakout seed=1")
+        print(
+            __doc__.strip()
+            + "\nExample: python -m plasticity_bench run env=minatar agent=dqn env.game=breakout seed=1"
+        )
         return 0
     try:
         cfg = compose_config(argv)

@@ -5,6 +5,7 @@ Large numpy arrays (the replay buffer) go to their own ``.npy`` files, the rest 
 Layout: ``checkpoint/`` (current), ``checkpoint.tmp/`` (being written), ``checkpoint.old/``
 (the previous one, kept only during the swap).
 """
+
 from __future__ import annotations
 
 import os

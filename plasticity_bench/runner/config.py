@@ -1,4 +1,5 @@
 """Compose the run config with Hydra and turn every bad input into a one-line ConfigError."""
+
 from __future__ import annotations
 
 import functools
@@ -6,39 +7,62 @@ import os
 import re
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-import torch
 from omegaconf.errors import OmegaConfBaseException
 
-from plasticity_bench import agents
-from plasticity_bench import interventions
+from plasticity_bench import agents, interventions
 from plasticity_bench.core.ranges import Range, check, check_value
 from plasticity_bench.envs import SUITES, UnknownChoice, check_game
 from plasticity_bench.envs.shift import KINDS, ShiftConfig, check_shift
 from plasticity_bench.probes import ProbeConfig
-from plasticity_bench.runner.store import RunError, run_directory, variant_label
+from plasticity_bench.runner.store import run_directory, variant_label
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Keys that may change between a run and its resumption without changing the run itself.
 # Probes never change training (they work on copies with their own RNG), so they are one.
-RESUMABLE_CHANGES = ("total_steps", "device", "threads", "log.progress", "log.tensorboard", "checkpoint.interval",
-                     "run_dir", "probe", "variant")
+RESUMABLE_CHANGES = (
+    "total_steps",
+    "device",
+    "threads",
+    "log.progress",
+    "log.tensorboard",
+    "checkpoint.interval",
+    "run_dir",
+    "probe",
+    "variant",
+)
 # Keys that do not change what is trained: they stay out of a run's variant label. seed has its
 # own level in the run path; total_steps is a run's length (a longer run of a config is the same
 # experiment).
-NOT_TRAINING = ("seed", "total_steps", "env.total_steps", "device", "threads", "run_dir", "log", "checkpoint", "probe",
-                "variant")
+NOT_TRAINING = (
+    "seed",
+    "total_steps",
+    "env.total_steps",
+    "device",
+    "threads",
+    "run_dir",
+    "log",
+    "checkpoint",
+    "probe",
+    "variant",
+)
 
 
 # The valid values of the run-level keys of configs/config.yaml (the dataclass configs declare
 # theirs on their fields: core.ranges.ranged).
-RUN_RANGES = {"seed": Range(ge=0, integer=True), "total_steps": Range(ge=1, integer=True),
-              "threads": Range(ge=0, le=os.cpu_count() or 1, integer=True), "log.interval": Range(ge=1, integer=True),
-              "checkpoint.interval": Range(ge=0, integer=True), "device": Range(choices=("auto", "cpu", "cuda"))}
+RUN_RANGES = {
+    "seed": Range(ge=0, integer=True),
+    "total_steps": Range(ge=1, integer=True),
+    "threads": Range(ge=0, le=os.cpu_count() or 1, integer=True),
+    "log.interval": Range(ge=1, integer=True),
+    "checkpoint.interval": Range(ge=0, integer=True),
+    "device": Range(choices=("auto", "cpu", "cuda")),
+}
 
 
 class ConfigError(ValueError):
@@ -77,7 +101,9 @@ def compose_config(overrides: list[str]) -> DictConfig:
     """The resolved config of one run, validated (agent, suite, game, intervention, ranges),
     with its ``variant`` label."""
     overrides = [whole_numbers(o) for o in overrides]
-    for override in overrides:  # before composing: PPO's anneal_steps follows total_steps, and would fail obscurely
+    for (
+        override
+    ) in overrides:  # before composing: PPO's anneal_steps follows total_steps, and would fail obscurely
         key, _, value = override.partition("=")
         if RUN_RANGES.get(key, Range()).integer and re.fullmatch(r"[+-]?\d*\.\d*([eE][+-]?\d+)?", value):
             try:
@@ -119,8 +145,17 @@ def _compose(overrides: list[str]) -> DictConfig:
 def _defaults(suite: str, agent: str, intervention: str, game: str, total_steps: int) -> dict:
     """The config these choices give with nothing else overridden (PPO's annealing follows
     ``total_steps``, so the defaults take the run's)."""
-    return OmegaConf.to_container(_compose([f"env={suite}", f"agent={agent}", f"intervention={intervention}",
-                                            f"env.game={game}", f"total_steps={total_steps}"]))
+    return OmegaConf.to_container(
+        _compose(
+            [
+                f"env={suite}",
+                f"agent={agent}",
+                f"intervention={intervention}",
+                f"env.game={game}",
+                f"total_steps={total_steps}",
+            ]
+        )
+    )
 
 
 def rl_variant(cfg: DictConfig) -> str:
@@ -147,13 +182,17 @@ def validate(cfg: DictConfig) -> DictConfig:
             OmegaConf.update(cfg, key, int(value))
     try:
         cfg.env.game = check_game(cfg.env.suite, cfg.env.game)
-        composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
+        composition = interventions.Composition(
+            cfg.intervention, cfg.interventions
+        )  # names and hyper-parameters
     except (UnknownChoice, ValueError) as error:
         raise ConfigError(str(error)) from None
     shifting = composition.acts_at_shifts()
     if shifting and cfg.env.shift.kind == "none":
-        raise ConfigError(f"interventions.{shifting[0]}.at_shift=true needs task switches: set env.shift.kind "
-                          f"(valid: {', '.join(KINDS[1:])}) or use interventions.{shifting[0]}.interval")
+        raise ConfigError(
+            f"interventions.{shifting[0]}.at_shift=true needs task switches: set env.shift.kind "
+            f"(valid: {', '.join(KINDS[1:])}) or use interventions.{shifting[0]}.interval"
+        )
     try:
         check(cfg.agent, agents.AGENTS[cfg.agent.name].Config, "agent.")
         check(cfg.env, SUITES[cfg.env.suite][0], "env.")
@@ -183,5 +222,11 @@ def validate(cfg: DictConfig) -> DictConfig:
 def run_path(cfg: DictConfig) -> Path:
     """RUN_DIR/<suite>/<game>/<agent>/<variant>/seed<k> (the contract); ValueError for a part that
     would not name one directory (runner.store.run_directory)."""
-    return run_directory(cfg.run_dir, ("env.suite", cfg.env.suite), ("env.game", cfg.env.game),
-                         ("agent", cfg.agent.name), ("variant", cfg.variant), ("seed", f"seed{cfg.seed}"))
+    return run_directory(
+        cfg.run_dir,
+        ("env.suite", cfg.env.suite),
+        ("env.game", cfg.env.game),
+        ("agent", cfg.agent.name),
+        ("variant", cfg.variant),
+        ("seed", f"seed{cfg.seed}"),
+    )

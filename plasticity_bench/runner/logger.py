@@ -1,5 +1,6 @@
 """Long-format, append-only CSV logs that carry the run identity on every row (columns:
 core.schema), the optional TensorBoard mirror, and the averaging of training metrics."""
+
 from __future__ import annotations
 
 import csv
@@ -46,7 +47,9 @@ class CSVLog:
                 rows = list(csv.reader(f))
             at = self.columns.index("variant")
             with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerows([list(self.columns)] + [r[:at] + [r[at - 1]] + r[at:] for r in rows[1:]])
+                csv.writer(f).writerows(
+                    [list(self.columns)] + [r[:at] + [r[at - 1]] + r[at:] for r in rows[1:]]
+                )
             self._file = open(self.path, "a", newline="")
             self._writer = csv.writer(self._file)
             self.legacy = False

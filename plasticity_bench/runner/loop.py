@@ -1,4 +1,5 @@
 """The one training loop: env -> agent -> CSV logs, with checkpoints, resume and a progress bar."""
+
 from __future__ import annotations
 
 import collections
@@ -61,8 +62,13 @@ class Run:
         self.obs, _ = self.env.reset(seed=cfg.seed)
         self.interventions = Composition(cfg.intervention, cfg.interventions)
         agent_cls = agents.AGENTS[cfg.agent.name]
-        self.agent = agent_cls(OmegaConf.to_object(cfg.agent), EnvSpec.of(self.env, self.obs), self.interventions,
-                               self.device, cfg.seed)
+        self.agent = agent_cls(
+            OmegaConf.to_object(cfg.agent),
+            EnvSpec.of(self.env, self.obs),
+            self.interventions,
+            self.device,
+            cfg.seed,
+        )
         check_instance(self.agent)
         network = self.agent.network
         self.prober = Prober(ProbeConfig(**cfg.probe), network, cfg.seed) if network is not None else None
@@ -77,14 +83,23 @@ class Run:
 
     # ---- checkpoint ---------------------------------------------------------------------
     def save(self) -> None:
-        self.store.save({
-            "step": self.step, "obs": self.obs, "env": self.env.state_dict(),
-            "episode_return": self.episode_return, "episode_length": self.episode_length,
-            "recent_returns": list(self.recent_returns), "agent": self.agent.state_dict(),
-            "interventions": self.interventions.state_dict(), "averager": self.averager.state_dict(),
-            "torch_rng": torch.get_rng_state(), "prober": self.prober.state_dict() if self.prober else None,
-            "numerics": _numerics(),
-        }, logs=("returns", "metrics"))
+        self.store.save(
+            {
+                "step": self.step,
+                "obs": self.obs,
+                "env": self.env.state_dict(),
+                "episode_return": self.episode_return,
+                "episode_length": self.episode_length,
+                "recent_returns": list(self.recent_returns),
+                "agent": self.agent.state_dict(),
+                "interventions": self.interventions.state_dict(),
+                "averager": self.averager.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "prober": self.prober.state_dict() if self.prober else None,
+                "numerics": _numerics(),
+            },
+            logs=("returns", "metrics"),
+        )
 
     def restore(self, directory: Path) -> None:
         state = self.store.load(directory)
@@ -94,10 +109,15 @@ class Run:
             if self.prober and state.get("prober") is not None:
                 self.prober.load_state_dict(state["prober"])
             elif self.prober:  # a checkpoint written before probes existed
-                print("note: this checkpoint holds no probe state; dist_from_init is measured from the resume point")
+                print(
+                    "note: this checkpoint holds no probe state; dist_from_init is measured from the "
+                    "resume point"
+                )
         except (KeyError, RuntimeError, ValueError) as error:
-            raise RunError(f"checkpoint {directory} does not fit this config ({type(error).__name__}: "
-                           f"{str(error).splitlines()[0]}); it was left as it is. To start over, delete {self.dir}")
+            raise RunError(
+                f"checkpoint {directory} does not fit this config ({type(error).__name__}: "
+                f"{str(error).splitlines()[0]}); it was left as it is. To start over, delete {self.dir}"
+            )
         self.step = state["step"]
         self.episode_return, self.episode_length = state["episode_return"], state["episode_length"]
         self.env.load_state_dict(state["env"])
@@ -112,8 +132,10 @@ class Run:
         torch.set_rng_state(state["torch_rng"])
         numerics = _numerics()
         if state.get("numerics", numerics) != numerics:
-            print(f"note: this run was checkpointed with {state['numerics']} and resumes with {numerics}; "
-                  "float rounding differs, so from here it will not match an uninterrupted run byte for byte")
+            print(
+                f"note: this run was checkpointed with {state['numerics']} and resumes with {numerics}; "
+                "float rounding differs, so from here it will not match an uninterrupted run byte for byte"
+            )
         self.store.rewind(state)
 
     # ---- the loop -----------------------------------------------------------------------
@@ -133,14 +155,22 @@ class Run:
         if found:
             self.restore(found)
             print(f"resuming {self.dir} from step {self.step:,}")
-        self.tensorboard = TensorBoardLog(self.dir / "tensorboard" if cfg.log.tensorboard else None,
-                                          purge_step=self.step if found else 0)  # (a restart drops old events)
+        self.tensorboard = TensorBoardLog(
+            self.dir / "tensorboard" if cfg.log.tensorboard else None, purge_step=self.step if found else 0
+        )  # (a restart drops old events)
 
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         n = self.env.num_envs
-        bar = tqdm(total=cfg.total_steps, initial=self.step, unit="step", unit_scale=True, smoothing=0.05,
-                   dynamic_ncols=True, disable=None if cfg.log.progress else True,
-                   desc=f"{cfg.agent.name}/{cfg.intervention} {cfg.env.game}")
+        bar = tqdm(
+            total=cfg.total_steps,
+            initial=self.step,
+            unit="step",
+            unit_scale=True,
+            smoothing=0.05,
+            dynamic_ncols=True,
+            disable=None if cfg.log.progress else True,
+            desc=f"{cfg.agent.name}/{cfg.intervention} {cfg.env.game}",
+        )
         start_step, start_time = self.step, time.perf_counter()
         self._session = (start_step, start_time, start_step, start_time)  # start, last timing row
         # without a terminal (a log file, nohup, Slurm) the bar is off: a line per log interval instead
@@ -150,15 +180,22 @@ class Run:
         if self.task is not None and not found:
             self.metrics_log.write(0, "task", "", self.task)
         # plain ints: an OmegaConf lookup per step cost about 0.05 ms of a MinAtar DQN frame
-        total_steps, log_interval, checkpoint_interval = cfg.total_steps, cfg.log.interval, cfg.checkpoint.interval
+        total_steps, log_interval, checkpoint_interval = (
+            cfg.total_steps,
+            cfg.log.interval,
+            cfg.checkpoint.interval,
+        )
         try:
             while self.step < total_steps and self.stop_signal is None:
                 before = self.step
                 actions = self.agent.act(self.obs, self.step)
                 next_obs, rewards, terminated, truncated, info = self.env.step(actions)
                 self.step += n
-                self.averager.add(self.agent.observe(self.obs, actions, rewards, info["final_obs"],
-                                                     terminated, truncated, self.step))
+                self.averager.add(
+                    self.agent.observe(
+                        self.obs, actions, rewards, info["final_obs"], terminated, truncated, self.step
+                    )
+                )
                 self._track_episodes(info.get("score", rewards), terminated | truncated)  # raw game scores
                 self.obs = next_obs
                 if crossed(before, self.step, log_interval):
@@ -181,13 +218,17 @@ class Run:
         if self.stop_signal is not None:
             self.save()
             self.tensorboard.close()
-            print(f"stopped by {signal.Signals(self.stop_signal).name} at step {self.step:,}; checkpoint saved. "
-                  "Run the same command again to resume.")
+            print(
+                f"stopped by {signal.Signals(self.stop_signal).name} at step {self.step:,}; "
+                "checkpoint saved. Run the same command again to resume."
+            )
             return 128 + self.stop_signal
         self._log_metrics(bar)
         self._finish()
-        print(f"done: {self.step:,} steps ({rate:,.0f} steps/s this session), mean return of the last "
-              f"{len(self.recent_returns)} episodes {recent}; logs in {self.dir}")
+        print(
+            f"done: {self.step:,} steps ({rate:,.0f} steps/s this session), mean return of the last "
+            f"{len(self.recent_returns)} episodes {recent}; logs in {self.dir}"
+        )
         return 0
 
     def _announce(self) -> None:
@@ -196,12 +237,18 @@ class Run:
         parts = [f"{self.dir}: steps {self.step:,} -> {cfg.total_steps:,}"]
         starts = cfg.agent.get("learning_starts")
         if starts is not None:
-            parts.append(f"learning starts at step {starts:,}" if starts < cfg.total_steps else
-                         f"it never updates (agent.learning_starts={starts:,} >= total_steps)")
+            parts.append(
+                f"learning starts at step {starts:,}"
+                if starts < cfg.total_steps
+                else f"it never updates (agent.learning_starts={starts:,} >= total_steps)"
+            )
         if self.prober and cfg.probe.interval:
             first = (self.step // cfg.probe.interval + 1) * cfg.probe.interval
-            parts.append(f"first probe at step {first:,}" if first <= cfg.total_steps else
-                         f"no probe (probe.interval={cfg.probe.interval:,} > total_steps)")
+            parts.append(
+                f"first probe at step {first:,}"
+                if first <= cfg.total_steps
+                else f"no probe (probe.interval={cfg.probe.interval:,} > total_steps)"
+            )
         print("; ".join(parts), flush=True)
 
     def _print_progress(self) -> None:
@@ -213,9 +260,12 @@ class Run:
         rate = (self.step - start_step) / max(now - start_time, 1e-9)
         eta = time.strftime("%H:%M:%S", time.gmtime((self.cfg.total_steps - self.step) / max(rate, 1e-9)))
         recent = f"{np.mean(self.recent_returns):.2f}" if self.recent_returns else "n/a"
-        print(f"step {self.step:,}/{self.cfg.total_steps:,} ({self.step / self.cfg.total_steps:.0%}), "
-              f"{rate:,.0f} steps/s, ETA {eta}, mean return of the last {len(self.recent_returns)} episodes {recent}",
-              flush=True)
+        print(
+            f"step {self.step:,}/{self.cfg.total_steps:,} ({self.step / self.cfg.total_steps:.0%}), "
+            f"{rate:,.0f} steps/s, ETA {eta}, "
+            f"mean return of the last {len(self.recent_returns)} episodes {recent}",
+            flush=True,
+        )
         self._text_progress = (on, start_step, start_time, now)
 
     def _switch_task(self) -> None:
@@ -246,8 +296,10 @@ class Run:
         metrics = self.averager.pop()
         for name, value in metrics.items():
             if not np.isfinite(value):
-                raise RunError(f"{name} became {value} at step {self.step:,}; the last checkpoint and the logs "
-                               f"up to here are kept in {self.dir}. Lower agent.lr or check the config")
+                raise RunError(
+                    f"{name} became {value} at step {self.step:,}; the last checkpoint and the logs "
+                    f"up to here are kept in {self.dir}. Lower agent.lr or check the config"
+                )
             self.metrics_log.write(self.step, name, "", value)
             self.tensorboard.scalar(f"train/{name}", value, self.step)
         self.metrics_log.flush()
@@ -274,6 +326,8 @@ class Run:
 
     def _finish(self) -> None:
         if self.agent.network is not None:
-            torch.save({k: v.cpu() for k, v in self.agent.network.state_dict().items()}, self.dir / "model.pt")
+            torch.save(
+                {k: v.cpu() for k, v in self.agent.network.state_dict().items()}, self.dir / "model.pt"
+            )
         self.tensorboard.close()
         self.store.finish()

@@ -4,6 +4,7 @@ config, saves checkpoints with the byte offsets of its CSV logs, and cuts the lo
 and a run's identity (its variant label). It imports no agent, env or probe.
 
 Layout: ``config.yaml``, the CSV logs, ``checkpoint/`` (runner.checkpoint), ``done``."""
+
 from __future__ import annotations
 
 import fcntl
@@ -32,10 +33,21 @@ def run_directory(root: str | Path, *parts: tuple[str, object]) -> Path:
     path = Path(root)
     for key, value in parts:
         text = str(value)
-        problem = ("is empty" if not text else "contains '/'" if "/" in text or "\\" in text
-                   else "contains '..'" if ".." in text else "starts with '.'" if text.startswith(".")
-                   else "has a character that is not printable" if not text.isprintable()
-                   else f"is {len(text)} characters long (at most {PART_MAX})" if len(text) > PART_MAX else None)
+        problem = (
+            "is empty"
+            if not text
+            else "contains '/'"
+            if "/" in text or "\\" in text
+            else "contains '..'"
+            if ".." in text
+            else "starts with '.'"
+            if text.startswith(".")
+            else "has a character that is not printable"
+            if not text.isprintable()
+            else f"is {len(text)} characters long (at most {PART_MAX})"
+            if len(text) > PART_MAX
+            else None
+        )
         if problem:
             raise ValueError(f"{key}={text!r} cannot name a run directory: it {problem}")
         path = path / text
@@ -58,14 +70,18 @@ class RunStore:
         previous = self._load_config(saved) if saved.exists() else None
         differences = config_differences(previous, self.cfg, self.resumable) if previous is not None else []
         if differences:  # possible under a label of one's own (variant=NAME)
-            raise RunError(f"{self.dir} holds a finished run with another config ({'; '.join(differences[:3])}); "
-                           "use another variant, RUN_DIR or seed, or delete that directory")
+            raise RunError(
+                f"{self.dir} holds a finished run with another config ({'; '.join(differences[:3])}); "
+                "use another variant, RUN_DIR or seed, or delete that directory"
+            )
         finished_at = OmegaConf.select(previous, length_key) if previous is not None else None
         asked = OmegaConf.select(self.cfg, length_key)
         if finished_at is not None and finished_at != asked:
-            raise RunError(f"{self.dir} finished at {length_key}={finished_at:,} and this asks for {asked:,}; a "
-                           "finished run cannot be extended (its checkpoint is gone): delete that directory to run "
-                           "it again, or pass another RUN_DIR")
+            raise RunError(
+                f"{self.dir} finished at {length_key}={finished_at:,} and this asks for {asked:,}; a "
+                "finished run cannot be extended (its checkpoint is gone): delete that directory to run "
+                "it again, or pass another RUN_DIR"
+            )
         print(f"{self.dir}: finished already (done marker); skipping. Delete the directory to run it again.")
         return True
 
@@ -76,7 +92,9 @@ class RunStore:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise RunError(f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR")
+            raise RunError(
+                f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR"
+            )
         self.lock()  # (opening the lock file also proves the directory writable)
         if (self.dir / "done").exists():  # finished by another process since finished() looked
             raise RunError(f"{self.dir} was finished by another process meanwhile; nothing was changed")
@@ -88,10 +106,13 @@ class RunStore:
         if saved.exists():
             differences = config_differences(self._load_config(saved), self.cfg, self.resumable)
             if differences:
-                raise RunError(f"{self.dir} holds a run with another config ({'; '.join(differences[:3])}); "
-                               "nothing was changed there: use another RUN_DIR, seed or variant, or delete that directory")
+                raise RunError(
+                    f"{self.dir} holds a run with another config ({'; '.join(differences[:3])}); "
+                    "nothing was changed there: use another RUN_DIR, seed or variant, "
+                    "or delete that directory"
+                )
         written = saved.with_name(f".config.yaml.{os.getpid()}")  # whole or not at all: a kill mid-write
-        OmegaConf.save(self.cfg, written)                        # leaves the previous file
+        OmegaConf.save(self.cfg, written)  # leaves the previous file
         os.replace(written, saved)
         return found
 
@@ -99,7 +120,9 @@ class RunStore:
         try:
             loaded = OmegaConf.load(saved)
         except Exception as error:  # noqa: BLE001 (a YAML error of any kind: one line)
-            raise RunError(f"{saved} cannot be read ({type(error).__name__}); delete that directory to start over")
+            raise RunError(
+                f"{saved} cannot be read ({type(error).__name__}); delete that directory to start over"
+            )
         if not isinstance(loaded, DictConfig) or not loaded:
             raise RunError(f"{saved} is empty; delete that directory to start over")
         return loaded
@@ -110,7 +133,9 @@ class RunStore:
         try:
             handle = open(self.dir / ".lock", "a+")
         except OSError as error:
-            raise RunError(f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR") from None
+            raise RunError(
+                f"run directory {self.dir} is not writable ({error.strerror}); pass another RUN_DIR"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -118,11 +143,14 @@ class RunStore:
             holder = handle.read().strip() or "unknown"
             handle.close()
             who = "this process" if holder == str(os.getpid()) else f"another process (PID {holder})"
-            raise RunError(f"{self.dir} is in use by {who}; wait for it to end, or use "
-                           "another RUN_DIR, seed or variant") from None
+            raise RunError(
+                f"{self.dir} is in use by {who}; wait for it to end, or use another RUN_DIR, seed or variant"
+            ) from None
         except OSError as error:  # a filesystem without locks (some network filesystems)
             handle.close()
-            raise RunError(f"cannot lock {self.dir} ({error.strerror}); use a RUN_DIR on a local filesystem") from None
+            raise RunError(
+                f"cannot lock {self.dir} ({error.strerror}); use a RUN_DIR on a local filesystem"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -164,7 +192,9 @@ class RunStore:
         checkpoint.remove(self.dir)  # a finished run needs no (possibly multi-GB) replay checkpoint
 
     def _corrupt(self, error: Exception) -> RunError:
-        return RunError(f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}")
+        return RunError(
+            f"corrupt checkpoint: {error}; it was left as it is. To start over, delete {self.dir}"
+        )
 
 
 # ---- a run's identity: its variant label, and what differs between two configs ----------
@@ -182,7 +212,7 @@ def variant_label(intervention: str, defaults: dict, config: dict, ignored: tupl
             family = key.split(".")[1]
             if family not in used:
                 continue
-            key = key[len("interventions."):]
+            key = key[len("interventions.") :]
         changes.append(f"{key}={_short(value)}")
     if not changes:
         return intervention

@@ -7,19 +7,27 @@ runs and skips finished ones (their ``done`` marker). ``make sweep`` is the fron
 ``python -m plasticity_bench sweep --plan +experiment=NAME [overrides]`` lists the jobs and their state
 without launching anything; ``--check`` validates every swept value (what make runs first).
 """
-from __future__ import annotations
 
-import sys
+from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from plasticity_bench.runner.config import CONFIG_DIR, ConfigError, compose_config, register_schemas, run_path, validate, whole_numbers
+from plasticity_bench.runner.config import (
+    CONFIG_DIR,
+    ConfigError,
+    compose_config,
+    register_schemas,
+    run_path,
+    validate,
+    whole_numbers,
+)
 from plasticity_bench.runner.loop import Run, RunError
 
 register_schemas()  # before Hydra composes: the YAML files extend the typed schemas
@@ -46,11 +54,16 @@ def sweep_axes(arguments: list[str]) -> dict[str, list[str]]:
     parser = OverridesParser.create()
     fixed = [o.input_line for o in parser.parse_overrides(arguments) if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        params = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params or {}
+        params = (
+            compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params
+            or {}
+        )
     axes: dict[str, list[str]] = {}
     for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + arguments):
         key = o.get_key_element()
-        axes[key] = [f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        axes[key] = (
+            [f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        )
     return axes
 
 
@@ -86,7 +99,10 @@ def main_plan(arguments: list[str], list_jobs: bool) -> int:
         return 2
     for d, state in jobs:
         print(f"{state:7s} {d}")
-    print(f"{len(jobs)} jobs: " + ", ".join(f"{sum(1 for _, x in jobs if x == s)} {s}" for s in ("new", "resume", "done")))
+    print(
+        f"{len(jobs)} jobs: "
+        + ", ".join(f"{sum(1 for _, x in jobs if x == s)} {s}" for s in ("new", "resume", "done"))
+    )
     return 0
 
 

@@ -1,5 +1,6 @@
-"""``python -m plasticity_bench shifts task=label_reset intervention=ln_l2 seed=0 [key=value ...]``: one shifts
-run (keys: shifts/train.py ShiftsConfig). Bad input -> one line on stderr, exit 2."""
+"""``python -m plasticity_bench shifts task=label_reset intervention=ln_l2 seed=0 [key=value ...]``:
+one shifts run (keys: shifts/train.py ShiftsConfig). Bad input -> one line on stderr, exit 2."""
+
 from __future__ import annotations
 
 import sys

@@ -5,6 +5,7 @@ The inputs are 1,000 of sklearn's bundled 8x8 digits scaled to [0, 1] (nothing i
 A task draws what changes at ``start(t)``; ``targets(progress)`` gives the training targets at a
 point of the task (``progress`` in [0, 1]; only ``smooth_shift`` moves within a task).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,6 +20,7 @@ def register(name: str):
         cls.name = name
         TASKS[name] = cls
         return cls
+
     return add
 
 

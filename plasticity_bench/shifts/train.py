@@ -15,6 +15,7 @@ end-of-task measurements come a whole task later), logging what they did at the 
 ``plasticity_injection`` right after the first update of the middle task (its ``at`` follows
 ``tasks``, so a run with it cannot change ``tasks`` on resume unless ``at`` is given).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from plasticity_bench import interventions
 from plasticity_bench.core.memory import keep_freed_memory
 from plasticity_bench.core.ranges import check, ranged
 from plasticity_bench.core.schema import METRICS_COLUMNS
-from plasticity_bench import interventions
 from plasticity_bench.nets.learner import Learner
 from plasticity_bench.nets.networks import build_network
 from plasticity_bench.nets.values import CategoricalValues, ScalarValues
@@ -75,6 +76,7 @@ class ShiftsConfig:
     interventions: Any = None
     """Per-family hyper-parameters: the RL defaults, but L2 1e-4 (the reference scale), redo,
     reset and shrink_perturb at every task switch, plasticity_injection at the middle switch."""
+
 
 # Keys a resumed shifts run may change: they do not change what was trained so far.
 RESUMABLE = ("tasks", "threads", "run_dir", "probe", "variant")
@@ -127,14 +129,24 @@ def make_task(cfg: ShiftsConfig):
 def run_path(cfg: ShiftsConfig) -> Path:
     """RUN_DIR/shifts/<task>/<arch>/<variant>/seed<k>; ValueError for a part that would not name one
     directory (runner.store.run_directory)."""
-    return run_directory(cfg.run_dir, ("suite", "shifts"), ("task", cfg.task), ("arch", cfg.arch),
-                         ("variant", cfg.variant), ("seed", f"seed{cfg.seed}"))
+    return run_directory(
+        cfg.run_dir,
+        ("suite", "shifts"),
+        ("task", cfg.task),
+        ("arch", cfg.arch),
+        ("variant", cfg.variant),
+        ("seed", f"seed{cfg.seed}"),
+    )
 
 
 def train(cfg: ShiftsConfig) -> Path:
     """Run (or resume, or skip) one task sequence; its directory stays locked while it trains."""
-    store = RunStore(run_path(cfg), OmegaConf.structured(cfg), RESUMABLE,
-                     ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant, cfg.seed))
+    store = RunStore(
+        run_path(cfg),
+        OmegaConf.structured(cfg),
+        RESUMABLE,
+        ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant, cfg.seed),
+    )
     try:
         return _train(cfg, store)
     finally:
@@ -185,13 +197,26 @@ def _train(cfg: ShiftsConfig, store: RunStore) -> Path:
         for metric, layer, value in rows:
             log.write(step, metric, layer, value)
         probe = next(v for k, _, v in rows if k == "probe_loss")
-        print(f"task {t + 1}/{cfg.tasks}: " + ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
-              + f", probe_loss {probe:.3f}", flush=True)
-        store.save({"next_task": t + 1, "network": learner.network.state_dict(),
-                    "optimizer": learner.optimizer.state_dict(), "rng": learner.rng.bit_generator.state,
-                    "task_rng": task.rng.bit_generator.state, "task": _task_state(task),
-                    "prober": prober.state_dict(), "interventions": composition.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, logs=("metrics",))
+        print(
+            f"task {t + 1}/{cfg.tasks}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
+            + f", probe_loss {probe:.3f}",
+            flush=True,
+        )
+        store.save(
+            {
+                "next_task": t + 1,
+                "network": learner.network.state_dict(),
+                "optimizer": learner.optimizer.state_dict(),
+                "rng": learner.rng.bit_generator.state,
+                "task_rng": task.rng.bit_generator.state,
+                "task": _task_state(task),
+                "prober": prober.state_dict(),
+                "interventions": composition.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            },
+            logs=("metrics",),
+        )
     store.finish()
     return d
 
@@ -224,7 +249,9 @@ def evaluate(learner: Supervised, task) -> dict[str, float]:
         metrics["train_accuracy"] = float((outputs.argmax(1) == targets).float().mean())
     else:
         mean, spread = learner.target_stats
-        metrics.update({k: float(v) for k, v in learner.values.target_metrics((targets[:, 0] - mean) / spread).items()})
+        metrics.update(
+            {k: float(v) for k, v in learner.values.target_metrics((targets[:, 0] - mean) / spread).items()}
+        )
         error = F.mse_loss(learner.values.expected(outputs) * spread + mean, targets)
         metrics["fvu"] = float(error) / float(targets.var(unbiased=False).clamp_min(1e-12))
     return metrics
@@ -234,14 +261,19 @@ def merged(argv: list[str]):
     """The typed defaults with ``key=value`` overrides, as an OmegaConf node (plasticity
     injection's ``at`` following ``tasks`` unless given)."""
     base = OmegaConf.structured(ShiftsConfig)
-    base.interventions = OmegaConf.merge(OmegaConf.structured(interventions.params_schema()), {"l2": {"coef": 1e-4}},
-                                         {family: {"at_shift": True} for family in SHIFT_FAMILIES})
+    base.interventions = OmegaConf.merge(
+        OmegaConf.structured(interventions.params_schema()),
+        {"l2": {"coef": 1e-4}},
+        {family: {"at_shift": True} for family in SHIFT_FAMILIES},
+    )
     try:
         cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))
     except Exception as error:  # omegaconf's errors span lines: keep the first
         raise ValueError(f"invalid override: {str(error).splitlines()[0]}") from None
     if not any(a.startswith("interventions.plasticity_injection.at=") for a in argv):
-        cfg.interventions.plasticity_injection.at = cfg.tasks // 2 * cfg.steps_per_task + 1  # first update of the middle task
+        cfg.interventions.plasticity_injection.at = (
+            cfg.tasks // 2 * cfg.steps_per_task + 1
+        )  # first update of the middle task
     return cfg
 
 
@@ -254,13 +286,22 @@ def config_from(argv: list[str]) -> ShiftsConfig:
     check(cfg.probe, ProbeConfig, "probe.")
     composition = interventions.Composition(cfg.intervention, cfg.interventions)  # names and hyper-parameters
     if TASKS[cfg.task].kind == "classification" and not isinstance(composition.value_head(), ScalarValues):
-        raise ValueError(f"intervention '{cfg.intervention}': a categorical value head needs a regression task "
-                         f"({', '.join(n for n, t in TASKS.items() if t.kind == 'regression')})")
+        raise ValueError(
+            f"intervention '{cfg.intervention}': a categorical value head needs a regression task "
+            f"({', '.join(n for n, t in TASKS.items() if t.kind == 'regression')})"
+        )
     if cfg.variant == "auto":  # what differs from the defaults of the same task sequence
-        defaults = merged([f"task={cfg.task}", f"intervention={cfg.intervention}", f"tasks={cfg.tasks}",
-                           f"steps_per_task={cfg.steps_per_task}"])
-        cfg.variant = variant_label(cfg.intervention, OmegaConf.to_container(defaults), OmegaConf.to_container(cfg),
-                                    NOT_TRAINING)
+        defaults = merged(
+            [
+                f"task={cfg.task}",
+                f"intervention={cfg.intervention}",
+                f"tasks={cfg.tasks}",
+                f"steps_per_task={cfg.steps_per_task}",
+            ]
+        )
+        cfg.variant = variant_label(
+            cfg.intervention, OmegaConf.to_container(defaults), OmegaConf.to_container(cfg), NOT_TRAINING
+        )
     obj = OmegaConf.to_object(cfg)
     obj = dataclasses.replace(obj, interventions=OmegaConf.to_container(cfg.interventions))
     check_support(obj, composition)
@@ -283,6 +324,9 @@ def check_support(cfg: ShiftsConfig, composition) -> None:
         clamped = float(head.target_metrics(targets)["target_clamped_frac"])
         if clamped > 0.5:
             bound = float(targets.abs().max())
-            raise ValueError(f"interventions.{family}: the support [{head.v_min:g}, {head.v_max:g}] would clamp "
-                             f"{clamped:.0%} of task {t + 1}'s targets (they reach {bound:.3g}); set target_norm=true "
-                             f"or widen it, e.g. interventions.{family}.v_min=-{bound:.0f} interventions.{family}.v_max={bound:.0f}")
+            raise ValueError(
+                f"interventions.{family}: the support [{head.v_min:g}, {head.v_max:g}] would clamp "
+                f"{clamped:.0%} of task {t + 1}'s targets (they reach {bound:.3g}); set target_norm=true "
+                f"or widen it, e.g. interventions.{family}.v_min=-{bound:.0f} "
+                f"interventions.{family}.v_max={bound:.0f}"
+            )

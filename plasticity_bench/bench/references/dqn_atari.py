@@ -8,6 +8,7 @@ fixed at ``epsilon`` (the benchmark measures after exploration). The replay stor
 and next observation (no frame dedupe): the plain way. EnvPool resets an env on the step after
 its episode ends; that step is counted and stored like any other (about one per episode).
 """
+
 import os
 import time
 
@@ -18,20 +19,47 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def steps_per_second(total_steps: int, measure_from: int, game: str = "Breakout", seed: int = 0, num_envs: int = 8,
-                     learning_starts: int = 1000, buffer_size: int = 20000, epsilon: float = 0.01) -> float:
+def steps_per_second(
+    total_steps: int,
+    measure_from: int,
+    game: str = "Breakout",
+    seed: int = 0,
+    num_envs: int = 8,
+    learning_starts: int = 1000,
+    buffer_size: int = 20000,
+    epsilon: float = 0.01,
+) -> float:
     """Agent steps/s (summed over envs) between agent steps ``measure_from`` and ``total_steps``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    envs = envpool.make(f"{game}-v5", env_type="gymnasium", num_envs=num_envs, seed=seed,
-                        num_threads=min(num_envs, os.cpu_count() or 1), repeat_action_probability=0.25,
-                        max_episode_steps=27000, noop_max=30, episodic_life=False, reward_clip=False)
+    envs = envpool.make(
+        f"{game}-v5",
+        env_type="gymnasium",
+        num_envs=num_envs,
+        seed=seed,
+        num_threads=min(num_envs, os.cpu_count() or 1),
+        repeat_action_probability=0.25,
+        max_episode_steps=27000,
+        noop_max=30,
+        episodic_life=False,
+        reward_clip=False,
+    )
     actions = envs.action_space.n
 
     def q_network():
-        return nn.Sequential(nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-                             nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU(),
-                             nn.Linear(512, actions))
+        return nn.Sequential(
+            nn.Conv2d(4, 32, 8, 4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, 2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, 1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(3136, 512),
+            nn.ReLU(),
+            nn.Linear(512, actions),
+        )
+
     q, target = q_network(), q_network()
     target.load_state_dict(q.state_dict())
     optimizer = torch.optim.Adam(q.parameters(), lr=1e-4)
@@ -51,7 +79,11 @@ def steps_per_second(total_steps: int, measure_from: int, game: str = "Breakout"
         action = np.where(rng.random(num_envs) < epsilon, rng.integers(actions, size=num_envs), greedy)
         next_obs, reward, terminated, truncated, _ = envs.step(action.astype(np.int32))
         i = np.arange(stored, stored + num_envs) % buffer_size  # (EnvPool resets on the step after
-        obs_buffer[i], next_buffer[i], action_buffer[i] = obs, next_obs, action  # an episode ends: stored too)
+        obs_buffer[i], next_buffer[i], action_buffer[i] = (
+            obs,
+            next_obs,
+            action,
+        )  # an episode ends: stored too)
         reward_buffer[i], done_buffer[i] = np.sign(reward), terminated
         obs, stored, step = next_obs, stored + num_envs, step + num_envs
 
@@ -59,10 +91,18 @@ def steps_per_second(total_steps: int, measure_from: int, game: str = "Breakout"
             for _ in range(num_envs // 4):
                 idx = rng.integers(min(stored, buffer_size), size=32)
                 with torch.no_grad():
-                    next_q = target(torch.as_tensor(next_buffer[idx], dtype=torch.float32) / 255).max(1).values
-                    y = torch.as_tensor(reward_buffer[idx]) + 0.99 * (1 - torch.as_tensor(done_buffer[idx])) * next_q
-                q_taken = q(torch.as_tensor(obs_buffer[idx], dtype=torch.float32) / 255) \
-                    .gather(1, torch.as_tensor(action_buffer[idx])[:, None]).squeeze(1)
+                    next_q = (
+                        target(torch.as_tensor(next_buffer[idx], dtype=torch.float32) / 255).max(1).values
+                    )
+                    y = (
+                        torch.as_tensor(reward_buffer[idx])
+                        + 0.99 * (1 - torch.as_tensor(done_buffer[idx])) * next_q
+                    )
+                q_taken = (
+                    q(torch.as_tensor(obs_buffer[idx], dtype=torch.float32) / 255)
+                    .gather(1, torch.as_tensor(action_buffer[idx])[:, None])
+                    .squeeze(1)
+                )
                 loss = F.mse_loss(q_taken, y)
                 optimizer.zero_grad()
                 loss.backward()

@@ -9,6 +9,7 @@ eps 0.01), Huber loss, batch 32, one update per frame, target copy every 1,000 u
 ``layer_norm`` and ``l2`` make it ``intervention=ln_l2``: a LayerNorm before each ReLU, and
 ``l2 * sum ||theta||^2`` over every parameter added to the loss, as the textbook writes it.
 """
+
 import time
 
 import numpy as np
@@ -18,9 +19,17 @@ import torch.nn.functional as F
 from minatar import Environment
 
 
-def steps_per_second(total_steps: int, measure_from: int, game: str = "breakout", seed: int = 0,
-                     learning_starts: int = 1000, buffer_size: int = 20000, epsilon: float = 0.1,
-                     layer_norm: bool = False, l2: float = 0.0) -> float:
+def steps_per_second(
+    total_steps: int,
+    measure_from: int,
+    game: str = "breakout",
+    seed: int = 0,
+    learning_starts: int = 1000,
+    buffer_size: int = 20000,
+    epsilon: float = 0.1,
+    layer_norm: bool = False,
+    l2: float = 0.0,
+) -> float:
     """Agent steps/s between steps ``measure_from`` and ``total_steps`` of one run."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -31,8 +40,17 @@ def steps_per_second(total_steps: int, measure_from: int, game: str = "breakout"
 
     def q_network():  # (no Identity stand-ins without layer_norm: each module call costs the plain loop time)
         norm = (lambda shape: [nn.LayerNorm(shape)]) if layer_norm else (lambda shape: [])
-        return nn.Sequential(nn.Conv2d(channels, 16, 3), *norm([16, 8, 8]), nn.ReLU(), nn.Flatten(),
-                             nn.Linear(16 * 8 * 8, 128), *norm(128), nn.ReLU(), nn.Linear(128, actions))
+        return nn.Sequential(
+            nn.Conv2d(channels, 16, 3),
+            *norm([16, 8, 8]),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(16 * 8 * 8, 128),
+            *norm(128),
+            nn.ReLU(),
+            nn.Linear(128, actions),
+        )
+
     q, target = q_network(), q_network()
     target.load_state_dict(q.state_dict())
     optimizer = torch.optim.RMSprop(q.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, centered=True)
@@ -67,8 +85,10 @@ def steps_per_second(total_steps: int, measure_from: int, game: str = "breakout"
             states = torch.as_tensor(obs_buffer[idx], dtype=torch.float32)
             next_states = torch.as_tensor(next_buffer[idx], dtype=torch.float32)
             with torch.no_grad():
-                y = torch.as_tensor(reward_buffer[idx]) + 0.99 * (1 - torch.as_tensor(done_buffer[idx])) \
-                    * target(next_states).max(1).values
+                y = (
+                    torch.as_tensor(reward_buffer[idx])
+                    + 0.99 * (1 - torch.as_tensor(done_buffer[idx])) * target(next_states).max(1).values
+                )
             q_taken = q(states).gather(1, torch.as_tensor(action_buffer[idx])[:, None]).squeeze(1)
             loss = F.smooth_l1_loss(q_taken, y)
             if l2:

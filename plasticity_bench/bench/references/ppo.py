@@ -10,6 +10,7 @@ lr 3e-4, clip 0.2, raw rewards, sticky actions 0.1. Observations are stored raw 
 scaled in the forward pass, as the suite does. EnvPool resets an env on the step after its
 episode ends; that step is counted like any other.
 """
+
 import os
 import time
 
@@ -23,6 +24,7 @@ class MinAtarEnvs:
 
     def __init__(self, game: str, num_envs: int, seed: int):
         from minatar import Environment
+
         self.envs = [Environment(game, sticky_action_prob=0.1) for _ in range(num_envs)]
         for i, env in enumerate(self.envs):
             env.seed(seed * 10_007 + i)
@@ -49,17 +51,45 @@ def make(suite: str, game: str, num_envs: int, seed: int):
         body = [nn.Conv2d(channels, 16, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 128), nn.ReLU()]
         return envs, envs.actions, nn.Sequential(*body, nn.Linear(128, envs.actions + 1))
     import envpool
-    pool = envpool.make(f"{game}-v5", env_type="gymnasium", num_envs=num_envs, seed=seed,
-                        num_threads=min(num_envs, os.cpu_count() or 1), repeat_action_probability=0.25,
-                        max_episode_steps=27000, noop_max=30, episodic_life=False, reward_clip=False)
+
+    pool = envpool.make(
+        f"{game}-v5",
+        env_type="gymnasium",
+        num_envs=num_envs,
+        seed=seed,
+        num_threads=min(num_envs, os.cpu_count() or 1),
+        repeat_action_probability=0.25,
+        max_episode_steps=27000,
+        noop_max=30,
+        episodic_life=False,
+        reward_clip=False,
+    )
     actions = pool.action_space.n
-    body = [nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(), nn.Conv2d(64, 64, 3, 1),
-            nn.ReLU(), nn.Flatten(), nn.Linear(3136, 512), nn.ReLU()]
+    body = [
+        nn.Conv2d(4, 32, 8, 4),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 4, 2),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(3136, 512),
+        nn.ReLU(),
+    ]
     return pool, actions, nn.Sequential(*body, nn.Linear(512, actions + 1))
 
 
-def steps_per_second(total_steps: int, measure_from: int, suite: str = "atari", game: str = "Breakout",
-                     seed: int = 0, num_envs: int = 8, num_steps: int = 128, minibatches: int = 4, epochs: int = 4) -> float:
+def steps_per_second(
+    total_steps: int,
+    measure_from: int,
+    suite: str = "atari",
+    game: str = "Breakout",
+    seed: int = 0,
+    num_envs: int = 8,
+    num_steps: int = 128,
+    minibatches: int = 4,
+    epochs: int = 4,
+) -> float:
     """Agent steps/s (summed over envs) between agent steps ``measure_from`` and ``total_steps``."""
     torch.manual_seed(seed)
     envs, actions, net = make(suite, game, num_envs, seed)
@@ -81,7 +111,12 @@ def steps_per_second(total_steps: int, measure_from: int, suite: str = "atari", 
                 out = forward(x)
             dist = torch.distributions.Categorical(logits=out[:, :actions], validate_args=False)
             action = dist.sample()
-            buf_obs[t], buf_act[t], buf_logp[t], buf_val[t] = x, action, dist.log_prob(action), out[:, actions]
+            buf_obs[t], buf_act[t], buf_logp[t], buf_val[t] = (
+                x,
+                action,
+                dist.log_prob(action),
+                out[:, actions],
+            )
             if atari:
                 obs, reward, terminated, truncated, _ = envs.step(action.numpy().astype(np.int32))
                 reward, done = np.sign(reward), terminated | truncated
@@ -97,8 +132,9 @@ def steps_per_second(total_steps: int, measure_from: int, suite: str = "atari", 
             delta = buf_rew[t] + 0.99 * following * (1 - buf_done[t]) - buf_val[t]
             running = advantages[t] = delta + 0.99 * 0.95 * (1 - buf_done[t]) * running
         returns = advantages + buf_val
-        b_obs, b_act, b_logp, b_adv, b_ret, b_val = (b.flatten(0, 1) for b in
-                                                      (buf_obs, buf_act, buf_logp, advantages, returns, buf_val))
+        b_obs, b_act, b_logp, b_adv, b_ret, b_val = (
+            b.flatten(0, 1) for b in (buf_obs, buf_act, buf_logp, advantages, returns, buf_val)
+        )
         if atari:
             optimizer.param_groups[0]["lr"] = lr * max(1 - step / total_steps, 0.0)
         for _ in range(epochs):
