@@ -28,7 +28,7 @@ space := $(subst ,, )
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
 	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
 
-.PHONY: help atari minatar classic shifts sweep figures bench test lint clean-venv
+.PHONY: help atari minatar classic shifts sweep figures pages bench test lint clean-venv
 
 help: ## this list
 	@echo "targets:"
@@ -85,7 +85,10 @@ sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sw
 figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures
 	$(PY) -m plasticity_bench figures $(RUNS) $(OUT) $(FIGURE_ARGS)
 
-bench: $(STAMP) ## speed and memory on this machine, ours / reference rows: one table, bench/results.csv (BENCH_ARGS="--quick | --tiny | --large | --references-only")
+pages: $(STAMP) ## put the generated tables (make figures) into docs/experiments/*.md
+	$(PY) -m plasticity_bench.analysis.pages docs/experiments/*.md
+
+bench: $(STAMP) ## speed and memory on this machine, ours / reference rows: one table, bench_results.csv (BENCH_ARGS="--quick | --tiny | --large | --references-only")
 	$(PY) -m plasticity_bench bench $(BENCH_ARGS)
 
 test: $(STAMP) ## the fast test suite (what CI runs), one worker per core, one torch thread each

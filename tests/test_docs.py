@@ -1,6 +1,8 @@
-"""The README lists what the registries hold: agents, suites and interventions."""
+"""The docs name what the registries hold and only documents that exist; the packages keep their layers."""
 
 import re
+import subprocess
+from pathlib import Path
 
 from conftest import ROOT
 from plasticity_bench import agents
@@ -8,22 +10,46 @@ from plasticity_bench.envs import SUITES
 from plasticity_bench.interventions import INTERVENTIONS
 
 
-def readme() -> str:
-    return (ROOT / "README.md").read_text()
+def reference_rows(section: str) -> set[str]:
+    """The names in the first column of the tables of one section of docs/reference.md."""
+    text = (ROOT / "docs" / "reference.md").read_text().split(f"\n## {section}", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z0-9_]+)` \|", text, re.M))
 
 
-def test_the_interventions_table_lists_every_registered_family():
-    section = readme().split("## Interventions", 1)[1].split("\n## ", 1)[0]
-    rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", section, re.M))
-    assert rows == {"none", "ln_l2", *INTERVENTIONS}
-
-
-def test_the_configuration_table_lists_every_registered_agent_and_suite():
-    row = {
-        m.group(1): set(re.findall(r"`([a-z0-9_]+)`", m.group(2)))
-        for m in re.finditer(r"^\| `(env|agent)` \| ([^|]+) \|", readme(), re.M)
+def test_the_reference_lists_every_registered_intervention_agent_and_suite():
+    assert reference_rows("Interventions") == {"none", *INTERVENTIONS}
+    assert set(agents.AGENTS) <= {
+        name.split("`")[1]
+        for name in re.findall(r"^### `[a-z0-9_]+`", (ROOT / "docs" / "reference.md").read_text(), re.M)
     }
-    assert row["agent"] == set(agents.AGENTS) and row["env"] == set(SUITES)
+    assert set(SUITES) <= reference_rows("Environments")
+
+
+GENERATED = {
+    "aggregate.md",
+    "continual.md",
+    "shifts.md",
+}  # tables that `make figures` writes under OUT/tables/
+
+
+def test_no_file_names_a_document_the_repository_lacks():
+    """Every ``docs/...md`` or ``*.md`` path named in code, configs, docs and the README exists."""
+    named = re.compile(r"(?<![\w/.-])((?:docs/)?[\w/-]+\.md)\b")
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    missing = []
+    for path in tracked:
+        if path.startswith("results/") or not path.endswith((".py", ".md", ".yaml", "Makefile")):
+            continue
+        for name in named.findall((ROOT / path).read_text()):
+            candidates = [
+                ROOT / name,
+                ROOT / Path(path).parent / name,
+                ROOT / "docs" / name,
+                ROOT / "docs" / "experiments" / name,
+            ]
+            if not any(c.exists() for c in candidates) and Path(name).name not in GENERATED:
+                missing.append(f"{path}: {name}")
+    assert not missing, missing
 
 
 def layer(module: str) -> str:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from plasticity_bench.agents import optim
+from plasticity_bench.nets import optim
 from plasticity_bench.nets.optim import CenteredRMSprop
 
 

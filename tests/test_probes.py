@@ -131,7 +131,7 @@ def test_a_run_with_probes_acts_like_one_without(run, tmp_path):
 
 
 def random_label_tasks(intervention: str, tasks: int, seed: int = 0, steps_per_task: int = 400):
-    """An MLP on 1,000 sklearn digits whose labels are re-drawn every task (FACTS.md's CPU-scale
+    """An MLP on 1,000 sklearn digits whose labels are re-drawn every task (the CPU-scale
     setting); after each task, probe_loss of the network and of a fresh one, on 256 digits."""
     from sklearn.datasets import load_digits
 

@@ -3,8 +3,8 @@
 Tables (contract): OUT/tables/final_scores.csv, OUT/tables/aggregate.csv (+ aggregate.md,
 probability_of_improvement.csv); continual runs (env.shift): OUT/tables/continual*.csv and
 continual.md (analysis/continual.py), and they are left out of the stationary tables. Figures (PNG +
-PDF): OUT/<suite>_<agent>_*.{png,pdf}; shifts runs: OUT/shifts_<task>_<network>.{png,pdf}
-and OUT/tables/shifts_per_task.csv.
+PDF): OUT/<suite>_<agent>_*.{png,pdf}; shifts runs: OUT/shifts_<task>_<network>.{png,pdf},
+OUT/tables/shifts_per_task.csv and shifts.md.
 """
 
 from __future__ import annotations
@@ -106,7 +106,11 @@ def main(argv: list[str]) -> int:
     if (runs.runs.suite == "shifts").any():
         table, written = shifts.figures(runs.metrics, out, args.reps, args.seed)
         table.to_csv(tables / "shifts_per_task.csv", index=False)
-        print(f"{int((runs.runs.suite == 'shifts').sum())} shifts runs -> {tables / 'shifts_per_task.csv'}")
+        (tables / "shifts.md").write_text(shifts.markdown(table))
+        print(
+            f"{int((runs.runs.suite == 'shifts').sum())} shifts runs -> "
+            f"{tables / 'shifts_per_task.csv'}, shifts.md"
+        )
         runs = Runs(*(frame[frame.suite != "shifts"] for frame in (runs.runs, runs.returns, runs.metrics)))
         if runs.runs.empty:
             print(f"{len(written)} figure files in {out}")

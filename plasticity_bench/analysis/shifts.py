@@ -67,3 +67,37 @@ def figures(metrics: pd.DataFrame, out: Path, reps: int, seed: int) -> tuple[pd.
         )
         written += plots.save(grid.figure, out, f"shifts_{game}_{agent}")
     return table, written
+
+
+# the table's columns: the end-of-task value of each, at the first task, a middle one and the last
+TABLED = ["train_accuracy", "fvu", "probe_loss", "dormant_frac@0.0", "feature_srank"]
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """One markdown table per task sequence: each variant's end-of-task values at the first, the
+    middle and the last task (mean over seeds), so the page shows where a variant falls behind."""
+    parts = []
+    for (game, agent), rows in table.groupby(["game", "agent"]):
+        tasks = sorted(rows.task.unique())
+        shown = [tasks[0], tasks[len(tasks) // 2], tasks[-1]]
+        metrics = [m for m in TABLED if m in set(rows.metric)]
+        means = rows[rows.task.isin(shown)].groupby(["variant", "metric", "task"]).value.mean()
+        seeds = rows.groupby("variant").seed.nunique()
+        header = ["variant", "seeds", *(f"{m} (tasks {', '.join(map(str, shown))})" for m in metrics)]
+        lines = [
+            f"### shifts / {game} ({agent})",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
+        for variant in sorted(rows.variant.unique()):
+            cells = [
+                " / ".join(f"{means.get((variant, m, t), float('nan')):.3g}" for t in shown) for m in metrics
+            ]
+            lines.append(f"| {variant} | {seeds[variant]} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    note = (
+        "End of task values (mean over seeds), written by `make figures` from the runs' metrics.csv; "
+        "every task's value is in shifts_per_task.csv."
+    )
+    return note + "\n\n" + "\n\n".join(parts) + "\n"

@@ -1,7 +1,8 @@
 """``python -m plasticity_bench bench [--quick | --tiny] [--large] [--repeats N] [--pairs N]
 [--references-only] [--out CSV]``: how fast and how big the suite is on this machine.
 
-Prints one table and writes bench/results.csv (DESIGN.md section 8):
+Prints one table and writes it as CSV (``--out``, default ``bench_results.csv`` in the working
+directory; docs/speed.md explains each row):
 - env ceilings: raw EnvPool Breakout (8 envs) and batched MinAtar steps/s, random actions;
 - per agent and suite at the default config: the measured agent steps/s of the real runner after
   learning starts, the split of its wall time (env step, acting, replay sampling, update, other),
@@ -50,7 +51,7 @@ from plasticity_bench.core.memory import keep_freed_memory
 from plasticity_bench.envs import make_env
 from plasticity_bench.runner.config import compose_config
 
-RESULTS = Path(__file__).resolve().parent / "results.csv"
+RESULTS = Path("bench_results.csv")
 
 
 def env_rate(cfg, steps: int) -> float:

@@ -59,7 +59,7 @@ def prepared_update(cfg, env, obs, agent, repeats: int):
     filled here; PPO updates on a whole rollout, about 5x as long, so fewer repeats."""
     if cfg.agent.name == "dqn":
         fill_replay(env, obs, agent)
-        return agent.update, repeats
+        return (lambda: agent.update(step=0)), repeats
     zeros = torch.zeros(cfg.agent.num_steps, env.num_envs)
     return (lambda: agent.update(zeros, zeros, 0)), max(1, repeats // 5)
 
