@@ -6,6 +6,7 @@ from pathlib import Path
 
 from conftest import ROOT
 from plasticity_bench import agents
+from plasticity_bench.analysis.pages import blocks
 from plasticity_bench.envs import SUITES
 from plasticity_bench.interventions import INTERVENTIONS
 
@@ -139,3 +140,22 @@ def test_probes_interventions_shifts_and_analysis_do_not_load_agents_even_indire
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_every_result_page_holds_its_generated_tables_unchanged():
+    """docs/experiments/*.md: every marked block is its file (make pages); a page without one types
+    its numbers by hand."""
+    for page in sorted((ROOT / "docs" / "experiments").glob("*.md")):
+        found = blocks(page.read_text())
+        assert found, f"{page.name} has no generated table"
+        for path, body in found:
+            assert body == (ROOT / path).read_text(), f"{page.name}: {path} changed; run make pages"
+
+
+def test_the_committed_shifts_table_is_what_the_csvs_give():
+    from plasticity_bench.analysis.load import load_runs
+    from plasticity_bench.analysis.shifts import markdown, per_task
+
+    runs = ROOT / "results" / "shifts_interventions"
+    committed = (runs / "figures" / "tables" / "shifts.md").read_text()
+    assert markdown(per_task(load_runs(runs).metrics)) == committed

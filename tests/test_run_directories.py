@@ -251,3 +251,40 @@ def test_long_variant_labels_still_name_one_directory():
         ]
     )
     assert len(cfg.variant) <= 100 and "_more," in cfg.variant
+
+
+def test_a_stopped_run_asked_for_fewer_steps_than_it_has_done_says_so(tmp_path):
+    import signal
+
+    from plasticity_bench.runner.config import compose_config
+    from plasticity_bench.runner.loop import Run, RunError
+
+    args = [
+        "env=minatar",
+        "agent=random",
+        f"run_dir={tmp_path}",
+        "log.progress=false",
+        "checkpoint.interval=500",
+    ]
+    first = Run(compose_config([*args, "total_steps=2000"]))
+    first.build = (lambda build: lambda resuming: (build(resuming), stop_at(first, 699)))(first.build)
+    assert first.train() == 128 + signal.SIGTERM  # a checkpoint at step 700
+    with pytest.raises(
+        RunError, match="checkpointed at step 700, past total_steps=400; ask for total_steps >= 700"
+    ):
+        Run(compose_config([*args, "total_steps=400"])).train()
+    assert (first.dir / "checkpoint").exists() and not (first.dir / "done").exists()
+
+
+def stop_at(run, step: int) -> None:
+    """Make ``run`` receive a SIGTERM when it acts at ``step`` (it stops after that step)."""
+    import signal
+
+    act = run.agent.act
+
+    def acting(obs, now):
+        if now >= step:
+            run.stop_signal = signal.SIGTERM
+        return act(obs, now)
+
+    run.agent.act = acting

@@ -43,7 +43,7 @@ class ProbeConfig:
     """Agent steps between probes; 0 = never."""
     batch_size: int = ranged(256, ge=1)
     """Inputs drawn from the agent's own data (replay buffer, latest rollout)."""
-    steps: int = ranged(500, ge=0)
+    steps: int = ranged(500, ge=1)
     """probe_loss: full-batch optimizer steps fitting the random targets."""
     outputs: int = ranged(10, ge=1)
     """probe_loss: outputs of the fresh head (random targets per input)."""

@@ -154,6 +154,11 @@ class Run:
         self.build(resuming=found is not None)
         if found:
             self.restore(found)
+            if self.step > cfg.total_steps:  # a shorter run than the one already trained
+                raise RunError(
+                    f"{self.dir} was checkpointed at step {self.step:,}, past total_steps="
+                    f"{cfg.total_steps:,}; ask for total_steps >= {self.step:,}, or delete that directory"
+                )
             print(f"resuming {self.dir} from step {self.step:,}")
         self.tensorboard = TensorBoardLog(
             self.dir / "tensorboard" if cfg.log.tensorboard else None, purge_step=self.step if found else 0
