@@ -1,4 +1,4 @@
-"""``python -m plasticity_bench.analysis.pages PAGE.md ...`` (``make pages``): put the tables that
+"""``python -m plasticity_bench.analysis.pages PAGE ...`` (``make pages``): put the tables that
 ``make figures`` generated into the result pages. A page marks each one with
 
     <!-- generated: results/<experiment>/figures/tables/<table>.md -->
