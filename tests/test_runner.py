@@ -268,3 +268,37 @@ def test_config_differences_ignore_families_the_run_does_not_use():
     assert config_differences(saved, new, RESUMABLE_CHANGES) == []
     saved.interventions.l2.coef = 0.5
     assert config_differences(saved, new, RESUMABLE_CHANGES) == ["interventions.l2.coef: 0.5 -> 1e-05"]
+
+
+def test_threads_auto_is_the_suites_measured_default_and_a_number_overrides_it():
+    from plasticity_bench.envs import SUITES
+    from plasticity_bench.runner.config import compose_config
+
+    for suite, (config_cls, _, _) in SUITES.items():
+        assert compose_config([f"env={suite}"]).threads == config_cls.default_threads
+    assert compose_config(["env=minatar"]).threads == 1  # small networks: one thread each
+    assert compose_config(["env=minatar", "threads=2"]).threads == 2
+
+
+def test_a_run_on_a_busy_machine_says_so_at_start(tmp_path, monkeypatch, capsys):
+    from plasticity_bench.runner import loop
+    from plasticity_bench.runner.config import compose_config
+
+    monkeypatch.setattr(loop.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    cfg = compose_config(
+        [
+            "env=minatar",
+            "agent=random",
+            "total_steps=20",
+            f"run_dir={tmp_path}",
+            "log.progress=false",
+            "probe.interval=0",
+        ]
+    )
+    assert loop.Run(cfg).train() == 0
+    lines = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("note: this machine is busy")
+    ]
+    assert len(lines) == 1 and "load average 64.0" in lines[0] and "threads=1" in lines[0]
+    monkeypatch.setattr(loop.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert loop.busy_cores() == ""

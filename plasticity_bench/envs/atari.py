@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import envpool
 import numpy as np
@@ -23,6 +24,9 @@ from plasticity_bench.envs.shift import ShiftConfig
 
 @dataclass
 class AtariConfig:
+    default_threads: ClassVar[int] = 0
+    """``threads=auto``: all cores (torch's default); make bench measures a Nature-CNN update
+    faster on every thread it adds."""
     suite: str = "atari"
     """Suite name written into every CSV row."""
     game: str = "Breakout"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from minatar import Environment
@@ -23,6 +24,9 @@ GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
 
 @dataclass
 class MinAtarConfig:
+    default_threads: ClassVar[int] = 1
+    """``threads=auto``: one; make bench measures a MinAtar DQN update slower on two threads than
+    on one, and runs side by side then do not fight over cores."""
     suite: str = "minatar"
     """Suite name written into every CSV row."""
     game: str = "breakout"

@@ -58,7 +58,7 @@ NOT_TRAINING = (
 RUN_RANGES = {
     "seed": Range(ge=0, integer=True),
     "total_steps": Range(ge=1, integer=True),
-    "threads": Range(ge=0, le=os.cpu_count() or 1, integer=True),
+    "threads": Range(ge=0, le=os.cpu_count() or 1, integer=True),  # (or auto: resolved first)
     "log.interval": Range(ge=1, integer=True),
     "checkpoint.interval": Range(ge=0, integer=True),
     "device": Range(choices=("auto", "cpu", "cuda")),
@@ -176,6 +176,8 @@ def validate(cfg: DictConfig) -> DictConfig:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
         raise _config_error(error) from None
+    if cfg.threads == "auto":  # the suite's measured default (its config's default_threads)
+        cfg.threads = SUITES[cfg.env.suite][0].default_threads
     for key, valid in RUN_RANGES.items():  # 2500.0 -> 2500 (a sweep's Hydra composes without compose_config)
         value = OmegaConf.select(cfg, key)
         if valid.integer and isinstance(value, float) and value.is_integer():

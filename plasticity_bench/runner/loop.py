@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import time
 from pathlib import Path
@@ -31,6 +32,19 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RunError("device=cuda asked for, but torch sees no CUDA device; use device=cpu or auto")
     return torch.device(name)
+
+
+def busy_cores() -> str:
+    """A one-line note when the machine is already busy (its load average above its cores): runs
+    side by side, each with a thread per core, slow each other down many times over."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cores:
+        return ""
+    return (
+        f"note: this machine is busy (load average {load:.1f} on {cores} cores): runs side by side "
+        f"slow each other down; give each fewer torch threads (threads=1, now {torch.get_num_threads()}) "
+        "or run fewer at once"
+    )
 
 
 def _numerics() -> str:
@@ -255,6 +269,9 @@ class Run:
                 else f"no probe (probe.interval={cfg.probe.interval:,} > total_steps)"
             )
         print("; ".join(parts), flush=True)
+        busy = busy_cores()
+        if busy:
+            print(busy, flush=True)
 
     def _print_progress(self) -> None:
         """One line (at most every 10 s): steps, steps/s, ETA, mean return."""
