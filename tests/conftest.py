@@ -3,9 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from plasticity_bench.agents.base import EnvSpec
+from plasticity_bench.agents.dqn import DQN, DQNConfig
+from plasticity_bench.agents.ppo import PPO, PPOConfig
+from plasticity_bench.interventions import Composition
 from plasticity_bench.nets.learner import Learner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,3 +112,43 @@ class AdamLearner(Learner):
 
     def make_optimizer(self):
         return torch.optim.Adam([p for p in self.network.parameters() if p.requires_grad], lr=self.lr)
+
+
+def make_dqn(num_envs=4, intervention="none", **overrides):
+    cfg = DQNConfig(**{"buffer_size": 1000, "learning_starts": 0, "batch_size": 4, **overrides})
+    return DQN(
+        cfg,
+        EnvSpec((4, 10, 10), np.dtype(bool), 6, num_envs),
+        Composition(intervention),
+        torch.device("cpu"),
+        0,
+    )
+
+
+def feed(agent, steps, num_envs=4, start=0):
+    rng = np.random.default_rng(0)
+    for t in range(steps):
+        obs = rng.random((num_envs, 4, 10, 10)) < 0.5
+        nxt = rng.random((num_envs, 4, 10, 10)) < 0.5
+        agent.observe(
+            obs,
+            rng.integers(6, size=num_envs),
+            np.ones(num_envs),
+            nxt,
+            np.zeros(num_envs, bool),
+            np.zeros(num_envs, bool),
+            start + (t + 1) * num_envs,
+        )
+
+
+def make_ppo(num_envs=2, intervention="none", **overrides):
+    cfg = PPOConfig(
+        **{"num_steps": 4, "num_minibatches": 2, "update_epochs": 2, "anneal_steps": 1000, **overrides}
+    )
+    return PPO(
+        cfg,
+        EnvSpec((4, 10, 10), np.dtype(bool), 3, num_envs),
+        Composition(intervention),
+        torch.device("cpu"),
+        0,
+    )

@@ -44,6 +44,7 @@ def test_a_run_on_cuda_trains_probes_and_checkpoints(run, tmp_path, suite, agent
 def test_the_redo_and_reset_surgery_keeps_the_optimizer_on_the_device(run, tmp_path):
     run(*TINY_DQN, "device=cuda", "intervention=redo", "interventions.redo.interval=100")
     run(*TINY_DQN, "device=cuda", "intervention=reset", "interventions.reset.interval=600")
-    for name in ("redo", "reset"):
+    for name, acted in (("redo", "redo_reset_frac"), ("reset", "reset_layers")):
         metrics = pd.read_csv(find_run(tmp_path, intervention=name) / "metrics.csv", keep_default_na=False)
         assert metrics["value"].notna().all() and "loss" in set(metrics["metric"])
+        assert acted in set(metrics["metric"]), f"{name} never acted"  # the surgery happened, on the GPU

@@ -6,41 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
+from conftest import feed, make_dqn, make_ppo
 from plasticity_bench.agents.base import EnvSpec
 from plasticity_bench.agents.dqn import DQN, DQNConfig
 from plasticity_bench.agents.replay import ReplayBuffer
 from plasticity_bench.envs import AtariConfig, make_env
 from plasticity_bench.interventions import Composition
+from plasticity_bench.nets.networks import Network
 from plasticity_bench.runner.config import compose_config
 from plasticity_bench.runner.loop import Run
-
-
-def make_dqn(num_envs=4, intervention="none", **overrides):
-    cfg = DQNConfig(**{"buffer_size": 1000, "learning_starts": 0, "batch_size": 4, **overrides})
-    return DQN(
-        cfg,
-        EnvSpec((4, 10, 10), np.dtype(bool), 6, num_envs),
-        Composition(intervention),
-        torch.device("cpu"),
-        0,
-    )
-
-
-def feed(agent, steps, num_envs=4, start=0):
-    rng = np.random.default_rng(0)
-    for t in range(steps):
-        obs = rng.random((num_envs, 4, 10, 10)) < 0.5
-        nxt = rng.random((num_envs, 4, 10, 10)) < 0.5
-        agent.observe(
-            obs,
-            rng.integers(6, size=num_envs),
-            np.ones(num_envs),
-            nxt,
-            np.zeros(num_envs, bool),
-            np.zeros(num_envs, bool),
-            start + (t + 1) * num_envs,
-        )
 
 
 @pytest.mark.parametrize(
@@ -186,9 +162,6 @@ def test_metrics_cover_every_update_of_a_step_and_keep_interval_hook_metrics():
 
 def linear(weight, bias=None):
     """A tiny network with fixed weights: Q(s) = W s (+ b)."""
-    from torch import nn
-
-    from plasticity_bench.nets.networks import Network
 
     head = nn.Linear(len(weight[0]), len(weight), bias=bias is not None)
     with torch.no_grad():
@@ -273,3 +246,33 @@ def test_td_target_and_loss_by_hand_with_a_two_hot_head():
     assert projected[0, 13].item() == pytest.approx(0.5) and projected[0, 14].item() == pytest.approx(
         0.5
     )  # 3.5
+
+
+def test_dqn_logs_the_fraction_of_clamped_targets():
+    agent = make_dqn(4, "two_hot", reward_clip=False)
+    rng = np.random.default_rng(0)
+    obs = rng.random((4, 4, 10, 10)) < 0.5
+    metrics = agent.observe(
+        obs, np.zeros(4, int), np.full(4, 100.0), obs, np.zeros(4, bool), np.zeros(4, bool), 4
+    )
+    assert float(metrics["target_clamped_frac"]) == 1.0  # rewards of 100 on a [-10, 10] support
+
+
+def test_polyak_target_updates_work_with_plasticity_injection():
+    agent = make_dqn(4, "plasticity_injection", tau=0.5, target_update_interval=1)
+    agent.interventions.parts[0].cfg.at = 8
+    feed(agent, 4)  # injects at step 8, Polyak-averages every update
+    assert bool(agent.network.active) and bool(agent.target.active)
+    assert agent.target.active.dtype == torch.bool
+
+
+def test_target_network_and_acting_run_in_eval_mode():
+    agent = make_dqn(4, "spectral_norm")
+    assert not agent.target.training and agent.network.training
+    u = agent.network.body.fc2.parametrizations.weight[0]._u.clone()
+    agent.act(np.random.default_rng(0).random((4, 4, 10, 10)) < 0.5, step=10**7)  # greedy
+    assert torch.equal(agent.network.body.fc2.parametrizations.weight[0]._u, u)  # no power iteration
+    ppo = make_ppo(2, "spectral_norm")
+    u = ppo.network.body.fc2.parametrizations.weight[0]._u.clone()
+    ppo.act(np.random.default_rng(0).random((2, 4, 10, 10)) < 0.5, step=0)
+    assert torch.equal(ppo.network.body.fc2.parametrizations.weight[0]._u, u) and ppo.network.training

@@ -14,8 +14,8 @@ from conftest import AdamLearner
 from plasticity_bench.interventions import Composition, split_name
 from plasticity_bench.nets.capture import capture, dormant_scores
 from plasticity_bench.nets.networks import build_network, reinitialised
-from plasticity_bench.nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers
-from plasticity_bench.nets.values import two_hot
+from plasticity_bench.nets.surgery import optimizer_holds_exactly, trained_weight, weight_layers, zero_moments
+from plasticity_bench.nets.values import hl_gauss, support, two_hot
 
 
 def test_names_compose_and_unknown_names_list_the_valid_ones():
@@ -344,3 +344,79 @@ def test_after_plasticity_injection_the_probes_measure_the_injected_path():
         n for n, _ in net.body.named_children()
     ]
     assert net.acting_body().fc3 is net.new.trunk[0] and net.acting_body().fc1 is net.body.fc1
+
+
+def test_hl_gauss_clamps_targets_past_the_support_instead_of_dropping_them():
+    atoms = support(-10, 10, 51)
+    probs = hl_gauss(torch.tensor([11.7, 50.0, -1e4]), atoms, sigma=0.3)
+    torch.testing.assert_close(probs.sum(1), torch.ones(3))
+    expected = (probs * atoms).sum(1)
+    assert expected[0] > 9.5 and expected[1] > 9.5 and expected[2] < -9.5
+    comp = Composition("hl_gauss")
+    net = comp.build(lambda **kw: build_network((4, 10, 10), 3, **kw))
+    loss = comp.value_head().loss(
+        net(torch.zeros(2, 4, 10, 10)), torch.tensor([50.0, 0.0]), torch.tensor([0, 1])
+    )
+    assert loss > 0
+    assert (
+        float(comp.value_head().target_metrics(torch.tensor([50.0, 0.0, -20.0, 3.0]))["target_clamped_frac"])
+        == 0.5
+    )
+
+
+@pytest.mark.parametrize(
+    "arch, obs_shape, fresh",
+    [("minatar_cnn", (4, 10, 10), ["fc2"]), ("nature_cnn", (4, 84, 84), ["fc4"]), ("mlp", (8,), ["fc3"])],
+)
+def test_plasticity_injection_injects_fresh_hidden_layers(arch, obs_shape, fresh):
+    comp = Composition("ln_plasticity_injection", {"plasticity_injection": {"at": 10}})
+    net = comp.build(lambda **kw: build_network(obs_shape, 3, arch, **kw))
+    injected = [n for n, m in net.new.trunk.named_children() if isinstance(m, nn.Linear)]
+    assert len(injected) == len(fresh) and any(isinstance(m, nn.LayerNorm) for m in net.new.trunk)
+    x = torch.rand(5, *obs_shape)
+    before = net(x).detach()
+    agent = AdamLearner(net)
+    comp.after_update(agent, step=10)
+    torch.testing.assert_close(net(x), before)  # no jump
+    for name in fresh:  # the old hidden layer is frozen, the encoder and the fresh copy train
+        assert not net.body.get_submodule(name).weight.requires_grad
+    assert all(p.requires_grad for p in net.new.parameters()) and not net.head.weight.requires_grad
+    encoder = [m for m in list(net.body.children())[: net.split] if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert encoder and all(m.weight.requires_grad for m in encoder)
+    assert optimizer_holds_exactly(agent.optimizer, net)
+    net(x).pow(2).mean().backward()
+    agent.optimizer.step()
+    assert not torch.equal(net(x), before)  # the new branch learns
+
+
+def test_redo_counts_gradient_updates_and_zeroes_recycled_biases():
+    net, x = mlp_with_dead_units()
+    agent = fake_agent(net, x)
+    redo = Composition("redo", {"redo": {"interval": 3}})
+    fired = [bool(redo.after_update(agent, step=1000 * k)) for k in range(1, 8)]  # agent steps are ignored
+    assert fired == [False, False, True, False, False, True, False]
+    assert (net.body.fc1.bias[:10] == 0).all() and (net.body.fc1.weight[:10] != 0).any()
+    assert Composition("redo").parts[0].cfg.interval == 1000  # Sokar et al. 2023: every 1,000 updates
+
+
+def test_first_adam_step_after_zeroed_moments_is_about_three_times_lr():
+    weight = nn.Parameter(torch.zeros(4))
+    optimizer = torch.optim.Adam([weight], lr=1e-3)
+    for _ in range(10_000):  # a long-trained weight: bias correction ~ 1
+        optimizer.zero_grad()
+        weight.grad = torch.full((4,), 0.5)
+        optimizer.step()
+    zero_moments(optimizer, weight)
+    steps = []
+    for _ in range(10):
+        before = weight.detach().clone()
+        weight.grad = torch.full((4,), 0.5)
+        optimizer.step()
+        steps.append(float((before - weight.detach())[0]) / 1e-3)
+    assert steps[0] == pytest.approx(0.1 / 0.001**0.5, rel=1e-3)  # (1 - b1) / sqrt(1 - b2) = 3.16 x lr
+    assert steps[9] == pytest.approx(6.5, abs=0.1) and all(a < b for a, b in zip(steps, steps[1:]))
+    fresh = nn.Parameter(torch.zeros(4))
+    adam = torch.optim.Adam([fresh], lr=1e-3)
+    fresh.grad = torch.full((4,), 0.5)
+    adam.step()
+    assert float(-fresh.detach()[0]) == pytest.approx(1e-3, rel=1e-3)  # a fresh Adam: 1 x lr

@@ -4,13 +4,14 @@ Nature CNN is laid out channels-last and takes its pixels NHWC, computing the sa
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from plasticity_bench.nets import networks
-from plasticity_bench.nets.networks import PatchConv2d, build_network, reinitialised
+from plasticity_bench.nets.networks import PatchConv2d, build_network, eval_mode, reinitialised
 
 PATCH_INDEX = networks.patch_index
 
@@ -198,3 +199,23 @@ def test_dormant_scores_of_separate_towers_are_each_against_their_own_tower():
     activation = torch.cat([torch.full((8, 256), 0.01), torch.full((8, 256), 100.0)], 1)  # two scales
     assert torch.allclose(dormant_scores(activation, 2), torch.ones(512))  # each unit at its tower's mean
     assert (dormant_scores(activation)[:256] < 0.001).all()  # judged across towers, one would look dormant
+
+
+class OwnTrain(nn.Sequential):
+    """A module with its own ``train``: it sets its children's modes as it likes."""
+
+    def train(self, mode=True):
+        return super().train(mode)
+
+
+@pytest.mark.parametrize("wrapper", [nn.Sequential, OwnTrain])
+def test_eval_mode_gives_every_module_its_own_mode_back(wrapper):
+    net = wrapper(nn.Linear(2, 2), nn.Dropout(0.5), nn.Sequential(nn.ReLU(), nn.Linear(2, 2)))
+    net[1].eval()  # one module already in eval mode before, one subtree too
+    net[2].eval()
+    before = [m.training for m in net.modules()]
+    with pytest.raises(RuntimeError, match="inside"):
+        with eval_mode(net):
+            assert not any(m.training for m in net.modules())
+            raise RuntimeError("inside")
+    assert [m.training for m in net.modules()] == before

@@ -8,24 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from plasticity_bench.agents.base import EnvSpec
-from plasticity_bench.agents.ppo import PPO, PPOConfig, gae
-from plasticity_bench.interventions import Composition
+from conftest import make_ppo
+from plasticity_bench.agents.ppo import gae
 
 GAMMA, LAM = 0.9, 0.5
-
-
-def make_ppo(num_envs=2, intervention="none", **overrides):
-    cfg = PPOConfig(
-        **{"num_steps": 4, "num_minibatches": 2, "update_epochs": 2, "anneal_steps": 1000, **overrides}
-    )
-    return PPO(
-        cfg,
-        EnvSpec((4, 10, 10), np.dtype(bool), 3, num_envs),
-        Composition(intervention),
-        torch.device("cpu"),
-        0,
-    )
 
 
 def test_gae_matches_a_hand_computed_case_with_a_terminal_and_a_truncated_step():

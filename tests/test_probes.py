@@ -9,12 +9,20 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY_DQN, feed, find_run, make_dqn, make_ppo
+from plasticity_bench.interventions import Composition
 from plasticity_bench.nets.networks import Network, build_network
-from plasticity_bench.probes import ProbeConfig, Prober, entk_diagnostics, entk_gram, probe_loss
+from plasticity_bench.probes import (
+    ProbeConfig,
+    Prober,
+    entk_diagnostics,
+    entk_gram,
+    first_distinct,
+    probe_loss,
+)
 from plasticity_bench.probes.fitting import random_targets
+from plasticity_bench.probes.ntk import RELATIVE_FLOOR
 from plasticity_bench.probes.units import dormant_scores, effective_rank, unit_diagnostics, zombie_mask
-from tests.conftest import TINY_DQN, find_run
-from tests.test_dqn import feed, make_dqn
 
 
 def test_dormant_and_zombie_on_hand_built_activations():
@@ -119,7 +127,7 @@ def test_a_run_with_probes_acts_like_one_without(run, tmp_path):
     run(*TINY_DQN, f"run_dir={tmp_path / 'with'}")
     run(*TINY_DQN, "probe.interval=0", f"run_dir={tmp_path / 'without'}")
     with_dir, without_dir = find_run(tmp_path / "with"), find_run(tmp_path / "without")
-    assert with_dir.name == without_dir.name  # probes do not change training: the same variant
+    assert with_dir.parent.name == without_dir.parent.name  # probes do not change training: the same variant
     assert (with_dir / "returns.csv").read_bytes() == (without_dir / "returns.csv").read_bytes()
     with_probes = pd.read_csv(with_dir / "metrics.csv", dtype={"layer": str})
     without = pd.read_csv(without_dir / "metrics.csv", dtype={"layer": str})
@@ -135,7 +143,6 @@ def random_label_tasks(intervention: str, tasks: int, seed: int = 0, steps_per_t
     setting); after each task, probe_loss of the network and of a fresh one, on 256 digits."""
     from sklearn.datasets import load_digits
 
-    from plasticity_bench.interventions import Composition
     from plasticity_bench.nets.networks import reinitialised
 
     torch.manual_seed(seed)
@@ -174,3 +181,63 @@ def test_probe_loss_rises_with_plasticity_loss_and_ln_l2_keeps_it_low():
     assert none.probe_loss[late].mean() > 5 * none.probe_loss[early].mean()  # and than itself early on
     assert ln_l2.probe_loss[late].mean() < 0.1 * none.probe_loss[late].mean()
     assert ln_l2.accuracy[late].mean() > none.accuracy[late].mean() + 0.3
+
+
+def test_entk_inputs_are_the_first_distinct_ones_in_draw_order():
+    rows = torch.tensor([[5, 0], [1, 0], [5, 0], [3, 0], [0, 9], [1, 0]])
+    assert first_distinct(rows, 3).tolist() == [[5, 0], [1, 0], [3, 0]]  # sorted would be [0,9],[1,0],[3,0]
+    assert first_distinct(rows, 10).tolist() == [[5, 0], [1, 0], [3, 0], [0, 9]]
+    grids = torch.rand(64, 4, 10, 10) < 0.5
+    picked = first_distinct(torch.cat([grids[:8], grids]), 16)
+    assert torch.equal(picked, grids[:16])
+
+
+def per_input_gradients(network, inputs, prediction):
+    rows = []
+    for x in inputs:
+        network.zero_grad()
+        prediction(network(x[None]))[0].backward()
+        rows.append(torch.cat([p.grad.flatten() for p in network.parameters()]))
+    return torch.stack(rows).double()
+
+
+@pytest.mark.parametrize("agent", ["dqn_two_hot", "ppo"])
+def test_entk_differentiates_the_agents_prediction(agent):
+    torch.manual_seed(0)
+    agent = make_dqn(2, "two_hot") if agent == "dqn_two_hot" else make_ppo(2)
+    inputs = torch.rand(6, 4, 10, 10) < 0.5
+    jacobian = per_input_gradients(agent.network, inputs, agent.prediction)
+    torch.testing.assert_close(
+        entk_gram(agent.network, inputs, agent.prediction), jacobian @ jacobian.T, rtol=1e-4, atol=1e-8
+    )
+    outputs = agent.network(inputs)
+    if agent.target is not None:  # DQN: the expected Q of action 0 under the categorical head
+        torch.testing.assert_close(agent.prediction(outputs), agent.values.expected(outputs)[:, 0])
+    else:  # PPO: the critic's value, the last output
+        torch.testing.assert_close(agent.prediction(outputs), outputs[:, -1])
+
+
+def test_entk_condition_floor_is_fixed_whatever_the_batch_size():
+    linear = Network(nn.Sequential(nn.Flatten()), nn.Linear(5, 1, bias=False))
+    for n in (8, 64):  # n inputs in 5 dimensions: a singular Gram
+        diagnostics = entk_diagnostics(entk_gram(linear, torch.randn(n, 5)))
+        assert diagnostics["entk_rank"] == 5 and diagnostics["entk_condition"] == pytest.approx(
+            1 / RELATIVE_FLOOR
+        )
+    gram = torch.diag(torch.tensor([1.0, 1e-6, 1e-9], dtype=torch.float64))  # ill-conditioned, not singular
+    assert entk_diagnostics(gram)["entk_condition"] == pytest.approx(
+        1e9
+    )  # float32 eps would have capped it near 3e6
+
+
+def test_probe_inputs_do_not_swallow_errors(monkeypatch):
+    agent = make_dqn(4)
+    assert agent.probe_inputs(8, np.random.default_rng(0)) is None  # nothing stored yet: no probe
+    feed(agent, 3)
+
+    def broken(*args):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(agent.replay, "sample", broken)
+    with pytest.raises(ValueError, match="boom"):
+        agent.probe_inputs(8, np.random.default_rng(0))

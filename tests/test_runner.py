@@ -120,7 +120,13 @@ INJECTION = ("intervention=plasticity_injection", "interventions.plasticity_inje
         ),
     ],
 )
-def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention, env=None):
+def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention):
+    killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention)
+
+
+def killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, intervention, env=None):
+    """Kill a run after its first checkpoint with ``sig``, resume it: its CSVs are those of the
+    same run left alone (``env``: extra environment variables of both processes)."""
     run(*args, f"run_dir={tmp_path / 'whole'}", env=env)
     d = planned_run(*args, f"run_dir={tmp_path / 'killed'}")
     proc = _start(tmp_path, "killed", *args, env=env)
@@ -144,9 +150,7 @@ def test_killed_run_resumes_to_the_same_csvs(run, tmp_path, sig, args, agent, in
 def test_a_run_with_the_compiled_optimizer_step_resumes_to_the_same_csvs(run, tmp_path):
     """As users run it: centred RMSProp's fused step compiled in each process (the rest of the
     suite takes it eagerly, see conftest)."""
-    test_killed_run_resumes_to_the_same_csvs(
-        run, tmp_path, signal.SIGKILL, TINY_DQN, "dqn", "none", env=COMPILED
-    )
+    killed_run_resumes_to_the_same_csvs(run, tmp_path, signal.SIGKILL, TINY_DQN, "dqn", "none", env=COMPILED)
 
 
 def _interrupted_run(tmp_path, sub):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from plasticity_bench import agents
 from plasticity_bench.core.ranges import Range, ranges
 from plasticity_bench.envs import SUITES
@@ -14,7 +15,6 @@ from plasticity_bench.interventions import INTERVENTIONS
 from plasticity_bench.probes import ProbeConfig
 from plasticity_bench.runner.config import RUN_RANGES, ConfigError, compose_config
 from plasticity_bench.shifts.train import ShiftsConfig, config_from
-from tests.conftest import ROOT
 
 
 def bad_value(field_type, valid: Range):
