@@ -228,7 +228,7 @@ def test_without_a_terminal_a_run_prints_its_plan_and_progress_lines(tmp_path):
 def test_a_saved_config_that_predates_a_key_still_matches_its_run():
     from omegaconf import OmegaConf
 
-    from plasticity_bench.runner.config import RESUMABLE_CHANGES
+    from plasticity_bench.runner.compose import RESUMABLE_CHANGES
     from plasticity_bench.runner.store import config_differences
 
     cfg = compose_config(TINY_DQN)

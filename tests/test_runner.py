@@ -263,7 +263,8 @@ def test_atari_run_resumes_after_sigint(run, tmp_path):
 def test_config_differences_ignore_families_the_run_does_not_use():
     from omegaconf import OmegaConf
 
-    from plasticity_bench.runner.config import RESUMABLE_CHANGES, compose_config
+    from plasticity_bench.runner.compose import RESUMABLE_CHANGES
+    from plasticity_bench.runner.config import compose_config
     from plasticity_bench.runner.store import config_differences
 
     new = compose_config(["intervention=l2", "total_steps=5"])

@@ -128,7 +128,7 @@ def test_regression_runs_log_fvu(tmp_path, intervention):
     [
         (["task=nope"], "unknown task 'nope'; valid: label_reset"),
         (["intervention=bogus"], "unknown intervention 'bogus'"),
-        (["tasks=zero"], "invalid override"),
+        (["tasks=zero"], "invalid config or override"),
         (["intervention=two_hot"], "a categorical value head needs a regression task"),
     ],
 )

@@ -8,10 +8,7 @@ import re
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -20,22 +17,15 @@ from plasticity_bench.core.ranges import Range, check, check_value
 from plasticity_bench.envs import SUITES, UnknownChoice, check_game
 from plasticity_bench.envs.shift import KINDS, ShiftConfig, check_shift
 from plasticity_bench.probes import ProbeConfig
+from plasticity_bench.runner.compose import (
+    CONFIG_DIR,
+    ConfigError,
+    config_error,
+    hydra_compose,
+    whole_numbers,
+)
 from plasticity_bench.runner.store import run_directory, variant_label
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-# Keys that may change between a run and its resumption without changing the run itself.
-# Probes never change training (they work on copies with their own RNG), so they are one.
-RESUMABLE_CHANGES = (
-    "total_steps",
-    "device",
-    "threads",
-    "log.progress",
-    "log.tensorboard",
-    "checkpoint.interval",
-    "run_dir",
-    "probe",
-    "variant",
-)
 # Keys that do not change what is trained: they stay out of a run's variant label. seed has its
 # own level in the run path; total_steps is a run's length (a longer run of a config is the same
 # experiment).
@@ -63,10 +53,6 @@ RUN_RANGES = {
     "checkpoint.interval": Range(ge=0, integer=True),
     "device": Range(choices=("auto", "cpu", "cuda")),
 }
-
-
-class ConfigError(ValueError):
-    """A bad command line or config; the message is one line naming the valid choices."""
 
 
 def register_schemas() -> None:
@@ -101,9 +87,8 @@ def compose_config(overrides: list[str]) -> DictConfig:
     """The resolved config of one run, validated (agent, suite, game, intervention, ranges),
     with its ``variant`` label."""
     overrides = [whole_numbers(o) for o in overrides]
-    for (
-        override
-    ) in overrides:  # before composing: PPO's anneal_steps follows total_steps, and would fail obscurely
+    # before composing: PPO's anneal_steps follows total_steps, and would fail obscurely
+    for override in overrides:
         key, _, value = override.partition("=")
         if RUN_RANGES.get(key, Range()).integer and re.fullmatch(r"[+-]?\d*\.\d*([eE][+-]?\d+)?", value):
             try:
@@ -113,32 +98,10 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return validate(_compose(overrides))
 
 
-FLOAT_LITERAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+(?=[eE]))([eE][+-]?\d+)?")
-
-
-def whole_numbers(override: str) -> str:
-    """``total_steps=2.5e3`` -> ``total_steps=2500`` (and ``2500.0`` likewise): a whole number
-    written as a float is an int (YAML reads it as a float, which an integer key refuses; a float
-    key takes the int); other values are as given."""
-    key, sep, value = override.partition("=")
-    if sep and FLOAT_LITERAL.fullmatch(value) and float(value).is_integer():
-        return f"{key}={int(float(value))}"
-    return override
-
-
 def _compose(overrides: list[str]) -> DictConfig:
     register_schemas()
     _check_group_overrides(overrides)
-    try:
-        if GlobalHydra.instance().is_initialized():  # inside a sweep job: Hydra already reads CONFIG_DIR
-            cfg = compose(config_name="config", overrides=overrides)
-        else:
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                cfg = compose(config_name="config", overrides=overrides)
-        OmegaConf.resolve(cfg)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise _config_error(error) from None
-    return cfg
+    return hydra_compose("config", overrides)
 
 
 @functools.lru_cache(maxsize=64)
@@ -163,19 +126,12 @@ def rl_variant(cfg: DictConfig) -> str:
     return variant_label(cfg.intervention, defaults, OmegaConf.to_container(cfg), NOT_TRAINING)
 
 
-def _config_error(error: Exception) -> ConfigError:
-    cause = str(error.__cause__).splitlines()[0] if error.__cause__ else ""
-    message = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
-    message = f"{message} ({cause})" if cause and cause not in message else message
-    return ConfigError(f"invalid config or override: {message}")
-
-
 def validate(cfg: DictConfig) -> DictConfig:
     """Resolve ``cfg`` and check what Hydra cannot: game, intervention, value ranges."""
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
-        raise _config_error(error) from None
+        raise config_error(error) from None
     if cfg.threads == "auto":  # the suite's measured default (its config's default_threads)
         cfg.threads = SUITES[cfg.env.suite][0].default_threads
     for key, valid in RUN_RANGES.items():  # 2500.0 -> 2500 (a sweep's Hydra composes without compose_config)

@@ -21,9 +21,10 @@ from plasticity_bench.core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMIN
 from plasticity_bench.envs import make_env
 from plasticity_bench.interventions import Composition
 from plasticity_bench.probes import ProbeConfig, Prober
-from plasticity_bench.runner.config import RESUMABLE_CHANGES, run_path
+from plasticity_bench.runner.config import run_path
+from plasticity_bench.runner.lifecycle import Lifecycle
 from plasticity_bench.runner.logger import MetricAverager, TensorBoardLog
-from plasticity_bench.runner.store import RunError, RunStore
+from plasticity_bench.runner.store import RunError
 
 
 def pick_device(name: str) -> torch.device:
@@ -52,12 +53,13 @@ def _numerics() -> str:
     return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()} kernels"
 
 
-class Run:
+class Run(Lifecycle):
+    """One RL run: env -> agent -> CSV logs (``train()``: ``runner.lifecycle.Lifecycle``)."""
+
     def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-        self.dir = run_path(cfg)
         identity = (cfg.env.suite, cfg.env.game, cfg.agent.name, cfg.intervention, cfg.variant, cfg.seed)
-        self.store = RunStore(self.dir, cfg, RESUMABLE_CHANGES, identity)
+        super().__init__(run_path(cfg), cfg, identity)
+        self.cfg = cfg
         self.stop_signal: int | None = None
 
     def build(self, resuming: bool) -> None:
@@ -115,8 +117,8 @@ class Run:
             logs=("returns", "metrics"),
         )
 
-    def restore(self, directory: Path) -> None:
-        state = self.store.load(directory)
+    def restore(self, checkpoint: Path) -> None:
+        state = self.store.load(checkpoint)
         try:
             self.agent.load_state_dict(state["agent"])
             self.interventions.load_state_dict(state["interventions"])
@@ -129,7 +131,7 @@ class Run:
                 )
         except (KeyError, RuntimeError, ValueError) as error:
             raise RunError(
-                f"checkpoint {directory} does not fit this config ({type(error).__name__}: "
+                f"checkpoint {checkpoint} does not fit this config ({type(error).__name__}: "
                 f"{str(error).splitlines()[0]}); it was left as it is. To start over, delete {self.dir}"
             )
         self.step = state["step"]
@@ -153,21 +155,9 @@ class Run:
         self.store.rewind(state)
 
     # ---- the loop -----------------------------------------------------------------------
-    def train(self) -> int:
-        """Run (or resume, or skip) the run; the run directory stays locked while it trains."""
-        try:
-            return self._train()
-        finally:
-            self.store.release()
-
-    def _train(self) -> int:
+    def loop(self, resumed: bool) -> int:
         cfg = self.cfg
-        if self.store.finished("total_steps"):
-            return 0
-        found = self.store.prepare()
-        self.build(resuming=found is not None)
-        if found:
-            self.restore(found)
+        if resumed:
             if self.step > cfg.total_steps:  # a shorter run than the one already trained
                 raise RunError(
                     f"{self.dir} was checkpointed at step {self.step:,}, past total_steps="
@@ -175,7 +165,7 @@ class Run:
                 )
             print(f"resuming {self.dir} from step {self.step:,}")
         self.tensorboard = TensorBoardLog(
-            self.dir / "tensorboard" if cfg.log.tensorboard else None, purge_step=self.step if found else 0
+            self.dir / "tensorboard" if cfg.log.tensorboard else None, purge_step=self.step if resumed else 0
         )  # (a restart drops old events)
 
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -196,7 +186,7 @@ class Run:
         self._text_progress = (bar.disable and cfg.log.progress, start_step, start_time, -float("inf"))
         self._announce()
         self.task = getattr(self.env, "task", None)  # a sequence of tasks (env.shift), or None
-        if self.task is not None and not found:
+        if self.task is not None and not resumed:
             self.metrics_log.write(0, "task", "", self.task)
         # plain ints: an OmegaConf lookup per step cost about 0.05 ms of a MinAtar DQN frame
         total_steps, log_interval, checkpoint_interval = (

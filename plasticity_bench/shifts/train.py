@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from plasticity_bench import interventions
@@ -37,7 +38,9 @@ from plasticity_bench.nets.learner import Learner
 from plasticity_bench.nets.networks import build_network
 from plasticity_bench.nets.values import CategoricalValues, ScalarValues
 from plasticity_bench.probes import ProbeConfig, Prober
-from plasticity_bench.runner.store import RunStore, run_directory, variant_label
+from plasticity_bench.runner.compose import hydra_compose, whole_numbers
+from plasticity_bench.runner.lifecycle import Lifecycle
+from plasticity_bench.runner.store import run_directory, variant_label
 from plasticity_bench.shifts.tasks import TASKS, digits
 
 
@@ -78,8 +81,6 @@ class ShiftsConfig:
     reset and shrink_perturb at every task switch, plasticity_injection at the middle switch."""
 
 
-# Keys a resumed shifts run may change: they do not change what was trained so far.
-RESUMABLE = ("tasks", "threads", "run_dir", "probe", "variant")
 # Keys that stay out of the variant label: they do not change training, have their own level in
 # the run path (task, arch, seed) or are the run's length (tasks).
 NOT_TRAINING = ("seed", "run_dir", "threads", "probe", "tasks", "variant", "task", "arch", "intervention")
@@ -140,85 +141,88 @@ def run_path(cfg: ShiftsConfig) -> Path:
 
 
 def train(cfg: ShiftsConfig) -> Path:
-    """Run (or resume, or skip) one task sequence; its directory stays locked while it trains."""
-    store = RunStore(
-        run_path(cfg),
-        OmegaConf.structured(cfg),
-        RESUMABLE,
-        ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant, cfg.seed),
-    )
-    try:
-        return _train(cfg, store)
-    finally:
-        store.release()
+    """Run (or resume, or skip) one task sequence; returns its directory."""
+    run = ShiftsRun(cfg)
+    run.train()
+    return run.dir
 
 
-def _train(cfg: ShiftsConfig, store: RunStore) -> Path:
-    d = store.dir
-    if store.finished("tasks"):
-        return d
-    found = store.prepare()
-    torch.set_num_threads(cfg.threads)
-    keep_freed_memory()
-    torch.manual_seed(cfg.seed)
-    composition = interventions.Composition(cfg.intervention, cfg.interventions)
-    task = make_task(cfg)
-    learner = Supervised(cfg, task, composition)
-    prober = Prober(cfg.probe, learner.network, cfg.seed)
-    log = store.open_log("metrics", METRICS_COLUMNS, resuming=found is not None)
-    first = 0
-    if found:
-        state = store.load(found)
-        first = state["next_task"]
+class ShiftsRun(Lifecycle):
+    """One task sequence through the run lifecycle every run shares (``runner.lifecycle``): a
+    checkpoint after every task, the same resume rules and run store as the RL runs."""
+
+    length_key = "tasks"
+
+    def __init__(self, cfg: ShiftsConfig):
+        identity = ("shifts", cfg.task, cfg.arch, cfg.intervention, cfg.variant, cfg.seed)
+        super().__init__(run_path(cfg), OmegaConf.structured(cfg), identity)
+        self.cfg = cfg
+
+    def build(self, resuming: bool) -> None:
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        keep_freed_memory()
+        torch.manual_seed(cfg.seed)
+        self.composition = interventions.Composition(cfg.intervention, cfg.interventions)
+        self.task = make_task(cfg)
+        self.learner = Supervised(cfg, self.task, self.composition)
+        self.prober = Prober(cfg.probe, self.learner.network, cfg.seed)
+        self.log = self.store.open_log("metrics", METRICS_COLUMNS, resuming=resuming)
+        self.first = 0
+
+    def restore(self, checkpoint: Path) -> None:
+        state = self.store.load(checkpoint)
+        learner, task = self.learner, self.task
+        self.first = state["next_task"]
         learner.network.load_state_dict(state["network"])
         learner.optimizer = learner.make_optimizer()
         learner.optimizer.load_state_dict(state["optimizer"])
         learner.rng.bit_generator.state, task.rng.bit_generator.state = state["rng"], state["task_rng"]
         task.__dict__.update(state["task"])
-        prober.load_state_dict(state["prober"])
-        composition.load_state_dict(state["interventions"])
+        self.prober.load_state_dict(state["prober"])
+        self.composition.load_state_dict(state["interventions"])
         torch.set_rng_state(state["torch_rng"])
-        store.rewind(state)
-        print(f"resuming {d} at task {first + 1}")
-    for t in range(first, cfg.tasks):
-        task.start(t)
-        learner.set_target_stats(task)
-        step = t * cfg.steps_per_task
-        if t > 0:  # a task switch: the interventions that act there act now, before training
-            for metric, value in composition.on_shift(learner).items():
-                log.write(step, metric, "", float(value))
-        for i in range(cfg.steps_per_task):
-            hooks = train_step(learner, task, (i + 1) / cfg.steps_per_task, step + i + 1)
-            for metric, value in hooks.items():  # an intervention acted after this update
-                log.write(step + i + 1, metric, "", float(value))
-        step += cfg.steps_per_task
-        measured = evaluate(learner, task)
-        rows = [("task", "", t + 1), *((k, "", v) for k, v in measured.items()), *prober(learner)]
-        for metric, layer, value in rows:
-            log.write(step, metric, layer, value)
-        probe = next(v for k, _, v in rows if k == "probe_loss")
-        print(
-            f"task {t + 1}/{cfg.tasks}: "
-            + ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
-            + f", probe_loss {probe:.3f}",
-            flush=True,
-        )
-        store.save(
-            {
-                "next_task": t + 1,
-                "network": learner.network.state_dict(),
-                "optimizer": learner.optimizer.state_dict(),
-                "rng": learner.rng.bit_generator.state,
-                "task_rng": task.rng.bit_generator.state,
-                "task": _task_state(task),
-                "prober": prober.state_dict(),
-                "interventions": composition.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-            },
-            logs=("metrics",),
-        )
-    store.finish()
-    return d
+        self.store.rewind(state)
+        print(f"resuming {self.dir} at task {self.first + 1}")
+
+    def loop(self, resumed: bool) -> int:
+        cfg, learner, task, log, composition = self.cfg, self.learner, self.task, self.log, self.composition
+        for t in range(self.first, cfg.tasks):
+            task.start(t)
+            learner.set_target_stats(task)
+            step = t * cfg.steps_per_task
+            if t > 0:  # a task switch: the interventions that act there act now, before training
+                for metric, value in composition.on_shift(learner).items():
+                    log.write(step, metric, "", float(value))
+            for i in range(cfg.steps_per_task):
+                hooks = train_step(learner, task, (i + 1) / cfg.steps_per_task, step + i + 1)
+                for metric, value in hooks.items():  # an intervention acted after this update
+                    log.write(step + i + 1, metric, "", float(value))
+            step += cfg.steps_per_task
+            measured = evaluate(learner, task)
+            rows = [("task", "", t + 1), *((k, "", v) for k, v in measured.items()), *self.prober(learner)]
+            for metric, layer, value in rows:
+                log.write(step, metric, layer, value)
+            probe = next(v for k, _, v in rows if k == "probe_loss")
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in measured.items())
+            print(f"task {t + 1}/{cfg.tasks}: {scores}, probe_loss {probe:.3f}", flush=True)
+            self.store.save(self.state(t + 1), logs=("metrics",))
+        self.store.finish()
+        return 0
+
+    def state(self, next_task: int) -> dict:
+        learner, task = self.learner, self.task
+        return {
+            "next_task": next_task,
+            "network": learner.network.state_dict(),
+            "optimizer": learner.optimizer.state_dict(),
+            "rng": learner.rng.bit_generator.state,
+            "task_rng": task.rng.bit_generator.state,
+            "task": _task_state(task),
+            "prober": self.prober.state_dict(),
+            "interventions": self.composition.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
 
 
 def _task_state(task) -> dict:
@@ -257,29 +261,23 @@ def evaluate(learner: Supervised, task) -> dict[str, float]:
     return metrics
 
 
-def merged(argv: list[str]):
-    """The typed defaults with ``key=value`` overrides, as an OmegaConf node (plasticity
-    injection's ``at`` following ``tasks`` unless given)."""
-    base = OmegaConf.structured(ShiftsConfig)
-    base.interventions = OmegaConf.merge(
-        OmegaConf.structured(interventions.params_schema()),
-        {"l2": {"coef": 1e-4}},
-        {family: {"at_shift": True} for family in SHIFT_FAMILIES},
-    )
-    try:
-        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(argv))
-    except Exception as error:  # omegaconf's errors span lines: keep the first
-        raise ValueError(f"invalid override: {str(error).splitlines()[0]}") from None
-    if not any(a.startswith("interventions.plasticity_injection.at=") for a in argv):
-        cfg.interventions.plasticity_injection.at = (
-            cfg.tasks // 2 * cfg.steps_per_task + 1
-        )  # first update of the middle task
+def composed(argv: list[str]):
+    """``configs/shifts.yaml`` (the typed defaults, the shifts choices of the interventions) with
+    ``key=value`` overrides, composed by Hydra (plasticity injection's ``at`` following ``tasks``
+    unless given)."""
+    store = ConfigStore.instance()
+    store.store(name="shifts_schema", node=ShiftsConfig)
+    store.store(group="interventions", name="defaults", node=interventions.params_schema())
+    overrides = [whole_numbers(a) for a in argv]
+    cfg = hydra_compose("shifts", overrides)
+    if not any(a.startswith("interventions.plasticity_injection.at=") for a in overrides):
+        cfg.interventions.plasticity_injection.at = cfg.tasks // 2 * cfg.steps_per_task + 1  # the middle task
     return cfg
 
 
 def config_from(argv: list[str]) -> ShiftsConfig:
     """``key=value`` overrides onto the typed defaults; any bad input is a one-line ValueError."""
-    cfg = merged(argv)
+    cfg = composed(argv)
     if cfg.task not in TASKS:
         raise ValueError(f"unknown task '{cfg.task}'; valid: {', '.join(TASKS)}")
     check(cfg, ShiftsConfig)
@@ -291,7 +289,7 @@ def config_from(argv: list[str]) -> ShiftsConfig:
             f"({', '.join(n for n, t in TASKS.items() if t.kind == 'regression')})"
         )
     if cfg.variant == "auto":  # what differs from the defaults of the same task sequence
-        defaults = merged(
+        defaults = composed(
             [
                 f"task={cfg.task}",
                 f"intervention={cfg.intervention}",
