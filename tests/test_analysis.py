@@ -131,9 +131,8 @@ def test_final_score_is_the_last_fraction_of_steps(tmp_path):
     write_run(tmp_path, "minatar", "breakout", "none", 1, [(100, 1.0), (400, 3.0), (500, 5.0)], done=False)
     final = final_scores(load_runs(tmp_path), fraction=0.1).set_index("seed")
     assert final.loc[0, "final_return"] == 6.0  # episodes after step 900 of its 1,000
-    assert (
-        final.loc[1, "final_return"] == 5.0 and not final.loc[1, "complete"]
-    )  # in progress: after 450 of 500
+    # in progress: after 450 of 500
+    assert final.loc[1, "final_return"] == 5.0 and not final.loc[1, "complete"]
     assert final.loc[0, "normalized_score"] == pytest.approx(0.6)  # MinAtar breakout reference: 10
 
 

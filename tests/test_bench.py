@@ -35,9 +35,8 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
             ):
                 value = float(rows[f"{tag}: {what}"]["value"])
                 assert math.isfinite(value) and value > 0, (tag, what, value)
-            assert math.isfinite(
-                float(rows[f"{tag}: other"]["value"])
-            )  # the loop's own share, timed in the runner
+            # the loop's own share, timed in the runner
+            assert math.isfinite(float(rows[f"{tag}: other"]["value"]))
             assert (
                 float(rows[f"{tag}: update arithmetic"]["value"]) > 0
                 and "GFLOP/s" in rows[f"{tag}: update arithmetic"]["note"]

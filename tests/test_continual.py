@@ -323,9 +323,8 @@ def test_offsets_are_drawn_from_the_seed_and_the_task_alone():
 
     a, env = offsets(0, agent_draws=1)
     b, _ = offsets(0, agent_draws=2)  # another agent acting differently sees the same tasks
-    assert len(a) == 9 and np.array_equal(
-        a, b
-    )  # 80 agent steps, a task every 10 and not np.array_equal(a, offsets(1, 1)[0])
+    # 80 agent steps, a task every 10 and not np.array_equal(a, offsets(1, 1)[0])
+    assert len(a) == 9 and np.array_equal(a, b)
     assert 0.5 < np.std(np.concatenate([env.offset(t) for t in range(1, 40)])) < 4  # N(0, 2^2) per dimension
     plain = make_env(ClassicConfig(num_envs=2), 0)
     shifted = make_env(ClassicConfig(num_envs=2, shift=ShiftConfig(kind="obs_offset", interval=10)), 0)
@@ -406,9 +405,8 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
     torch.manual_seed(5)
     expected = reinitialised(agent.network).state_dict()
     torch.manual_seed(5)
-    assert (
-        composition.on_shift(agent)["reset_layers"] == 3
-    )  # conv1, fc2, head: every layer of the MinAtar CNN
+    # conv1, fc2, head: every layer of the MinAtar CNN
+    assert composition.on_shift(agent)["reset_layers"] == 3
     for name, param in agent.network.named_parameters():
         assert not torch.equal(param, before[name]) and torch.equal(param, expected[name]), name
     assert agent.optimizer is not old_optimizer and not agent.optimizer.state
@@ -474,9 +472,8 @@ def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_
     assert none.vs_fresh[0] == 1.0 and none.vs_fresh[1] == 0.0  # (20 - 20) / (80 - 20): no better than random
     assert np.isnan(none.vs_fresh[2])  # the fresh agent did not beat random there: not scored, and said so
     assert any("none/seed0 task 2 (CartPole): not scored: the fresh agent scored 10" in n for n in notes)
-    assert any(
-        "l2/seed1: no fresh-agent run of the same experiment and seed" in n for n in notes
-    )  # other seed
+    # other seed
+    assert any("l2/seed1: no fresh-agent run of the same experiment and seed" in n for n in notes)
     assert not any("more than one" in n for n in notes)
     scores = vs_fresh_scores(table).set_index("variant").normalized_score
     assert scores["none"] == 0.0 and scores["reset[layers=0]"] == 1.0  # task 0 (the shared start) left out

@@ -88,9 +88,8 @@ def test_hard_and_polyak_target_sync():
 
 def test_atari_replay_stores_each_frame_once_and_rebuilds_exact_stacks():
     """10k Atari transitions from EnvPool: bytes per transition and exact stacks."""
-    env = make_env(
-        AtariConfig(num_envs=8, max_episode_frames=2000), seed=0
-    )  # short episodes: many boundaries
+    # short episodes: many boundaries
+    env = make_env(AtariConfig(num_envs=8, max_episode_frames=2000), seed=0)
     buffer = ReplayBuffer(10_000, 8, (4, 84, 84), np.uint8, stack=4)
     digest = lambda a: hashlib.blake2b(a.tobytes(), digest_size=8).digest()  # noqa: E731
     seen = set()
@@ -220,9 +219,8 @@ def test_td_targets_by_hand_terminal_truncated_n_step_and_double(double_dqn):
 
 
 def test_td_target_and_loss_by_hand_with_a_two_hot_head():
-    comp = Composition(
-        "two_hot", {"two_hot": {"bins": 21, "v_min": -10, "v_max": 10}}
-    )  # atoms -10, -9, ..., 10
+    # atoms -10, -9, ..., 10
+    comp = Composition("two_hot", {"two_hot": {"bins": 21, "v_min": -10, "v_max": 10}})
     agent = DQN(
         DQNConfig(buffer_size=100, gamma=0.5, n_step=3),
         EnvSpec((3,), np.dtype(np.float32), 8, 1),
@@ -243,9 +241,8 @@ def test_td_target_and_loss_by_hand_with_a_two_hot_head():
     q = comp.value_head().expected(uniform)[0, 0]
     assert float(loss) == pytest.approx(np.log(21)) and float(q) == pytest.approx(0.0, abs=1e-6)
     projected = comp.parts[0].project(target[by_id[0]][None], comp.value_head()._atoms(uniform))
-    assert projected[0, 13].item() == pytest.approx(0.5) and projected[0, 14].item() == pytest.approx(
-        0.5
-    )  # 3.5
+    # 3.5
+    assert projected[0, 13].item() == pytest.approx(0.5) and projected[0, 14].item() == pytest.approx(0.5)
 
 
 def test_dqn_logs_the_fraction_of_clamped_targets():

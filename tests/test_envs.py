@@ -95,9 +95,8 @@ def test_classic_games_give_float32_vectors(game, shape, actions):
 
 
 def test_classic_episode_cap_truncates_with_the_true_final_obs_and_resets_in_the_same_step():
-    env = make_env(
-        ClassicConfig(game="Acrobot", num_envs=2, max_episode_steps=7), seed=0
-    )  # Acrobot: no early end
+    # Acrobot: no early end
+    env = make_env(ClassicConfig(game="Acrobot", num_envs=2, max_episode_steps=7), seed=0)
     obs, _ = env.reset()
     for _ in range(7):
         prev = obs
@@ -109,9 +108,8 @@ def test_classic_episode_cap_truncates_with_the_true_final_obs_and_resets_in_the
 
 
 def test_classic_reset_interval_cuts_every_episode_in_progress_on_its_clock():
-    env = make_env(
-        ClassicConfig(game="Acrobot", num_envs=2, reset_interval=5), seed=0
-    )  # Acrobot: no early end
+    # Acrobot: no early end
+    env = make_env(ClassicConfig(game="Acrobot", num_envs=2, reset_interval=5), seed=0)
     env.reset()
     cut = [env.step(np.ones(2, int))[3].all() for _ in range(15)]
     assert [i + 1 for i, c in enumerate(cut) if c] == [5, 10, 15]

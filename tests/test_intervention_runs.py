@@ -52,9 +52,8 @@ def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, 
     fired = []
     real = Composition.after_update
 
-    def checked(
-        self, learner, step
-    ):  # after every hook that acted, the optimizer holds exactly the trainables
+    # after every hook that acted, the optimizer holds exactly the trainables
+    def checked(self, learner, step):
         metrics = real(self, learner, step)
         if metrics:
             assert optimizer_holds_exactly(learner.optimizer, learner.network), (metrics, step)
@@ -132,8 +131,7 @@ def test_every_agent_runs_on_the_classic_suite(tmp_path, agent):
     run = Run(compose_config(overrides))
     assert run.train() == 0
     returns = pd.read_csv(run.dir / "returns.csv")
-    assert returns.episode_length.max() == (
-        500 if agent == "random" else 400
-    )  # presets cut at 400 (Acrobot's own: 500)
+    # presets cut at 400 (Acrobot's own: 500)
+    assert returns.episode_length.max() == 500 if agent == "random" else 400
     if run.agent.network is not None:
         assert run.agent.optimizer.state and "probe_loss" in set(pd.read_csv(run.dir / "metrics.csv").metric)

@@ -65,9 +65,8 @@ def test_two_hot_projection_round_trips_exactly_inside_the_range():
     torch.testing.assert_close(probs.sum(1), torch.ones(6))
     torch.testing.assert_close((probs * atoms).sum(1), values)
     assert ((probs > 0).sum(1) <= 2).all()
-    torch.testing.assert_close(
-        (two_hot(torch.tensor([25.0]), atoms) * atoms).sum(1), torch.tensor([10.0])
-    )  # clamped
+    # clamped
+    torch.testing.assert_close((two_hot(torch.tensor([25.0]), atoms) * atoms).sum(1), torch.tensor([10.0]))
     smooth = hl_gauss(torch.tensor([-3.3, 0.25]), atoms, sigma=0.3)
     torch.testing.assert_close((smooth * atoms).sum(1), torch.tensor([-3.3, 0.25]), atol=1e-3, rtol=0)
 

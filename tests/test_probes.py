@@ -225,9 +225,8 @@ def test_entk_condition_floor_is_fixed_whatever_the_batch_size():
             1 / RELATIVE_FLOOR
         )
     gram = torch.diag(torch.tensor([1.0, 1e-6, 1e-9], dtype=torch.float64))  # ill-conditioned, not singular
-    assert entk_diagnostics(gram)["entk_condition"] == pytest.approx(
-        1e9
-    )  # float32 eps would have capped it near 3e6
+    # float32 eps would have capped it near 3e6
+    assert entk_diagnostics(gram)["entk_condition"] == pytest.approx(1e9)
 
 
 def test_probe_inputs_do_not_swallow_errors(monkeypatch):

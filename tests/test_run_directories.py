@@ -48,9 +48,8 @@ def test_a_label_that_would_leave_its_directory_is_refused_for_runs_shifts_and_s
 
     run_dir = tmp_path / "runs"
     refused(runner(run_dir, f"variant={label}", "total_steps=5"), 2, "cannot name a run directory")
-    with pytest.raises(
-        ValueError, match="cannot name a run directory|invalid override"
-    ):  # (a tab: YAML's refusal)
+    # (a tab: YAML's refusal)
+    with pytest.raises(ValueError, match="cannot name a run directory|invalid override"):
         config_from([f"variant={label}", "tasks=1", "steps_per_task=5", f"run_dir={run_dir}"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     sweep = subprocess.run(

@@ -253,9 +253,8 @@ def test_atari_run_resumes_after_sigint(run, tmp_path):
     assert "resuming" in resumed.stdout and (d / "done").exists()
     metrics = pd.read_csv(d / "metrics.csv")
     loss_steps = metrics[metrics["metric"] == "loss"]["step"]
-    assert loss_steps.is_unique and list(loss_steps) == list(
-        range(300, 1601, 100)
-    )  # first update at step 202
+    # first update at step 202
+    assert loss_steps.is_unique and list(loss_steps) == list(range(300, 1601, 100))
     returns = pd.read_csv(d / "returns.csv")
     assert returns["step"].is_monotonic_increasing and len(returns) >= 2
 

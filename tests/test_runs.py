@@ -23,9 +23,8 @@ def test_variant_names_what_differs_from_the_defaults():
     assert (
         compose_config(["intervention=ln_l2", "interventions.l2.coef=1e-3"]).variant == "ln_l2[l2.coef=0.001]"
     )
-    assert (
-        compose_config(["agent.lr=1e-3", "interventions.redo.tau=0.5"]).variant == "none[agent.lr=0.001]"
-    )  # unused family
+    # unused family
+    assert compose_config(["agent.lr=1e-3", "interventions.redo.tau=0.5"]).variant == "none[agent.lr=0.001]"
     # keys that do not change training stay out: seed, length, logging, probes, threads, device
     quiet = [
         "seed=3",
@@ -38,9 +37,8 @@ def test_variant_names_what_differs_from_the_defaults():
         "log.tensorboard=true",
     ]
     assert compose_config(quiet).variant == "none"
-    assert (
-        compose_config(["agent=ppo", "total_steps=1000"]).variant == "none"
-    )  # PPO's annealing follows the length
+    # PPO's annealing follows the length
+    assert compose_config(["agent=ppo", "total_steps=1000"]).variant == "none"
     long = compose_config(
         [
             "agent=ppo",

@@ -102,9 +102,8 @@ def test_a_run_writes_the_contract_and_resumes_exactly_after_a_crash(tmp_path, m
     assert (resumed / "metrics.csv").read_bytes() == (whole / "metrics.csv").read_bytes()
 
 
-@pytest.mark.parametrize(
-    "intervention", ["redo", "ln_two_hot"]
-)  # interval hooks; a categorical regression head
+# interval hooks; a categorical regression head
+@pytest.mark.parametrize("intervention", ["redo", "ln_two_hot"])
 def test_regression_runs_log_fvu(tmp_path, intervention):
     d = train(
         config_from(
@@ -185,9 +184,8 @@ def test_a_categorical_support_must_cover_the_targets():
         ValueError, match=r"support \[-10, 10\] would clamp .* of task 2's targets .* target_norm=true"
     ):
         config_from([*SMALL, "task=target_offset", "intervention=two_hot"])
-    config_from(
-        [*SMALL, "task=target_offset", "intervention=two_hot", "target_norm=true"]
-    )  # standardised: fits
+    # standardised: fits
+    config_from([*SMALL, "task=target_offset", "intervention=two_hot", "target_norm=true"])
     config_from([*SMALL, "task=target_offset", "intervention=hl_gauss", "interventions.hl_gauss.v_max=40"])
 
 
@@ -215,9 +213,8 @@ def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
     assert run_dir.read_text() == saved  # config.yaml is not overwritten
     other = train(config_from([*SMALL, "lr=0.01", f"run_dir={tmp_path}"]))  # without a label: its own variant
     assert other.parent.name == "none[inputs=200,lr=0.01]"
-    resumed = train(
-        config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}", "threads=2"])
-    )  # threads: resumes
+    # threads: resumes
+    resumed = train(config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}", "threads=2"]))
     assert (resumed / "done").exists() and resumed == run_dir.parent
 
 

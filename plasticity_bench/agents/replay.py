@@ -119,9 +119,8 @@ class ReplayBuffer:
         """
         size = np.minimum(self.written, self.slots)
         env, slot = self._sample_slots(batch_size, size, rng)
-        if (
-            self.n_step == 1
-        ):  # the loop below for one step, in a third of the time (MinAtar DQN samples every frame)
+        # the loop below for one step, in a third of the time (MinAtar DQN samples every frame)
+        if self.n_step == 1:
             returns, last = self.rewards[env, slot], slot
             discounts = np.where((self.flags[env, slot] & TERMINATED) > 0, 0.0, self.gamma).astype(np.float32)
         else:
@@ -158,9 +157,10 @@ class ReplayBuffer:
     def _sample_any_env_slots(
         self, batch_size: int, size: np.ndarray, cum: np.ndarray, rng: np.random.Generator
     ):
+        # (env, slot) of the accepted ones of count draws
         def draw(
             count: int,
-        ) -> tuple[np.ndarray, np.ndarray]:  # (env, slot) of the accepted ones of count draws
+        ) -> tuple[np.ndarray, np.ndarray]:
             flat = rng.integers(cum[-1], size=count)
             e = np.searchsorted(cum, flat, side="right")
             age = flat - (cum[e] - size[e])  # 0 = oldest slot of that env

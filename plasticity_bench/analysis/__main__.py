@@ -130,9 +130,8 @@ def main(argv: list[str]) -> int:
             "continual_vs_fresh.csv, continual_runs.csv, continual_average_return.csv, continual.md"
         )
     shifting = runs.runs.shift_kind != "none"
-    if (
-        shifting.any()
-    ):  # a continual run is not scored as a stationary one: its game is not the game it played
+    # a continual run is not scored as a stationary one: its game is not the game it played
+    if shifting.any():
         stationary = runs.runs[~shifting]
         runs = Runs(
             stationary,

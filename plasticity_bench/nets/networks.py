@@ -44,12 +44,10 @@ class ToFloat(nn.Module):
         self.register_buffer("dtype", torch.zeros(()), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scaled = (
-            self.scale != 1.0
-        )  # (then a copy even of an input in the right dtype: mul_ must not write the caller's)
-        if (
-            self.channels_last and x.dim() == 4
-        ):  # (NHWC written by permutes: vmap, the eNTK probe's, takes them)
+        # (then a copy even of an input in the right dtype: mul_ must not write the caller's)
+        scaled = self.scale != 1.0
+        # (NHWC written by permutes: vmap, the eNTK probe's, takes them)
+        if self.channels_last and x.dim() == 4:
             x = x.permute(0, 2, 3, 1).to(self.dtype.dtype, memory_format=torch.contiguous_format, copy=True)
             x = x.permute(0, 3, 1, 2)
         else:
@@ -73,23 +71,20 @@ class PatchConv2d(nn.Conv2d):
     (2026-11-27)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
-        super().__init__(
-            in_channels, out_channels, kernel_size
-        )  # stride 1, no padding: what the patches assume
+        # stride 1, no padding: what the patches assume
+        super().__init__(in_channels, out_channels, kernel_size)
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if (
-            x.device.type != "cpu" or x.dim() != 4 or not 0 < x.shape[0] <= PATCH_MAX_BATCH
-        ):  # (3-dim: unbatched)
+        # (3-dim: unbatched)
+        if x.device.type != "cpu" or x.dim() != 4 or not 0 < x.shape[0] <= PATCH_MAX_BATCH:
             return super()._conv_forward(x, weight, bias)
         n, channels, height, width = x.shape
         k = self.kernel_size[0]
         rows, cols = height - k + 1, width - k + 1
         columns = x.reshape(n, -1).index_select(1, patch_index(channels, height, width, k, x.device))
         columns = columns.view(n, -1, rows * cols)  # (example, weight entry, output position)
-        weights = weight.reshape(1, weight.shape[0], -1).expand(
-            n, -1, -1
-        )  # the same matrix for each example, no copy
+        # the same matrix for each example, no copy
+        weights = weight.reshape(1, weight.shape[0], -1).expand(n, -1, -1)
         y = (
             torch.bmm(weights, columns)
             if bias is None

@@ -124,9 +124,8 @@ def _per_tensor_update(params, grads, square_avg, grad_avg, steps, hyper: torch.
 
 
 _compiled = {"update": None, "works": None}  # built at the first CPU step (importing dynamo takes a second)
-_hyper: dict[
-    tuple, torch.Tensor
-] = {}  # (lr, alpha, eps, floor, dtype) -> the tensor the compiled update reads
+# (lr, alpha, eps, floor, dtype) -> the tensor the compiled update reads
+_hyper: dict[tuple, torch.Tensor] = {}
 
 
 def fused_update_works(params: list[torch.Tensor]) -> bool:

@@ -140,9 +140,8 @@ def validate(cfg: DictConfig) -> DictConfig:
             OmegaConf.update(cfg, key, int(value))
     try:
         cfg.env.game = check_game(cfg.env.suite, cfg.env.game)
-        composition = interventions.Composition(
-            cfg.intervention, cfg.interventions
-        )  # names and hyper-parameters
+        # names and hyper-parameters
+        composition = interventions.Composition(cfg.intervention, cfg.interventions)
     except (UnknownChoice, ValueError) as error:
         raise ConfigError(str(error)) from None
     shifting = composition.acts_at_shifts()
