@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_ppo
-from plasticity_bench.agents.ppo import gae
+from plasticity_bench.agents.rollout import gae
 
 GAMMA, LAM = 0.9, 0.5
 
@@ -43,10 +43,8 @@ def test_truncation_bootstraps_from_the_true_final_observation_and_termination_d
     terminated, truncated = np.array([True, False]), np.array([False, True])
     agent.observe(obs, actions, np.array([1.0, 1.0]), final, terminated, truncated, 2)
     v_final = agent.value(final)
-    torch.testing.assert_close(
-        agent.rollout["rewards"][0], torch.tensor([1.0, 1.0 + GAMMA * float(v_final[1])])
-    )
-    assert agent.rollout["dones"][0].tolist() == [1.0, 1.0]
+    torch.testing.assert_close(agent.rollout.rewards[0], torch.tensor([1.0, 1.0 + GAMMA * float(v_final[1])]))
+    assert agent.rollout.dones[0].tolist() == [1.0, 1.0]
 
 
 def test_loss_pieces_on_a_fixed_batch():
@@ -112,7 +110,7 @@ def play(agent, rng, steps, start=0):
 def test_checkpoint_mid_rollout_resumes_exactly():
     agent = make_ppo()
     play(agent, np.random.default_rng(0), 6)  # one update after 4 steps, then 2 rows of the next rollout
-    assert agent.t == 2 and agent.updates == 4
+    assert agent.rollout.t == 2 and agent.updates == 4
     state = copy.deepcopy(agent.state_dict())
     resumed = make_ppo()
     resumed.load_state_dict(state)
@@ -131,7 +129,7 @@ def test_probe_inputs_come_from_the_latest_rollout():
     assert agent.probe_inputs(8, np.random.default_rng(0)) is None
     play(agent, np.random.default_rng(0), 3)
     batch = agent.probe_inputs(8, np.random.default_rng(0))
-    rows = agent.rollout["obs"][:3].flatten(0, 1)
+    rows = agent.rollout.obs[:3].flatten(0, 1)
     assert batch.shape == (8, 4, 10, 10) and all((rows == x).all((1, 2, 3)).any() for x in batch)
 
 
@@ -158,17 +156,17 @@ def test_a_resume_seam_cuts_the_rollout_and_bootstraps_from_the_last_observation
             obs, agent.act(obs, 2 * t), np.ones(2), nxt, np.zeros(2, bool), np.zeros(2, bool), 2 * t + 2
         )
         obs = nxt
-    rewards = agent.rollout["rewards"][1].clone()
+    rewards = agent.rollout.rewards[1].clone()
     agent.truncate(obs)
-    torch.testing.assert_close(agent.rollout["rewards"][1], rewards + GAMMA * agent.value(obs))
-    assert agent.rollout["dones"][1].tolist() == [1.0, 1.0] and agent.rollout["dones"][0].tolist() == [
+    torch.testing.assert_close(agent.rollout.rewards[1], rewards + GAMMA * agent.value(obs))
+    assert agent.rollout.dones[1].tolist() == [1.0, 1.0] and agent.rollout.dones[0].tolist() == [
         0.0,
         0.0,
     ]
 
 
 def test_the_discounted_value_target_bootstraps_only_where_an_episode_or_the_rollout_ends():
-    from plasticity_bench.agents.ppo import gae
+    from plasticity_bench.agents.rollout import gae
 
     rewards, dones = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[0.0], [1.0], [0.0]])
     target = gae(rewards, torch.zeros_like(rewards), dones, torch.tensor([10.0]), 0.5, 1.0)

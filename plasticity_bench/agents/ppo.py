@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from plasticity_bench.agents import register
 from plasticity_bench.agents.base import EnvSpec
+from plasticity_bench.agents.rollout import Rollout
 from plasticity_bench.core.ranges import ranged
 from plasticity_bench.nets.learner import Learner
 from plasticity_bench.nets.networks import build_network, eval_mode
@@ -80,27 +81,6 @@ class PPOConfig:
     under both heads; built as one module of two towers (nets.networks, ``towers``)."""
 
 
-def gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    dones: torch.Tensor,
-    next_value: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> torch.Tensor:
-    """Generalised advantage estimates for (steps, envs) tensors. ``dones[t]`` cuts the chain
-    after step t; ``next_value`` is the value of the observation after the last step."""
-    advantages = torch.zeros_like(rewards)
-    running = torch.zeros_like(next_value)
-    for t in reversed(range(len(rewards))):
-        following = next_value if t == len(rewards) - 1 else values[t + 1]
-        alive = 1.0 - dones[t]
-        delta = rewards[t] + gamma * following * alive - values[t]
-        running = delta + gamma * lam * alive * running
-        advantages[t] = running
-    return advantages
-
-
 @register("ppo")
 class PPO(Learner):
     Config = PPOConfig
@@ -135,18 +115,9 @@ class PPO(Learner):
         self.target = None  # PPO bootstraps from its own critic
         self.optimizer = self.make_optimizer()
 
-        T, N = cfg.num_steps, num_envs
-        self.rollout = {
-            "obs": torch.zeros(
-                (T, N, *obs_shape), dtype=torch.from_numpy(np.zeros(0, obs_dtype)).dtype, device=device
-            ),
-            "actions": torch.zeros((T, N), dtype=torch.long, device=device),
-            **{k: torch.zeros((T, N), device=device) for k in ("logprobs", "values", "rewards", "dones")},
-        }
-        self.t = 0  # next rollout row
-        self.filled = 0  # rows holding data (for the probes)
+        self.rollout = Rollout.empty(cfg.num_steps, num_envs, obs_shape, obs_dtype, device)
         self.updates = 0
-        self.acted: tuple[torch.Tensor, torch.Tensor] | None = None  # (logprobs, values) of the last act
+        self.acted: dict[str, torch.Tensor] = {}  # what the last act stores: actions, logprobs, values
 
     @staticmethod
     def check_config(cfg) -> None:
@@ -185,13 +156,19 @@ class PPO(Learner):
         return logits, self.values.expected(critic)[:, 0], critic
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
+        self.acted = self.sample(torch.as_tensor(obs, device=self.device))
+        return self.acted["actions"].cpu().numpy()
+
+    def sample(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Actions drawn from the policy, with what the rollout stores of them: their
+        log-probabilities and the critic's values."""
         with torch.no_grad(), eval_mode(self.network):  # acting is not a training forward
-            logits, value, _ = self.policy_and_value(torch.as_tensor(obs, device=self.device))
+            logits, value, _ = self.policy_and_value(obs)
         # Gumbel-max sampling with the agent's numpy RNG: exact to resume, independent of torch's
         gumbel = torch.as_tensor(self.rng.gumbel(size=logits.shape), dtype=logits.dtype, device=self.device)
         actions = (logits + gumbel).argmax(1)
-        self.acted = (F.log_softmax(logits, 1).gather(1, actions[:, None]).squeeze(1), value)
-        return actions.cpu().numpy()
+        logprobs = F.log_softmax(logits, 1).gather(1, actions[:, None]).squeeze(1)
+        return {"actions": actions, "logprobs": logprobs, "values": value}
 
     def value(self, obs: np.ndarray) -> torch.Tensor:
         with torch.no_grad(), eval_mode(self.network):
@@ -208,46 +185,32 @@ class PPO(Learner):
         cut_short = torch.as_tensor(truncated & ~terminated, device=self.device)
         if cut_short.any():  # bootstrap a time limit from the true final observation
             rewards = rewards + c.gamma * cut_short * self.value(next_obs)
-        logprobs, values = self.acted
-        row = {
-            "obs": torch.as_tensor(obs, device=self.device),
-            "actions": torch.as_tensor(actions, device=self.device),
-            "logprobs": logprobs,
-            "values": values,
-            "rewards": rewards,
-            "dones": torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device),
-        }
-        for key, value in row.items():
-            self.rollout[key][self.t] = value
-        self.t += 1
-        self.filled = max(self.filled, self.t)
-        if self.t < c.num_steps:
+        full = self.rollout.add(
+            obs=torch.as_tensor(obs, device=self.device),
+            actions=torch.as_tensor(actions, device=self.device),
+            logprobs=self.acted["logprobs"],
+            values=self.acted["values"],
+            rewards=rewards,
+            dones=torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device),
+        )
+        if not full:
             return {}
-        self.t = 0
-        r = self.rollout
-        next_value = self.value(next_obs)
-        advantages = gae(r["rewards"], r["values"], r["dones"], next_value, c.gamma, c.gae_lambda)
-        if c.value_target == "discounted":  # GAE with lambda 1 and no values: the discounted sum
-            returns = gae(r["rewards"], torch.zeros_like(r["values"]), r["dones"], next_value, c.gamma, 1.0)
-        else:
-            returns = advantages + r["values"]
+        advantages, returns = self.rollout.advantages_and_returns(
+            self.value(next_obs), c.gamma, c.gae_lambda, c.value_target
+        )
         return self.update(advantages, returns, step)
 
     def restart(self) -> None:
         """A fresh agent starts here (interventions.reset, ``layers=0``): the rows of the rollout in
         progress came from the old policy, so the next update is made of the new one's only."""
-        self.t = 0
+        self.rollout.t = 0
 
     def truncate(self, obs: np.ndarray) -> None:
         """The episodes in progress end here (a resume that restarts the envs): the rollout's
         last row is cut as a time limit, bootstrapped with the value of ``obs``, the observation
         that followed it; GAE then never runs across the seam."""
-        if self.t == 0:
-            return
-        row, c = self.t - 1, self.cfg
-        alive = 1.0 - self.rollout["dones"][row]
-        self.rollout["rewards"][row] += c.gamma * alive * self.value(obs)
-        self.rollout["dones"][row] = 1.0
+        if self.rollout.t:
+            self.rollout.cut(self.value(obs), self.cfg.gamma)
 
     def prediction(self, outputs: torch.Tensor) -> torch.Tensor:
         """The scalar per input that the eNTK probe differentiates: the critic's value."""
@@ -261,24 +224,19 @@ class PPO(Learner):
 
     def update(self, advantages: torch.Tensor, returns: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         c = self.cfg
-        flat = {k: v.flatten(0, 1) for k, v in self.rollout.items()}
-        flat["advantages"], flat["returns"] = advantages.flatten(), returns.flatten()
+        advantages, returns = advantages.flatten(), returns.flatten()
         if c.norm_adv and c.norm_adv_over == "rollout":
-            flat["advantages"] = (flat["advantages"] - flat["advantages"].mean()) / (
-                flat["advantages"].std() + 1e-8
-            )
-        size = len(flat["actions"])
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         sums, count, hooks = {}, 0, {}
         lr = self.learning_rate(step)
         self.set_learning_rate(lr)  # (an intervention that rebuilds the optimizer keeps it)
-        for _ in range(c.update_epochs):
-            order = torch.as_tensor(self.rng.permutation(size), device=self.device)
-            for indices in order.chunk(c.num_minibatches):
-                metrics, acted = self.minibatch_update({k: v[indices] for k, v in flat.items()}, step)
-                for key, value in {**metrics, "lr": torch.tensor(lr)}.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
-                hooks.update(acted)
+        extra = {"advantages": advantages, "returns": returns}
+        for mb in self.rollout.minibatches(extra, self.rng, c.update_epochs, c.num_minibatches):
+            metrics, acted = self.minibatch_update(mb, step)
+            for key, value in {**metrics, "lr": torch.tensor(lr)}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            hooks.update(acted)
         return {**{k: v / count for k, v in sums.items()}, **hooks}
 
     def minibatch_update(
@@ -328,9 +286,9 @@ class PPO(Learner):
 
     def probe_inputs(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
         """Observations of the latest rollout for the probes (drawn with the probe's RNG)."""
-        if self.filled == 0:
+        if self.rollout.filled == 0:
             return None
-        rows = self.rollout["obs"][: self.filled].flatten(0, 1)
+        rows = self.rollout.obs[: self.rollout.filled].flatten(0, 1)
         return rows[torch.as_tensor(rng.integers(len(rows), size=batch_size), device=self.device)]
 
     # ---- checkpoint state ---------------------------------------------------------------
@@ -338,9 +296,7 @@ class PPO(Learner):
         return {
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rollout": self.rollout,
-            "t": self.t,
-            "filled": self.filled,
+            **self.rollout.state_dict(),  # rollout, t, filled
             "updates": self.updates,
             "rng": self.rng.bit_generator.state,
         }
@@ -349,6 +305,6 @@ class PPO(Learner):
         self.network.load_state_dict(state["network"])
         self.optimizer = self.make_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rollout = {k: v.to(self.device) for k, v in state["rollout"].items()}
-        self.t, self.filled, self.updates = state["t"], state["filled"], state["updates"]
+        self.rollout.load_state_dict(state, self.device)
+        self.updates = state["updates"]
         self.rng.bit_generator.state = state["rng"]
