@@ -1,6 +1,7 @@
-"""The MinAtar CNN's convolution trains through gathered patches (nets.networks.PatchConv2d):
-the same function and gradients as the library convolution, wherever the network is used; the
-Nature CNN is laid out channels-last and takes its pixels NHWC, computing the same function."""
+"""The speed paths (nets/fast.py) compute what the plain paths compute: the MinAtar CNN's
+convolution through gathered patches (PatchConv2d) has the library convolution's function and
+gradients wherever the network is used; the Nature CNN laid out channels-last and taking its
+pixels NHWC computes the same function. Each setting is tested both ways."""
 
 import copy
 
@@ -10,10 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from plasticity_bench.nets import networks
-from plasticity_bench.nets.networks import PatchConv2d, build_network, eval_mode, reinitialised
+from plasticity_bench.nets import fast
+from plasticity_bench.nets.fast import PatchConv2d
+from plasticity_bench.nets.networks import build_network, eval_mode, reinitialised
 
-PATCH_INDEX = networks.patch_index
+PATCH_INDEX = fast.patch_index
 
 
 def grids(n: int) -> torch.Tensor:
@@ -55,8 +57,8 @@ def test_patch_convolution_on_non_square_float64_inputs_without_bias_and_batch_o
 
 def test_batches_past_the_patch_limit_use_the_library_kernel():
     conv = PatchConv2d(4, 16, 3)
-    assert conv(grids(networks.PATCH_MAX_BATCH)).grad_fn.name() != "ConvolutionBackward0"
-    assert conv(grids(networks.PATCH_MAX_BATCH + 1)).grad_fn.name() == "ConvolutionBackward0"
+    assert conv(grids(fast.PATCH_MAX_BATCH)).grad_fn.name() != "ConvolutionBackward0"
+    assert conv(grids(fast.PATCH_MAX_BATCH + 1)).grad_fn.name() == "ConvolutionBackward0"
 
 
 def test_patch_convolution_gives_the_library_input_gradient_and_no_grad_outputs():
@@ -76,7 +78,7 @@ def test_a_network_that_first_acts_in_inference_mode_then_trains(monkeypatch):
     """The patch index is cached at its first use; built while acting (inference mode), it
     must still serve a forward that saves it for the backward pass (one with an input gradient)."""
     network = build_network((4, 10, 10), 6)
-    monkeypatch.setattr(networks, "_PATCH_INDEX", {})  # (building the network ran a forward: start empty)
+    monkeypatch.setattr(fast, "_PATCH_INDEX", {})  # (building the network ran a forward: start empty)
     with torch.inference_mode():
         network(grids(1))
     x = grids(4).requires_grad_(True)
@@ -105,7 +107,7 @@ def test_per_example_gradients_under_vmap_match_the_library_convolution(monkeypa
         return vmap(grad(q0), in_dims=(None, 0))(params, x)
 
     gathered = []
-    monkeypatch.setattr(networks, "patch_index", lambda *a: gathered.append(a) or PATCH_INDEX(*a))
+    monkeypatch.setattr(fast, "patch_index", lambda *a: gathered.append(a) or PATCH_INDEX(*a))
     ours = per_example_grads()
     assert gathered  # the patches path ran under vmap(grad)
     monkeypatch.setattr(PatchConv2d, "_conv_forward", nn.Conv2d._conv_forward)
@@ -219,3 +221,23 @@ def test_eval_mode_gives_every_module_its_own_mode_back(wrapper):
             assert not any(m.training for m in net.modules())
             raise RuntimeError("inside")
     assert [m.training for m in net.modules()] == before
+
+
+@pytest.mark.parametrize(
+    "arch, shape, setting",
+    [("minatar_cnn", (4, 10, 10), "patch_conv"), ("nature_cnn", (4, 84, 84), "channels_last")],
+)
+def test_each_speed_path_can_be_turned_off_and_computes_the_same(arch, shape, setting, monkeypatch):
+    torch.manual_seed(0)
+    fast_net = build_network(shape, 6, arch, 1 / 255 if arch == "nature_cnn" else 1.0)
+    monkeypatch.setattr(fast.SPEED, setting, False)
+    plain = build_network(shape, 6, arch, 1 / 255 if arch == "nature_cnn" else 1.0)
+    plain.load_state_dict(fast_net.state_dict())
+    kinds = {type(m) for m in plain.modules()}
+    assert PatchConv2d not in kinds and all(p.is_contiguous() for p in plain.parameters())
+    x = torch.randint(0, 255, (8, *shape)).float() if arch == "nature_cnn" else grids(8)
+    torch.testing.assert_close(plain(x), fast_net(x), rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(fast.SPEED, setting, True)
+    assert (PatchConv2d in {type(m) for m in build_network(shape, 6, arch).modules()}) == (
+        setting == "patch_conv"
+    )

@@ -168,25 +168,6 @@ def test_a_resume_seam_keeps_every_sampled_transition_one_the_env_returned(n_ste
     assert not buffer.episode_start.any()
 
 
-@pytest.mark.parametrize("stack,n_step", [(1, 1), (4, 1), (4, 3)])
-def test_one_env_sampling_draws_the_slots_the_general_path_draws(stack, n_step):
-    """The one-env shortcut (MinAtar DQN) takes the same draws to the same slots as the path
-    for any number of envs, before the buffer fills (padding rejected) and after (history too)."""
-    buffer = ReplayBuffer(60, 1, (stack, 2, 2), np.uint8, stack=stack, n_step=n_step)
-    env = FakeStackedEnv(1, stack=stack, seed=3)
-    obs = env.reset()
-    for step in range(150):
-        nxt, r, term, trunc, final = env.step()
-        buffer.add(obs, np.zeros(1, int), r, final, term, trunc)
-        obs = nxt
-        if step in (20, 149):  # not full yet / wrapped around
-            size = np.minimum(buffer.written, buffer.slots)
-            one = buffer._sample_one_env_slots(256, int(size[0]), np.random.default_rng(step))
-            general = buffer._sample_any_env_slots(256, size, np.cumsum(size), np.random.default_rng(step))
-            for a, b in zip(one, general):
-                np.testing.assert_array_equal(a, b)
-
-
 @pytest.mark.parametrize(
     "episode_lengths,stack,n_step,steps",
     [

@@ -148,7 +148,7 @@ class DQN(Learner):
             q = self.values.expected(self.network(torch.as_tensor(obs, device=self.device)))
             greedy = q.argmax(1).cpu().numpy()
         if not explore.any():  # random actions are drawn only when an env explores: once epsilon has
-            return greedy  # decayed, most steps skip that draw (about 8 us of a 1.2 ms MinAtar frame)
+            return greedy  # decayed, most steps skip that draw
         return np.where(explore, self.rng.integers(self.num_actions, size=self.num_envs), greedy)
 
     # ---- storing and learning -----------------------------------------------------------

@@ -16,9 +16,8 @@ def keep_freed_memory() -> bool:
     """Keep freed blocks for the next allocation instead of giving them back to the kernel.
     By default glibc maps blocks over an adaptive threshold fresh from the kernel and trims
     the heap's free top, so an update's activations and gradients, freed when it ends, come
-    back as new pages that fault in (and are zeroed) one by one: a PPO Atari update took
-    148,000-209,000 page faults and 1.14-1.25 s at 2 threads; with this, none and 0.96-0.97 s
-    (2026-11-27). It is what jemalloc or tcmalloc would do, which PyTorch's CPU tuning guide
+    back as new pages that fault in (and are zeroed) one by one, a large share of a PPO Atari
+    update (make bench). It is what jemalloc or tcmalloc would do, which PyTorch's CPU tuning guide
     suggests, with nothing to install; the cost is that the process keeps its peak heap.
     Blocks of 32 MiB and more (glibc's ceiling on 64-bit Linux) are still mapped per
     allocation. Returns whether glibc took both settings; with another C library (musl, macOS)

@@ -3,8 +3,8 @@
 Counters the parameter-norm-growth mechanism (Lyle et al. 2024). The term's gradient,
 ``2 coef theta``, is added straight to the gradients after backward (the ``gradients`` hook):
 the same gradient as autograd's through the loss, before clipping and the optimizer, for one
-foreach op. Through autograd (a norm forward, a product and an accumulation backward) it cost
-about 15% of a MinAtar DQN update; the term's value was never logged.
+foreach op, where autograd would add a norm forward, a product and an accumulation backward to
+every update; the term's value was never logged.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ towers share nothing, while interventions and probes walk one body and one head 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import OrderedDict
 
@@ -20,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
+
+from plasticity_bench.nets.fast import SPEED, PatchConv2d
 
 # (kind, out_channels_or_features, kernel, stride)
 NATURE_CNN = [("conv", 32, 8, 4), ("conv", 64, 4, 2), ("conv", 64, 3, 1), ("flatten",), ("linear", 512)]
@@ -32,10 +35,9 @@ class ToFloat(nn.Module):
     """uint8 pixels -> [0, 1] floats (bool MinAtar grids -> 0/1), in the dtype of the network's
     parameters: ``dtype`` is a buffer that ``.double()`` (or a functional call with float64
     buffers, as the eNTK probe makes) converts with them. Not persistent: not in checkpoints.
-    ``channels_last``: batches of images come out laid out NHWC, as the Nature CNN's weights
-    are, in the same pass as the cast; oneDNN would otherwise copy the input into that layout
-    before the first convolution and again in its backward (PPO Atari's update: 0.97 -> 0.87 s
-    at 2 threads, 2026-11-27)."""
+    ``channels_last`` (a speed path, nets/fast.py): batches of images come out laid out NHWC, as
+    the Nature CNN's weights are, in the same pass as the cast; oneDNN would otherwise copy the
+    input into that layout before the first convolution and again in its backward."""
 
     def __init__(self, scale: float, channels_last: bool = False):
         super().__init__()
@@ -53,67 +55,6 @@ class ToFloat(nn.Module):
         else:
             x = x.to(self.dtype.dtype, copy=scaled)
         return x.mul_(self.scale) if scaled else x
-
-
-PATCH_MAX_BATCH = 256  # the largest batch PatchConv2d computes through patches (faster up to here)
-
-
-class PatchConv2d(nn.Conv2d):
-    """A stride-1, unpadded Conv2d (the MinAtar CNN's) computed on the CPU through explicit
-    patches: each example's patches gathered into a column matrix by one precomputed index,
-    and the weight, as a matrix, times every example's columns in one batched product;
-    autograd differentiates that. Same parameters, same module to interventions and probes,
-    and the output is the library's contiguous (N, C, H, W). Why: on a 10x10x4 input oneDNN
-    takes the weight gradient at about 16 GFLOP/s (146 us for 2.4 MFLOP). This layer and a
-    linear one, forward and backward, ran 1.18x as fast as the library's at a batch of 32 and
-    1.06x at 256 (1 thread; 1.32x and 1.75x at 2 threads), and 0.95x at 1,024 (1 thread), so
-    batches past ``PATCH_MAX_BATCH``, unbatched inputs and other devices keep the library kernel
-    (2026-11-27)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
-        # stride 1, no padding: what the patches assume
-        super().__init__(in_channels, out_channels, kernel_size)
-
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        # (3-dim: unbatched)
-        if x.device.type != "cpu" or x.dim() != 4 or not 0 < x.shape[0] <= PATCH_MAX_BATCH:
-            return super()._conv_forward(x, weight, bias)
-        n, channels, height, width = x.shape
-        k = self.kernel_size[0]
-        rows, cols = height - k + 1, width - k + 1
-        columns = x.reshape(n, -1).index_select(1, patch_index(channels, height, width, k, x.device))
-        columns = columns.view(n, -1, rows * cols)  # (example, weight entry, output position)
-        # the same matrix for each example, no copy
-        weights = weight.reshape(1, weight.shape[0], -1).expand(n, -1, -1)
-        y = (
-            torch.bmm(weights, columns)
-            if bias is None
-            else torch.baddbmm(bias.view(1, -1, 1), weights, columns)
-        )
-        return y.view(n, -1, rows, cols)
-
-
-_PATCH_INDEX: dict[tuple, torch.Tensor] = {}
-
-
-def patch_index(channels: int, height: int, width: int, kernel: int, device: torch.device) -> torch.Tensor:
-    """Positions in a flattened (channels, height, width) input of the column matrix's
-    entries: one row per weight entry, in the order of a flattened Conv2d weight (channel, row,
-    column), each row running over the output positions."""
-    key = (channels, height, width, kernel, device)
-    if key not in _PATCH_INDEX:
-        with torch.inference_mode(False):  # (first built while acting, it must still serve training)
-            _PATCH_INDEX[key] = _patch_positions(channels, height, width, kernel).to(device)
-    return _PATCH_INDEX[key]
-
-
-def _patch_positions(channels: int, height: int, width: int, kernel: int) -> torch.Tensor:
-    i, j = torch.meshgrid(torch.arange(height - kernel + 1), torch.arange(width - kernel + 1), indexing="ij")
-    c, di, dj = torch.meshgrid(
-        torch.arange(channels), torch.arange(kernel), torch.arange(kernel), indexing="ij"
-    )
-    position = (i.reshape(1, -1) + di.reshape(-1, 1)) * width + j.reshape(1, -1) + dj.reshape(-1, 1)
-    return (c.reshape(-1, 1) * height * width + position).reshape(-1)
 
 
 class CReLU(nn.Module):
@@ -222,7 +163,7 @@ def build_body(
             f"separate towers are built for arch=mlp without crelu, not arch={arch}, {activation}"
         )
     layers: OrderedDict[str, nn.Module] = OrderedDict(
-        scale=ToFloat(obs_scale, channels_last=arch == "nature_cnn")
+        scale=ToFloat(obs_scale, channels_last=arch == "nature_cnn" and SPEED.channels_last)
     )
     shape = tuple(obs_shape)
     n = 0
@@ -235,7 +176,7 @@ def build_body(
         out = max(1, round(spec[1] * width_scale))
         if spec[0] == "conv":
             _, _, kernel, stride = spec
-            patches = stride == 1 and arch == "minatar_cnn"  # where it was measured faster
+            patches = stride == 1 and arch == "minatar_cnn" and SPEED.patch_conv  # (nets/fast.py)
             layers[f"conv{n}"] = (
                 PatchConv2d(shape[0], out, kernel) if patches else nn.Conv2d(shape[0], out, kernel, stride)
             )
@@ -283,7 +224,7 @@ def build_network(
         else nn.Linear(features, num_outputs * value_bins)
     )
     network = Network(body, head)
-    if arch == "nature_cnn":  # oneDNN's convolutions are faster on NHWC weights (README, "make bench")
+    if arch == "nature_cnn" and SPEED.channels_last:  # oneDNN's convolutions want NHWC (nets/fast.py)
         network = network.to(memory_format=torch.channels_last)
     return network
 
@@ -320,43 +261,16 @@ class _Originals:
         return getattr(self._module, name)
 
 
-class eval_mode:
+@contextlib.contextmanager
+def eval_mode(network: nn.Module):
     """Evaluation mode for a measurement or an action, each module's own mode restored after: a
     spectral-normalised layer then reads its power-iteration vectors without updating them, so
-    measuring leaves the network as it was. Only the modules in training mode are switched, and
-    their flags are set directly, as ``Module.train`` would set them, for modules that do not
-    override ``train``: the recursive ``train()`` calls cost about 0.1 ms per MinAtar action, a
-    tenth of a DQN frame, and ``contextlib``'s generator another 2 us (make bench)."""
-
-    def __init__(self, network: nn.Module):
-        self.network = network
-
-    def __enter__(self) -> nn.Module:
-        modules = _all_modules(self.network)
-        if all(type(m).train is nn.Module.train for m in modules):
-            self.restore = [(m, True) for m in modules if m.training]
-        else:  # a module's own train() may set its children's modes too: every module gets its own back
-            self.restore = [(m, m.training) for m in modules]
-        for m, _ in self.restore:
-            _set_training(m, False)
-        return self.network
-
-    def __exit__(self, *exc) -> None:
-        for m, mode in self.restore:
-            _set_training(m, mode)
-
-
-def _all_modules(root: nn.Module) -> list[nn.Module]:
-    """``root`` and its submodules, breadth first (``modules()`` without its names and memo)."""
-    found, i = [root], 0
-    while i < len(found):
-        found.extend(m for m in found[i]._modules.values() if m is not None)
-        i += 1
-    return found
-
-
-def _set_training(module: nn.Module, mode: bool) -> None:
-    if type(module).train is nn.Module.train:
-        object.__setattr__(module, "training", mode)  # what Module.train does, minus the recursion
-    else:
-        module.train(mode)
+    measuring leaves the network as it was (``network.train()`` would also switch on modules
+    that were in evaluation mode, such as DQN's target network)."""
+    modes = [(module, module.training) for module in network.modules()]
+    network.eval()
+    try:
+        yield network
+    finally:
+        for module, mode in modes:
+            module.training = mode

@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from plasticity_bench.nets.fast import SPEED
+
 
 def gradient_step(
     optimizer: torch.optim.Optimizer,
@@ -25,9 +27,7 @@ def gradient_step(
     ``lambda: interventions.gradients(network)``) and step; returns the gradient norm before
     clipping (clipped to ``max_grad_norm`` when > 0). Norm and clipping cover the optimizer's
     parameters, not the network's: an intervention may have frozen some (plasticity_injection)."""
-    for group in optimizer.param_groups:  # zero_grad(set_to_none=True), without its 5 us of bookkeeping
-        for p in group["params"]:
-            p.grad = None
+    optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if after_backward is not None:
         after_backward()
@@ -108,8 +108,7 @@ def _foreach_update(
 
 def _per_tensor_update(params, grads, square_avg, grad_avg, steps, hyper: torch.Tensor) -> torch.Tensor:
     """The same update written per tensor, for ``torch.compile``: each tensor's chain becomes one
-    loop that reads and writes its four tensors once, where the eager ops make eight passes
-    (MinAtar DQN on one CPU thread: 75 us a step instead of 185, a tenth of an update; make bench).
+    loop that reads and writes its four tensors once, where the eager ops make eight passes.
     ``hyper`` holds lr, alpha, 1 - alpha, eps and the floor as a tensor, not as constants: a new
     learning rate (a sweep in one worker process) does not compile again."""
     lr, alpha, one_minus_alpha, eps, floor = hyper.unbind()
@@ -129,9 +128,10 @@ _hyper: dict[tuple, torch.Tensor] = {}
 
 
 def fused_update_works(params: list[torch.Tensor]) -> bool:
-    """Whether the compiled update can run: CPU tensors (on CUDA the foreach kernels are fast),
-    and ``torch.compile`` with a C++ compiler on this machine (known after the first step)."""
-    return _compiled["works"] is not False and params[0].device.type == "cpu"
+    """Whether the compiled update runs: the speed path is on (``speed.compiled_rmsprop``, nets/fast.py),
+    CPU tensors (on CUDA the foreach kernels are fast), and ``torch.compile`` with a C++ compiler on
+    this machine (known after the first step)."""
+    return SPEED.compiled_rmsprop and _compiled["works"] is not False and params[0].device.type == "cpu"
 
 
 def _fused_update(
@@ -145,7 +145,7 @@ def _fused_update(
             torch._dynamo.config.accumulated_recompile_limit, 4096
         )
         # (no size asserts: dynamo's guards check every tensor's size and stride before the call,
-        # and inductor's asserts checking them again cost 10 of the step's 69 us, MinAtar, 1 thread)
+        # and inductor's asserts would check them again at every step)
         _compiled["update"] = torch.compile(
             _per_tensor_update, fullgraph=True, dynamic=False, options={"size_asserts": False}
         )

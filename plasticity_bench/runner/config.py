@@ -132,6 +132,9 @@ def validate(cfg: DictConfig) -> DictConfig:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
         raise config_error(error) from None
+    for name, value in cfg.speed.items():  # (an unknown name is Hydra's error already)
+        if not isinstance(value, bool):
+            raise ConfigError(f"speed.{name}={value!r}: must be true or false")
     if cfg.threads == "auto":  # the suite's measured default (its config's default_threads)
         cfg.threads = SUITES[cfg.env.suite][0].default_threads
     for key, valid in RUN_RANGES.items():  # 2500.0 -> 2500 (a sweep's Hydra composes without compose_config)
