@@ -92,7 +92,7 @@ bench: $(STAMP) ## speed and memory on this machine, ours / reference rows: one 
 	$(PY) -m plasticity_bench bench $(BENCH_ARGS)
 
 test: $(STAMP) ## the fast test suite (what CI runs), one worker per core, one torch thread each
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(NPROC)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(NPROC) --dist worksteal
 
 lint: $(STAMP) ## ruff: style and imports (pyproject.toml [tool.ruff]; `ruff format .` fixes most)
 	$(PY) -m ruff check .

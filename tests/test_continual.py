@@ -480,7 +480,12 @@ def test_each_task_is_scored_against_the_fresh_agent_of_the_same_experiment_and_
 
 
 @pytest.mark.parametrize(
-    "experiment", ["minatar_continual", "classic_continual", "minatar_continual_calibration"]
+    "experiment",
+    [
+        "minatar_continual",
+        pytest.param("classic_continual", marks=pytest.mark.slow),  # the same code on other CSVs: 30 s
+        pytest.param("minatar_continual_calibration", marks=pytest.mark.slow),
+    ],
 )
 def test_the_committed_continual_tables_are_what_the_csvs_give(experiment):
     """results/<experiment>/figures/tables/continual.md is rebuilt from the committed CSVs by the code
