@@ -84,19 +84,10 @@ def imports_of(package: str) -> dict[str, set[str]]:
     return found
 
 
+OURS = {"core", "nets", "agents", "envs", "interventions", "probes", "runner", "shifts", "analysis", "bench"}
+
+
 def test_each_layer_imports_only_the_layers_below_it():
-    ours = {
-        "core",
-        "nets",
-        "agents",
-        "envs",
-        "interventions",
-        "probes",
-        "runner",
-        "shifts",
-        "analysis",
-        "bench",
-    }
     allowed = {
         "core": set(),
         "nets": {"core"},
@@ -109,27 +100,15 @@ def test_each_layer_imports_only_the_layers_below_it():
     }
     for package, below in allowed.items():
         for module, names in imports_of(package).items():
-            wrong = (names & ours) - below - {package}
+            wrong = (names & OURS) - below - {package}
             assert not wrong, f"{module} imports {sorted(wrong)}"
 
 
 def test_the_bench_references_import_nothing_from_the_project():
-    ours = {
-        "core",
-        "nets",
-        "agents",
-        "envs",
-        "interventions",
-        "probes",
-        "runner",
-        "shifts",
-        "analysis",
-        "bench",
-    }
     found = imports_of("bench/references")
     assert len(found) >= 4  # the package and its three yardsticks
     for module, names in found.items():
-        assert not names & ours, f"{module} imports {sorted(names & ours)}: a yardstick must stand alone"
+        assert not names & OURS, f"{module} imports {sorted(names & OURS)}: a yardstick must stand alone"
 
 
 def test_probes_interventions_shifts_and_analysis_do_not_load_agents_even_indirectly():
