@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from plasticity_bench.nets import optim
+from plasticity_bench.nets import fast, optim
 from plasticity_bench.nets.optim import CenteredRMSprop
 
 
@@ -110,3 +110,16 @@ def test_another_learning_rate_does_not_compile_again(compiling):
         opt.step()
         graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
     assert optim._compiled["works"] is True and graphs[1] == graphs[0]
+
+
+def test_the_compiled_rmsprop_setting_off_takes_the_eager_step_without_compiling(monkeypatch, compiling):
+    """speed.compiled_rmsprop=false (nets/fast.py): nothing is compiled, and the step is the eager
+    one the compiled step is held to above."""
+    monkeypatch.setattr(fast.SPEED, "compiled_rmsprop", False)
+    params, grads = _trained_copies()
+    opt = CenteredRMSprop(params, lr=1e-2, alpha=0.95, eps=0.01)
+    for p, g in zip(params, grads[0]):
+        p.grad = g.clone()
+    assert not optim.fused_update_works(params)
+    opt.step_and_norm()
+    assert optim._compiled == {"update": None, "works": None}  # never built, never tried
