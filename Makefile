@@ -46,12 +46,14 @@ help: ## this list
 	@echo "                            target_scale abrupt_shift smooth_shift; INTERVENTION, SEED, RUN_DIR, ARGS as above"
 	@echo "variables (for sweep):"
 	@echo "  EXPERIMENT=name           one of: $(EXPERIMENTS) (plasticity_bench/configs/experiment/)"
-	@echo "  LAUNCHER=local|slurm      joblib on this machine (JOBS=$(JOBS) runs at once, THREADS=$(THREADS) each) or Slurm"
+	@echo "  LAUNCHER=local|slurm      joblib on this machine or Slurm"
+	@echo "  JOBS=$(JOBS) THREADS=$(THREADS)         local: runs at once, torch threads each (default: cores / JOBS)"
 	@echo "  DRY=1                     list the jobs (new / resume / done) and launch nothing"
 	@echo "  RUN_DIR, ARGS             as above; ARGS overrides every job (a,b sweeps a key)"
 	@echo "variables (for figures):"
 	@echo "  RUNS=runs OUT=figures     folder of runs; where tables/ and the figures go"
 	@echo "  FIGURE_ARGS=\"...\"         e.g. \"--final-fraction 0.1 --reps 2000 --bins 40\" (python -m plasticity_bench figures -h)"
+	@echo "other: PYTHON=python3 (the interpreter that creates .venv), BENCH_ARGS (make bench)"
 
 $(STAMP): pyproject.toml
 	@echo "creating $(VENV) (first use only)"

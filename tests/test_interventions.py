@@ -28,7 +28,7 @@ def test_names_compose_and_unknown_names_list_the_valid_ones():
         split_name("ln_magic")
     with pytest.raises(ValueError, match="'crelu_redo': crelu and redo cannot be composed"):
         split_name("crelu_redo")
-    with pytest.raises(ValueError, match="l2 and l2 appears twice"):
+    with pytest.raises(ValueError, match="l2 appears twice"):
         split_name("l2_l2")
 
 

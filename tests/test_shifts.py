@@ -1,7 +1,9 @@
 """The shifts suite: what each task changes, the run directory it writes, exact resume, errors."""
 
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,7 @@ import torch
 import plasticity_bench.shifts.train as shifts_train
 from conftest import ROOT
 from plasticity_bench.shifts.tasks import TASKS, digits
-from plasticity_bench.shifts.train import ShiftsConfig, config_from, train
+from plasticity_bench.shifts.train import ShiftsConfig, config_from, run_path, train
 
 SMALL = [
     "tasks=3",
@@ -212,7 +214,7 @@ def test_a_resume_with_another_config_is_refused(tmp_path, monkeypatch):
     assert result.returncode == 1 and "holds a run with another config (lr: 0.001 -> 0.01)" in result.stderr
     assert run_dir.read_text() == saved  # config.yaml is not overwritten
     other = train(config_from([*SMALL, "lr=0.01", f"run_dir={tmp_path}"]))  # without a label: its own variant
-    assert other.parent.name == "none[inputs=200,lr=0.01]"
+    assert other.parent.name == "none[inputs=200,lr=0.01,steps_per_task=20]"  # steps_per_task: a training key
     # threads: resumes
     resumed = train(config_from([*SMALL, "variant=mine", f"run_dir={tmp_path}", "threads=2"]))
     assert (resumed / "done").exists() and resumed == run_dir.parent
@@ -226,3 +228,18 @@ def test_the_penalties_on_the_weights_act_in_the_supervised_loop(tmp_path, monke
     monkeypatch.setattr(L2, "gradients", lambda self, network: pulled.append(network))
     train(config_from([*SMALL, f"run_dir={tmp_path}", "intervention=l2"]))
     assert len(pulled) == 3 * 20  # every step of the three tasks
+
+
+def test_sigterm_stops_a_shifts_run_with_one_line_and_the_same_command_resumes_it(tmp_path):
+    args = [*SMALL, f"run_dir={tmp_path}", "tasks=40", "steps_per_task=200"]
+    cmd = [sys.executable, "-m", "plasticity_bench", "shifts", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    d = run_path(config_from(args))
+    deadline = time.time() + 120
+    while not (d / "checkpoint").exists() and time.time() < deadline:  # after its first task
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err
+    assert "stopped by SIGTERM" in out and "Run the same command again to resume" in out
+    assert not (d / "done").exists()

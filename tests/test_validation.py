@@ -87,6 +87,9 @@ def test_every_ranged_field_of_a_shifts_run_is_checked(field, valid):
         (["agent.updates_per_step=-1"], "agent.updates_per_step=-1.0 is out of range: must be > 0"),
         (["agent=ppo", "agent.num_minibatches=3"], "agent.num_minibatches=3 must divide the rollout"),
         (["device=cuda"], "device=cuda asked for, but torch sees no CUDA device"),
+        (["agnet.lr=0.1"], "unknown key 'agnet.lr' (a typo?); every key is listed in docs/reference.md"),
+        (["agent=random", "intervention=ln"], "agent 'random' has no network for intervention 'ln'"),
+        (["speed.patch_conv=maybe"], "speed.patch_conv='maybe': must be true or false"),
     ],
 )
 def test_bad_values_exit_2_with_one_line_and_create_nothing(run, tmp_path, args, message):

@@ -52,7 +52,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         prog="python -m plasticity_bench figures", description=__doc__.splitlines()[0]
     )
     p.add_argument("runs", help="folder of run directories (searched recursively)")
-    p.add_argument("out", help="folder for figures/ and tables/")
+    p.add_argument("out", help="folder for the figures, with the tables in OUT/tables/")
     p.add_argument(
         "--final-fraction",
         type=float,

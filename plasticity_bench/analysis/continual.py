@@ -242,7 +242,7 @@ def tables(runs, reps: int, seed: int) -> dict:
     table, notes = against_fresh(table, runs.runs, random_scores())
     averages = run_averages(runs.runs, runs.returns)
     scores = vs_fresh_scores(table)  # each variant on all its seeds (the seeds column says how many)
-    vs_fresh = stats.aggregate(scores, reps, seed) if len(scores) else pd.DataFrame()
+    vs_fresh = stats.aggregate(scores, reps, seed) if len(scores) else stats.aggregate_columns()
     cut = _seed_notes(scores)
     average = per_game(averages, "average_return", reps, seed)
     text = (

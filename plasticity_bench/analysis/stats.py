@@ -96,7 +96,12 @@ def aggregate(final: pd.DataFrame, reps: int = 2000, seed: int = 0) -> pd.DataFr
                     "games": matrix.shape[1],
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows) if rows else aggregate_columns()
+
+
+def aggregate_columns() -> pd.DataFrame:
+    """An empty ``aggregate`` table that still has its header (nothing to aggregate)."""
+    return pd.DataFrame(columns=[*METHOD, "statistic", "value", "ci_low", "ci_high", "runs", "games"])
 
 
 def probability_of_improvement(

@@ -57,4 +57,9 @@ def main(steps: int = 200_000) -> int:
 
 
 if __name__ == "__main__":
+    if any(a in ("-h", "--help") for a in sys.argv[1:]) or not all(a.isdigit() for a in sys.argv[1:]):
+        print(
+            __doc__.strip().splitlines()[0] + "\nusage: python -m plasticity_bench.envs.random_scores [STEPS]"
+        )
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
     sys.exit(main(*(int(a) for a in sys.argv[1:])))

@@ -63,10 +63,8 @@ def split_name(name: str) -> list[str]:
     for i, a in enumerate(parts):
         for b in parts[i + 1 :]:
             if a == b or b in INTERVENTIONS[a].incompatible or a in INTERVENTIONS[b].incompatible:
-                why = "appears twice" if a == b else "cannot be composed"
-                raise ValueError(
-                    f"intervention '{name}': {a} and {b} {why}; see the README's interventions table"
-                )
+                why = f"{a} appears twice" if a == b else f"{a} and {b} cannot be composed"
+                raise ValueError(f"intervention '{name}': {why}; see docs/reference.md, Interventions")
     return parts
 
 

@@ -20,6 +20,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # the probes (they work on copies with their own RNG). One list for every kind of run.
 RESUMABLE_CHANGES = (
     "total_steps",
+    "agent.anneal_steps",  # PPO's learning-rate decay follows total_steps (configs/agent/ppo.yaml)
     "tasks",
     "device",
     "threads",
@@ -51,6 +52,9 @@ def config_error(error: Exception) -> ConfigError:
     cause = str(error.__cause__).splitlines()[0] if error.__cause__ else ""
     message = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
     message = f"{message} ({cause})" if cause and cause not in message else message
+    unknown = re.search(r"Could not override '([^']+)'.*(not in struct|not in '\w+')", message)
+    if unknown:  # Hydra would advise +key=value, which only hides the typo
+        return ConfigError(f"unknown key '{unknown[1]}' (a typo?); every key is listed in docs/reference.md")
     return ConfigError(f"invalid config or override: {message}")
 
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from plasticity_bench import agents, interventions
+from plasticity_bench.agents.base import has_network
 from plasticity_bench.core.ranges import Range, check, check_value
 from plasticity_bench.envs import SUITES, UnknownChoice, check_game
 from plasticity_bench.envs.shift import KINDS, ShiftConfig, check_shift
@@ -164,6 +165,11 @@ def validate(cfg: DictConfig) -> DictConfig:
         for key, valid in RUN_RANGES.items():  # after the nodes: total_steps may follow env.total_steps
             check_value(key, OmegaConf.select(cfg, key), valid)
         agent_cls = agents.AGENTS[cfg.agent.name]
+        if cfg.intervention != "none" and not has_network(agent_cls):
+            raise ConfigError(
+                f"agent '{cfg.agent.name}' has no network for intervention '{cfg.intervention}' "
+                "to act on; use intervention=none"
+            )
         if hasattr(agent_cls, "check_config"):  # constraints across keys, e.g. PPO's minibatches
             agent_cls.check_config(cfg)
     except ValueError as error:

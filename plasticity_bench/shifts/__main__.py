@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from plasticity_bench.runner.store import RunError
-from plasticity_bench.shifts.train import config_from, train
+from plasticity_bench.shifts.train import ShiftsRun, config_from
 
 
 def main(argv: list[str]) -> int:
@@ -18,13 +18,15 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    run = ShiftsRun(cfg)
     try:
-        d = train(cfg)
+        code = run.train()
     except RunError as error:  # as for the RL runner: another config, a corrupt checkpoint, ...
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"logs in {d}")
-    return 0
+    if code == 0:
+        print(f"logs in {run.dir}")
+    return code
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,20 @@ class ShiftsRun(Lifecycle):
         print(f"resuming {self.dir} at task {self.first + 1}")
 
     def loop(self, resumed: bool) -> int:
+        """Train task after task, a checkpoint after each. SIGINT or SIGTERM stops it at the end
+        of the step in progress, keeping the last task's checkpoint (the same command resumes)."""
+        stopped: list[int] = []
+        handlers = {
+            s: signal.signal(s, lambda signum, frame: stopped.append(signum))
+            for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            return self._tasks(stopped)
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
+    def _tasks(self, stopped: list[int]) -> int:
         cfg, learner, task, log, composition = self.cfg, self.learner, self.task, self.log, self.composition
         for t in range(self.first, cfg.tasks):
             task.start(t)
@@ -198,6 +213,12 @@ class ShiftsRun(Lifecycle):
                 hooks = train_step(learner, task, (i + 1) / cfg.steps_per_task, step + i + 1)
                 for metric, value in hooks.items():  # an intervention acted after this update
                     log.write(step + i + 1, metric, "", float(value))
+                if stopped:
+                    print(
+                        f"stopped by {signal.Signals(stopped[0]).name} in task {t + 1}; the checkpoint after "
+                        f"task {t} is kept. Run the same command again to resume."
+                    )
+                    return 128 + stopped[0]
             step += cfg.steps_per_task
             measured = evaluate(learner, task)
             rows = [("task", "", t + 1), *((k, "", v) for k, v in measured.items()), *self.prober(learner)]
@@ -294,7 +315,6 @@ def config_from(argv: list[str]) -> ShiftsConfig:
                 f"task={cfg.task}",
                 f"intervention={cfg.intervention}",
                 f"tasks={cfg.tasks}",
-                f"steps_per_task={cfg.steps_per_task}",
             ]
         )
         cfg.variant = variant_label(
