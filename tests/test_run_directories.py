@@ -287,3 +287,14 @@ def stop_at(run, step: int) -> None:
         return act(obs, now)
 
     run.agent.act = acting
+
+
+def test_a_ppo_run_may_resume_with_another_length():
+    """PPO's learning-rate decay follows total_steps (configs/agent/ppo.yaml): extending a stopped
+    run is a resumable change, as for every agent."""
+    from plasticity_bench.runner.compose import RESUMABLE_CHANGES
+    from plasticity_bench.runner.store import config_differences
+
+    short, long = (compose_config(["agent=ppo", f"total_steps={n}"]) for n in (100_000, 200_000))
+    assert short.agent.anneal_steps != long.agent.anneal_steps
+    assert config_differences(short, long, RESUMABLE_CHANGES) == []
