@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from plasticity_bench import agents
+from plasticity_bench.agents.base import has_network
 from plasticity_bench.interventions import INTERVENTIONS, Composition, split_name
 from plasticity_bench.nets.surgery import optimizer_holds_exactly
 from plasticity_bench.runner.config import compose_config
@@ -33,7 +34,7 @@ HOOK_METRICS = {
 }
 
 
-@pytest.mark.parametrize("agent", sorted(agents.AGENTS))
+@pytest.mark.parametrize("agent", sorted(a for a, cls in agents.AGENTS.items() if has_network(cls)))
 @pytest.mark.parametrize("intervention", SMOKE_INTERVENTIONS)
 def test_every_agent_runs_with_every_intervention(tmp_path, monkeypatch, agent, intervention):
     overrides = [

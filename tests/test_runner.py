@@ -54,7 +54,7 @@ def test_dqn_logs_losses_and_finished_runs_are_skipped(run, tmp_path):
         (["env=atari", "env.game=Zelda"], "unknown atari game 'Zelda'; valid: Adventure, AirRaid, Alien"),
         (["env=atari", "env.game=Hopper"], "unknown atari game 'Hopper'"),
         (["intervention=magic"], "unknown intervention 'magic'; valid: none"),
-        (["agent.lrr=1"], "Key 'lrr' not in 'DQNConfig'"),
+        (["agent.lrr=1"], "unknown key 'agent.lrr' (a typo?)"),
         (["seed=abc"], "seed='abc' is out of range: must be a whole number >= 0"),
     ],
 )
