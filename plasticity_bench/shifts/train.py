@@ -1,7 +1,7 @@
 """One shifts run: a network trained with Adam on a sequence of tasks (shifts.tasks), with an
 intervention plugged in, and measured at the end of every task.
 
-It writes the run directory of the contract, ``RUN_DIR/shifts/<task>/<arch>/<intervention>/
+It writes the run directory of the contract, ``RUN_DIR/shifts/<task>/<arch>/<variant>/
 seed<k>/`` (``metrics.csv``, ``config.yaml``, ``done``), with ``step`` = optimizer steps so far.
 Per task: ``task`` (its index), ``train_loss``, ``train_accuracy`` (classification) or ``fvu``
 (regression: fraction of variance unexplained), then the probes (probe_loss, dormant/zombie units,
