@@ -108,6 +108,18 @@ class Agent(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def average_updates(updates: list[tuple[dict, dict]]) -> dict:
+    """The metrics of one step's updates (each: its metrics, the interventions that acted after
+    it): averaged over the updates, with those of the interventions that acted (once each)."""
+    hooks = {}
+    for _, acted in updates:
+        hooks.update(acted)
+    if len(updates) <= 1:  # (MinAtar: one update per frame, no arithmetic on the host)
+        return {**(updates[0][0] if updates else {}), **hooks}
+    first = updates[0][0]
+    return {**{k: sum(u[k] for u, _ in updates) / len(updates) for k in first}, **hooks}
+
+
 def has_network(cls: type) -> bool:
     """An agent without a network says so with the class attribute ``network = None``."""
     return getattr(cls, "network", "set per instance") is not None

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from plasticity_bench.agents import register
-from plasticity_bench.agents.base import EnvSpec
+from plasticity_bench.agents.base import EnvSpec, average_updates
 from plasticity_bench.agents.replay import ReplayBuffer
 from plasticity_bench.core.ranges import ranged
 from plasticity_bench.nets.learner import Learner
@@ -153,25 +153,29 @@ class DQN(Learner):
 
     # ---- storing and learning -----------------------------------------------------------
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
+        return self.learn(self.remember(obs, actions, rewards, next_obs, terminated, truncated, step), step)
+
+    def remember(self, obs, actions, rewards, next_obs, terminated, truncated, step) -> int:
+        """Store the transition; returns how many updates are now due."""
         if self.cfg.reward_clip:
             rewards = np.sign(rewards)
         self.replay.add(obs, actions, rewards, next_obs, terminated, truncated)
         if step < self.cfg.learning_starts or step < self.cfg.n_step * self.num_envs:
-            return {}  # (an n-step transition can be sampled once its env has taken n steps)
+            return 0  # (an n-step transition can be sampled once its env has taken n steps)
         if self.refilling:
             if not self.replay.can_sample():
-                return {}
+                return 0
             self.refilling = False
         self.update_credit += self.num_envs * self.cfg.updates_per_step
-        updates, hooks = [], {}
+        due = 0
         while self.update_credit >= 1.0:
             self.update_credit -= 1.0
-            metrics, acted = self.update(step)
-            updates.append(metrics)
-            hooks.update(acted)  # an interval intervention fires once
-        if len(updates) <= 1:  # (MinAtar: one update per frame, no arithmetic on the host)
-            return {**(updates[0] if updates else {}), **hooks}
-        return {**{k: sum(u[k] for u in updates) / len(updates) for k in updates[0]}, **hooks}
+            due += 1
+        return due
+
+    def learn(self, updates: int, step: int) -> dict:
+        """``updates`` gradient updates; their metrics averaged (an interval intervention fires once)."""
+        return average_updates([self.update(step) for _ in range(updates)])
 
     def task_switched(self) -> None:
         """A new task starts (env.shift): the replay is kept or cleared (``replay_at_shift``)."""
@@ -197,28 +201,37 @@ class DQN(Learner):
 
     def update(self, step: int) -> tuple[dict[str, torch.Tensor], dict]:
         """One gradient update: (its metrics, those of the interventions that acted after it)."""
-        c = self.cfg
-        batch = {
-            k: torch.as_tensor(v, device=self.device)
-            for k, v in self.replay.sample(c.batch_size, self.rng).items()
-        }
+        loss, metrics = self.loss(self.sample())
+        grad_norm, acted = self.train_step(loss, step, self.cfg.max_grad_norm)
+        self.updated()
+        return {
+            "loss": loss.detach(),
+            "q_mean": metrics.pop("q_mean"),
+            "grad_norm": grad_norm,
+            **metrics,
+        }, acted
+
+    def sample(self) -> dict[str, torch.Tensor]:
+        """A batch from the replay (drawn with the agent's RNG), on the device."""
+        batch = self.replay.sample(self.cfg.batch_size, self.rng)
+        return {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Q(s, a) of the actions taken regressed on the TD target (a categorical head: cross
+        entropy to the target projected on its support); and Q's mean and the target's metrics."""
         target = self.td_target(batch)
         outputs = self.network(batch["obs"])
-        # Q(s, a) of the actions taken regressed on the TD target (a categorical head: cross entropy
-        # to the target projected on its support)
         loss = self.values.loss(outputs, target, batch["actions"], self.regression)
         with torch.no_grad():
             q = self.values.expected(outputs).gather(1, batch["actions"][:, None])
-        grad_norm, acted = self.train_step(loss, step, c.max_grad_norm)
+        return loss, {"q_mean": q.mean(), **self.values.target_metrics(target)}
+
+    def updated(self) -> None:
+        """After an update and the interventions that act after it: the target copies the
+        network they left (Dopamine's order for ReDo)."""
         self.updates += 1
-        if self.updates % c.target_update_interval == 0:  # after the interventions: the target copies
-            self.sync_target()  # the network they left (Dopamine's order for ReDo)
-        return {
-            "loss": loss.detach(),
-            "q_mean": q.mean(),
-            "grad_norm": grad_norm,
-            **self.values.target_metrics(target),
-        }, acted
+        if self.updates % self.cfg.target_update_interval == 0:
+            self.sync_target()
 
     @torch.no_grad()
     def sync_target(self) -> None:

@@ -6,6 +6,7 @@ import sys
 
 from plasticity_bench.runner.config import ConfigError, compose_config
 from plasticity_bench.runner.loop import Run, RunError
+from plasticity_bench.runner.population import Population
 
 
 def main(argv: list[str]) -> int:
@@ -21,7 +22,10 @@ def main(argv: list[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        return Run(cfg).train()
+        return (Population(cfg) if cfg.population > 1 else Run(cfg)).train()
+    except ConfigError as error:  # a population that does not fit in memory
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -26,10 +26,20 @@ def _split(obj, arrays: dict, path: str):
     """Replace big arrays in a nested dict by ``{"__npy__": name}`` placeholders."""
     if isinstance(obj, dict):
         return {k: _split(v, arrays, f"{path}.{k}" if path else str(k)) for k, v in obj.items()}
+    if isinstance(obj, torch.Tensor):
+        return compact(obj)
     if isinstance(obj, np.ndarray) and obj.nbytes >= BIG_ARRAY_BYTES:
         arrays[path] = obj
         return {"__npy__": path}
     return obj
+
+
+def compact(tensor: torch.Tensor) -> torch.Tensor:
+    """A tensor that is a view of a larger one (a seed's slice of a population's stacked
+    parameters) as a copy of its own: ``torch.save`` writes a view's whole storage."""
+    if tensor.untyped_storage().nbytes() > tensor.numel() * tensor.element_size():
+        return tensor.clone()
+    return tensor
 
 
 def _join(obj, directory: Path):

@@ -24,6 +24,8 @@ RESUMABLE_CHANGES = (
     "tasks",
     "device",
     "threads",
+    "population",
+    "population_kernel",
     "log.progress",
     "log.tensorboard",
     "checkpoint.interval",

@@ -25,6 +25,7 @@ from plasticity_bench.runner.compose import (
     hydra_compose,
     whole_numbers,
 )
+from plasticity_bench.runner.stacked import STACKED_METHODS, stackable
 from plasticity_bench.runner.store import run_directory, variant_label
 
 # Keys that do not change what is trained: they stay out of a run's variant label. seed has its
@@ -32,6 +33,8 @@ from plasticity_bench.runner.store import run_directory, variant_label
 # experiment).
 NOT_TRAINING = (
     "seed",
+    "population",
+    "population_kernel",
     "total_steps",
     "env.total_steps",
     "device",
@@ -48,6 +51,8 @@ NOT_TRAINING = (
 # theirs on their fields: core.ranges.ranged).
 RUN_RANGES = {
     "seed": Range(ge=0, integer=True),
+    "population": Range(ge=1, integer=True),
+    "population_kernel": Range(choices=("auto", "loop", "stacked")),
     "total_steps": Range(ge=1, integer=True),
     "threads": Range(ge=0, le=os.cpu_count() or 1, integer=True),  # (or auto: resolved first)
     "log.interval": Range(ge=1, integer=True),
@@ -169,6 +174,11 @@ def validate(cfg: DictConfig) -> DictConfig:
             raise ConfigError(
                 f"agent '{cfg.agent.name}' has no network for intervention '{cfg.intervention}' "
                 "to act on; use intervention=none"
+            )
+        if cfg.population_kernel == "stacked" and not stackable(agent_cls):
+            raise ConfigError(
+                f"population_kernel=stacked needs an agent that splits its update ({', '.join(STACKED_METHODS)}"
+                f": dqn); agent '{cfg.agent.name}' learns with population_kernel=loop"
             )
         if hasattr(agent_cls, "check_config"):  # constraints across keys, e.g. PPO's minibatches
             agent_cls.check_config(cfg)

@@ -22,6 +22,7 @@ from plasticity_bench.envs import make_env
 from plasticity_bench.interventions import Composition
 from plasticity_bench.nets import fast
 from plasticity_bench.probes import ProbeConfig, Prober
+from plasticity_bench.runner.checkpoint import compact
 from plasticity_bench.runner.config import run_path
 from plasticity_bench.runner.lifecycle import Lifecycle
 from plasticity_bench.runner.logger import MetricAverager, TensorBoardLog
@@ -52,6 +53,20 @@ def busy_cores() -> str:
 def _numerics() -> str:
     """What decides float rounding on this machine: the torch build and the CPU kernels it picks."""
     return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()} kernels"
+
+
+def progress_bar(cfg: DictConfig, initial: int, total: int, description: str, unit: str = "step") -> tqdm:
+    """A tqdm bar, off without a terminal (a log file, nohup, Slurm) or with ``log.progress=false``."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit=unit,
+        unit_scale=True,
+        smoothing=0.05,
+        dynamic_ncols=True,
+        disable=None if cfg.log.progress else True,
+        desc=description,
+    )
 
 
 class Run(Lifecycle):
@@ -158,6 +173,28 @@ class Run(Lifecycle):
 
     # ---- the loop -----------------------------------------------------------------------
     def loop(self, resumed: bool) -> int:
+        self.begin(resumed)
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.bar = progress_bar(
+            self.cfg,
+            self.step,
+            self.cfg.total_steps,
+            f"{self.cfg.agent.name}/{self.cfg.intervention} {self.cfg.env.game}",
+        )
+        self._text_progress = (self.bar.disable and self.cfg.log.progress, *self._text_progress[1:])
+        try:
+            while self.running():
+                self.advance()
+                self.bar.update(self.env.num_envs)
+        finally:
+            self.bar.close()
+            self.env.close()  # checkpoints below need no live env (state_dict reads no emulator)
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        return self.end()
+
+    def begin(self, resumed: bool) -> None:
+        """Before the first step of this session: resume checks, TensorBoard, the announcement."""
         cfg = self.cfg
         if resumed:
             if self.step > cfg.total_steps:  # a shorter run than the one already trained
@@ -169,60 +206,52 @@ class Run(Lifecycle):
         self.tensorboard = TensorBoardLog(
             self.dir / "tensorboard" if cfg.log.tensorboard else None, purge_step=self.step if resumed else 0
         )  # (a restart drops old events)
-
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        n = self.env.num_envs
-        bar = tqdm(
-            total=cfg.total_steps,
-            initial=self.step,
-            unit="step",
-            unit_scale=True,
-            smoothing=0.05,
-            dynamic_ncols=True,
-            disable=None if cfg.log.progress else True,
-            desc=f"{cfg.agent.name}/{cfg.intervention} {cfg.env.game}",
-        )
         start_step, start_time = self.step, time.perf_counter()
         self._session = (start_step, start_time, start_step, start_time)  # start, last timing row
         # without a terminal (a log file, nohup, Slurm) the bar is off: a line per log interval instead
-        self._text_progress = (bar.disable and cfg.log.progress, start_step, start_time, -float("inf"))
+        self._text_progress = (False, start_step, start_time, -float("inf"))
         self._announce()
         self.task = getattr(self.env, "task", None)  # a sequence of tasks (env.shift), or None
         if self.task is not None and not resumed:
             self.metrics_log.write(0, "task", "", self.task)
         # plain ints: an OmegaConf lookup per step is a visible share of a MinAtar DQN frame
-        total_steps, log_interval, checkpoint_interval = (
-            cfg.total_steps,
-            cfg.log.interval,
-            cfg.checkpoint.interval,
-        )
-        try:
-            while self.step < total_steps and self.stop_signal is None:
-                before = self.step
-                actions = self.agent.act(self.obs, self.step)
-                next_obs, rewards, terminated, truncated, info = self.env.step(actions)
-                self.step += n
-                self.averager.add(
-                    self.agent.observe(
-                        self.obs, actions, rewards, info["final_obs"], terminated, truncated, self.step
-                    )
-                )
-                self._track_episodes(info.get("score", rewards), terminated | truncated)  # raw game scores
-                self.obs = next_obs
-                if crossed(before, self.step, log_interval):
-                    self._log_metrics(bar)
-                if self.prober and self.prober.due(before, self.step):
-                    self._log_probes()  # (at a switch: the network that learned the task that ends)
-                if getattr(self.env, "task", None) not in (None, self.task) and self.step < total_steps:
-                    self._switch_task()  # (a switch on the run's last step starts no task)
-                if crossed(before, self.step, checkpoint_interval):
-                    self.save()
-                bar.update(n)
-        finally:
-            bar.close()
-            self.env.close()  # checkpoints below need no live env (state_dict reads no emulator)
-            for s, h in handlers.items():
-                signal.signal(s, h)
+        self._intervals = (cfg.total_steps, cfg.log.interval, cfg.checkpoint.interval)
+
+    def running(self) -> bool:
+        return self.step < self._intervals[0] and self.stop_signal is None
+
+    def advance(self) -> None:
+        """One agent step over the envs: act, step, learn (``observe``), then log and checkpoint."""
+        before = self.step
+        transition = self.interact()
+        self.record(before, self.agent.observe(*transition, self.step))
+
+    def interact(self) -> tuple:
+        """Act and step the envs; returns the transition ``agent.observe`` takes (without the step)."""
+        actions = self.agent.act(self.obs, self.step)
+        next_obs, rewards, terminated, truncated, info = self.env.step(actions)
+        self.step += self.env.num_envs
+        self._next = (next_obs, info.get("score", rewards), terminated | truncated)
+        return self.obs, actions, rewards, info["final_obs"], terminated, truncated
+
+    def record(self, before: int, metrics: dict) -> None:
+        """After ``observe``: episodes, metric rows, probes, a task switch, a checkpoint."""
+        total_steps, log_interval, checkpoint_interval = self._intervals
+        self.averager.add(metrics)
+        self.obs, scores, done = self._next
+        self._track_episodes(scores, done)  # raw game scores
+        if crossed(before, self.step, log_interval):
+            self._log_metrics()
+        if self.prober and self.prober.due(before, self.step):
+            self._log_probes()  # (at a switch: the network that learned the task that ends)
+        if getattr(self.env, "task", None) not in (None, self.task) and self.step < total_steps:
+            self._switch_task()  # (a switch on the run's last step starts no task)
+        if crossed(before, self.step, checkpoint_interval):
+            self.save()
+
+    def end(self) -> int:
+        """After the last step of this session: a checkpoint if stopped, else the finished run."""
+        start_step, start_time = self._session[:2]
         elapsed = time.perf_counter() - start_time
         rate = (self.step - start_step) / max(elapsed, 1e-9)
         recent = f"{np.mean(self.recent_returns):.2f}" if self.recent_returns else "n/a"
@@ -234,7 +263,7 @@ class Run(Lifecycle):
                 "checkpoint saved. Run the same command again to resume."
             )
             return 128 + self.stop_signal
-        self._log_metrics(bar)
+        self._log_metrics()
         self._finish()
         print(
             f"done: {self.step:,} steps ({rate:,.0f} steps/s this session), mean return of the last "
@@ -306,7 +335,7 @@ class Run(Lifecycle):
             self.episode_length[done] = 0
             self.returns_log.flush()
 
-    def _log_metrics(self, bar) -> None:
+    def _log_metrics(self) -> None:
         metrics = self.averager.pop()
         for name, value in metrics.items():
             if not np.isfinite(value):
@@ -327,7 +356,7 @@ class Run(Lifecycle):
             self.tensorboard.flush()
             self._session = (start_step, start_time, self.step, now)
         if self.recent_returns:
-            bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+            self.bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
         self._print_progress()
 
     def _log_probes(self) -> None:
@@ -341,7 +370,8 @@ class Run(Lifecycle):
     def _finish(self) -> None:
         if self.agent.network is not None:
             torch.save(
-                {k: v.cpu() for k, v in self.agent.network.state_dict().items()}, self.dir / "model.pt"
+                {k: compact(v.cpu()) for k, v in self.agent.network.state_dict().items()},
+                self.dir / "model.pt",
             )
         self.tensorboard.close()
         self.store.finish()

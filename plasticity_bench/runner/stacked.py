@@ -1,0 +1,222 @@
+"""The stacked kernel of a population (``population_kernel=stacked``): the K members' updates as
+one model, where a GPU pays (one batched forward and backward and one optimizer step for the K
+seeds instead of K small ones).
+
+The members stay ordinary agents: their parameters, gradients and optimizer moments become
+views of stacked tensors ``[K, ...]``, so whatever reads or changes one seed's network (acting,
+probes, checkpoints, the surgeries: redo, reset, shrink_perturb, weight_clip) works on its slice
+as it did. An update here is the agent's own algorithm split where the batch is formed:
+
+1. each agent draws its batch (``sample``, with its own RNG);
+2. ``torch.func.vmap`` of ``grad_and_value`` of the agent's ``loss(batch)`` over the stacked
+   parameters, through the first agent's modules (``functional_call``): the K losses, Q values
+   and gradients in one call;
+3. each seed's gradient terms (``interventions.gradients``: l2, l2init), its gradient norm and
+   clipping (per seed, on its slice);
+4. one step of the agents' optimizer class over the stacked tensors: Adam and centred RMSProp
+   are elementwise, so one step over ``[K, ...]`` is K independent steps;
+5. each seed's interventions that act after an update, and its ``updated()`` (target sync).
+
+When an intervention replaces a parameter or the optimizer (plasticity injection, a reset's
+fresh optimizer) the stack is built again from the agents. The kernels differ from one seed's
+(a batched matrix product for a matrix product, a grouped convolution for a convolution), so
+floats round differently from the separate runs; ``tests/test_population.py`` measures by how much.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from plasticity_bench.agents.base import average_updates
+
+STACKED_METHODS = ("remember", "sample", "loss", "updated")
+
+
+def stackable(agent_cls: type) -> bool:
+    """Whether an agent splits its update as the stacked kernel needs (DQN does)."""
+    return all(callable(getattr(agent_cls, m, None)) for m in STACKED_METHODS)
+
+
+class _Networks(nn.Module):
+    """The first agent's network and target as one module: ``loss(batch)`` as its forward."""
+
+    def __init__(self, agent):
+        super().__init__()
+        self.network = agent.network
+        if agent.target is not None:
+            self.target = agent.target
+        object.__setattr__(self, "agent", agent)  # not a submodule
+
+    def forward(self, batch):
+        return self.agent.loss(batch)
+
+
+class StackedLearning:
+    def __init__(self, members, own_rng):
+        self.members, self.own_rng = members, own_rng
+        self.stack()
+
+    # ---- the stack ------------------------------------------------------------------------
+    def stack(self) -> None:
+        """Stacked copies of the agents' tensors, and each agent's tensors made views of them."""
+        agents = [m.agent for m in self.members]
+        self.template = _Networks(agents[0])
+        names = [dict(_Networks(a).named_parameters()) for a in agents]
+        buffers = [dict(_Networks(a).named_buffers()) for a in agents]
+        trained = {id(p) for group in agents[0].optimizer.param_groups for p in group["params"]}
+        self.trained = [n for n, p in names[0].items() if id(p) in trained]
+        self.frozen = [n for n in names[0] if n not in self.trained]
+        self.params = {n: self._bind([a[n] for a in names]) for n in names[0]}
+        self.buffers = {n: self._bind([b[n] for b in buffers]) for n in buffers[0]}
+        self.grads = {n: torch.zeros_like(self.params[n]) for n in self.trained}
+        for n in self.trained:
+            for k, names_k in enumerate(names):
+                names_k[n].grad = self.grads[n][k]
+        self.optimizers = [a.optimizer for a in agents]
+        self.param_lists = [[p for g in a.optimizer.param_groups for p in g["params"]] for a in agents]
+        first = agents[0].optimizer
+        stacked_params = [self.params[n] for n in self.trained]
+        for p, g in zip(stacked_params, self.trained):
+            p.grad = self.grads[g]
+        self.optimizer = type(first)(stacked_params, **first.defaults)
+        by_name = {id(p): n for n, p in names[0].items()}
+        self.order = [by_name[id(p)] for p in self.param_lists[0]]  # the optimizer's order
+        if first.state:
+            self._stack_optimizer_state(agents)
+        self.bound = bool(first.state)
+
+    def _bind(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack([t.detach() for t in tensors])
+        for k, t in enumerate(tensors):
+            t.data = stacked[k]
+        return stacked
+
+    def _stack_optimizer_state(self, agents) -> None:
+        for name, stacked in self.params.items():
+            if name not in self.trained:
+                continue
+            index = self.order.index(name)
+            states = [a.optimizer.state[self.param_lists[k][index]] for k, a in enumerate(agents)]
+            new = {}
+            for key, value in states[0].items():
+                if torch.is_tensor(value) and value.dim() == stacked.dim() - 1:
+                    new[key] = self._bind([s[key] for s in states])
+                else:  # the step count, the same for every seed (they update in lockstep)
+                    if any(not torch.equal(torch.as_tensor(s[key]), torch.as_tensor(value)) for s in states):
+                        raise RuntimeError(f"the seeds' optimizer '{key}' differs; they cannot step as one")
+                    new[key] = value
+                    for s in states:
+                        s[key] = value
+            self.optimizer.state[stacked] = new
+
+    def _bind_optimizer_state(self) -> None:
+        """After the stacked optimizer's first step: each agent's state as views of its state."""
+        for k, agent in enumerate(m.agent for m in self.members):
+            for index, name in enumerate(self.order):
+                state = self.optimizer.state[self.params[name]]
+                agent.optimizer.state[self.param_lists[k][index]] = {
+                    key: value[k]
+                    if torch.is_tensor(value) and value.dim() == self.params[name].dim()
+                    else value
+                    for key, value in state.items()
+                }
+        self.bound = True
+
+    def changed(self) -> bool:
+        """Whether an intervention replaced an optimizer or a parameter since ``stack()``."""
+        for k, member in enumerate(self.members):
+            optimizer = member.agent.optimizer
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            if optimizer is not self.optimizers[k] or len(params) != len(self.param_lists[k]):
+                return True
+            if any(
+                p is not q or p.data_ptr() != self.params[n][k].data_ptr()
+                for p, q, n in zip(params, self.param_lists[k], self.order)
+            ):
+                return True
+        return False
+
+    # ---- one step of the population -------------------------------------------------------
+    def advance(self, running) -> None:
+        """Act and step every member, then learn as one: the members are in lockstep."""
+        before, due = [m.step for m in running], []
+        for member in running:
+            with self.own_rng(member):
+                transition = member.interact()
+                due.append(member.agent.remember(*transition, member.step))
+        if len(set(due)) > 1:
+            raise RuntimeError(
+                f"the seeds owe different numbers of updates ({due}); they must learn in lockstep"
+            )
+        updates = [[] for _ in running]
+        for _ in range(due[0]):
+            for k, result in enumerate(self.update(running, running[0].step)):
+                updates[k].append(result)
+        tasks = [m.task for m in running]
+        for member, start, results in zip(running, before, updates):
+            with self.own_rng(member):
+                member.record(start, average_updates(results))
+        if tasks != [m.task for m in running] and self.changed():
+            self.stack()  # (a task switch's interventions may have rebuilt networks or optimizers)
+
+    def update(self, running, step: int) -> list[tuple[dict, dict]]:
+        agents = [m.agent for m in running]
+        if len(running) != len(self.members):
+            raise RuntimeError("a population's seeds stop together (they share total_steps)")
+        batches = [a.sample() for a in agents]
+        batch = {key: torch.stack([b[key] for b in batches]) for key in batches[0]}
+        frozen = {**{n: self.params[n] for n in self.frozen}, **self.buffers}
+
+        def seed_loss(trained, frozen, batch):
+            loss, metrics = functional_call(self.template, {**trained, **frozen}, (batch,))
+            return loss, (loss.detach(), metrics)
+
+        grads, (_, (losses, metrics)) = vmap(grad_and_value(seed_loss, has_aux=True))(
+            {n: self.params[n] for n in self.trained}, frozen, batch
+        )
+        with torch.no_grad():
+            for name, grad in grads.items():
+                self.grads[name].copy_(grad)
+            norms = self._gradient_terms_and_clip(agents)
+            for group in self.optimizer.param_groups:
+                group["lr"] = agents[0].optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+        if not self.bound:
+            self._bind_optimizer_state()
+        results, acted_any = [], False
+        for k, (member, agent) in enumerate(zip(running, agents)):
+            with self.own_rng(member):
+                acted = agent.interventions.after_update(agent, step)
+                agent.updated()
+            acted_any |= bool(acted)
+            seed_metrics = {key: value[k] for key, value in metrics.items()}
+            results.append(
+                (
+                    {
+                        "loss": losses[k],
+                        "q_mean": seed_metrics.pop("q_mean"),
+                        "grad_norm": norms[k],
+                        **seed_metrics,
+                    },
+                    acted,
+                )
+            )
+        if acted_any and self.changed():
+            self.stack()
+        return results
+
+    def _gradient_terms_and_clip(self, agents) -> torch.Tensor:
+        """Each seed's gradient terms (l2, l2init act on its slice), then the per-seed norms
+        before clipping, and clipping per seed. Returns the K norms."""
+        for agent in agents:
+            agent.interventions.gradients(agent.network)
+        k = len(agents)
+        norms = torch.stack([g.reshape(k, -1).pow(2).sum(1) for g in self.grads.values()]).sum(0).sqrt()
+        max_norm = agents[0].cfg.max_grad_norm
+        if max_norm > 0:
+            scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+            for g in self.grads.values():
+                g.mul_(scale.view(k, *([1] * (g.dim() - 1))))
+        return norms
