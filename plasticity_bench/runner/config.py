@@ -177,8 +177,9 @@ def validate(cfg: DictConfig) -> DictConfig:
             )
         if cfg.population_kernel == "stacked" and not stackable(agent_cls):
             raise ConfigError(
-                f"population_kernel=stacked needs an agent that splits its update ({', '.join(STACKED_METHODS)}"
-                f": dqn); agent '{cfg.agent.name}' learns with population_kernel=loop"
+                "population_kernel=stacked needs an agent that splits its update "
+                f"({', '.join(STACKED_METHODS)}: dqn); agent '{cfg.agent.name}' learns with "
+                "population_kernel=loop"
             )
         if hasattr(agent_cls, "check_config"):  # constraints across keys, e.g. PPO's minibatches
             agent_cls.check_config(cfg)

@@ -211,7 +211,8 @@ class Population:
                 codes.append(member.end())
         rate = (sum(m.step for m in members) - start) / max(time.perf_counter() - started, 1e-9)
         print(
-            f"population of {len(members)} seeds ({self.kernel} kernel): {rate:,.0f} seed-steps/s this session"
+            f"population of {len(members)} seeds ({self.kernel} kernel): "
+            f"{rate:,.0f} seed-steps/s this session"
         )
         return max(codes)
 
