@@ -25,6 +25,8 @@ floats round differently from the separate runs; ``tests/test_population.py`` me
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
@@ -69,7 +71,13 @@ class StackedLearning:
         self.trained = [n for n, p in names[0].items() if id(p) in trained]
         self.frozen = [n for n in names[0] if n not in self.trained]
         self.params = {n: self._bind([a[n] for a in names]) for n in names[0]}
-        self.buffers = {n: self._bind([b[n] for b in buffers]) for n in buffers[0]}
+        # flags and counters the seeds share (plasticity injection's ``active``) stay the first
+        # agent's own: a branch on them inside vmap is a branch on one value
+        self.buffers = {
+            n: self._bind([b[n] for b in buffers])
+            for n, t in buffers[0].items()
+            if t.is_floating_point() or any(not torch.equal(t, b[n]) for b in buffers)
+        }
         self.grads = {n: torch.zeros_like(self.params[n]) for n in self.trained}
         for n in self.trained:
             for k, names_k in enumerate(names):
@@ -80,12 +88,14 @@ class StackedLearning:
         stacked_params = [self.params[n] for n in self.trained]
         for p, g in zip(stacked_params, self.trained):
             p.grad = self.grads[g]
-        self.optimizer = type(first)(stacked_params, **first.defaults)
+        accepted = inspect.signature(type(first)).parameters  # (a loaded optimizer's defaults
+        hyper = {k: v for k, v in first.defaults.items() if k in accepted}  # hold torch's extra keys)
+        self.optimizer = type(first)(stacked_params, **hyper)
         by_name = {id(p): n for n, p in names[0].items()}
         self.order = [by_name[id(p)] for p in self.param_lists[0]]  # the optimizer's order
         if first.state:
             self._stack_optimizer_state(agents)
-        self.bound = bool(first.state)
+        self.bound = False  # (after the next step: states it creates lazily get their views too)
 
     def _bind(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack([t.detach() for t in tensors])

@@ -1,0 +1,198 @@
+"""``population=K``: the seeds of one config in one process (runner/population.py, runner/stacked.py)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT, TINY_DQN, TINY_PPO, feed, find_run, make_dqn, planned_run, runner_cmd
+
+from plasticity_bench.runner.config import compose_config
+from plasticity_bench.runner.loop import Run
+from plasticity_bench.runner.population import Population, own_rng
+from plasticity_bench.runner.stacked import StackedLearning
+
+REDO = [*TINY_DQN, "intervention=redo", "interventions.redo.interval=500"]
+
+
+def train(args, root, seed=0, population=1, kernel="auto") -> None:
+    cfg = compose_config(
+        [*args, f"run_dir={root}", f"seed={seed}", f"population={population}", f"population_kernel={kernel}"]
+    )
+    assert (Population(cfg) if population > 1 else Run(cfg)).train() == 0
+
+
+def rows(root, name, seed, agent="dqn", intervention="redo") -> bytes:
+    return (find_run(root, agent=agent, intervention=intervention, seed=seed) / name).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def separate(tmp_path_factory) -> Path:
+    """Three separate tiny DQN + ReDo runs, seeds 0, 1, 2."""
+    root = tmp_path_factory.mktemp("separate")
+    for seed in range(3):
+        train(REDO, root, seed)
+    return root
+
+
+def test_a_population_writes_the_run_directories_of_its_seeds(separate, tmp_path):
+    train(REDO, tmp_path, seed=1)  # run alone before: the population skips it
+    train(REDO, tmp_path, population=3, kernel="loop")
+    for seed in range(3):
+        for name in ("metrics.csv", "returns.csv", "done"):
+            assert rows(tmp_path, name, seed) == rows(separate, name, seed), (seed, name)
+        config = rows(tmp_path, "config.yaml", seed).decode().replace(str(tmp_path), "ROOT")
+        assert config == rows(separate, "config.yaml", seed).decode().replace(str(separate), "ROOT")
+    metrics = pd.read_csv(find_run(tmp_path, intervention="redo", seed=2) / "metrics.csv")
+    assert "redo_dormant_frac" in set(metrics["metric"]) or metrics["metric"].str.startswith("redo").any()
+
+
+def test_a_ppo_population_equals_its_separate_runs(tmp_path):
+    """PPO samples its actions from torch's global RNG: each seed keeps its own."""
+    args = [*TINY_PPO, "intervention=ln_l2"]
+    train(args, tmp_path / "population", population=2)
+    for seed in range(2):
+        train(args, tmp_path / "separate", seed)
+        for name in ("metrics.csv", "returns.csv"):
+            assert rows(tmp_path / "population", name, seed, "ppo", "ln_l2") == rows(
+                tmp_path / "separate", name, seed, "ppo", "ln_l2"
+            )
+
+
+def test_the_stacked_kernel_trains_each_seed_as_its_separate_run_does(separate, tmp_path):
+    """Batched kernels round differently (a batched matrix product, a grouped convolution): the
+    training metrics agree to 1e-5 relative and the returns until the first action that differs."""
+    train(REDO, tmp_path, population=3, kernel="stacked")
+    for seed in range(3):
+        ours = pd.read_csv(find_run(tmp_path, intervention="redo", seed=seed) / "metrics.csv")
+        theirs = pd.read_csv(find_run(separate, intervention="redo", seed=seed) / "metrics.csv")
+        assert ours[["step", "metric"]].equals(theirs[["step", "metric"]])
+        np.testing.assert_allclose(ours["value"], theirs["value"], rtol=1e-5, atol=1e-8)
+        ours, theirs = (rows(root, "returns.csv", seed).splitlines() for root in (tmp_path, separate))
+        same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        assert same > len(theirs) // 2, f"seed {seed}: returns differ from episode {same} of {len(theirs)}"
+
+
+def members(agents):
+    """What the stacked kernel reads of a population's members; each with its own torch RNG
+    (a surgery re-initialises weights from it)."""
+    return [
+        types.SimpleNamespace(
+            agent=a, torch_rng=torch.Generator().manual_seed(k).get_state(), device=a.device
+        )
+        for k, a in enumerate(agents)
+    ]
+
+
+@pytest.mark.parametrize(
+    "intervention, overrides",
+    [
+        ("none", {}),
+        ("ln_l2", {"max_grad_norm": 1.0}),  # a gradient term and clipping per seed
+        ("redo", {"optimizer": "rmsprop", "optimizer_eps": 0.01}),  # a surgery on each seed's slice
+        ("plasticity_injection", {}),  # the network changes shape: the stack is built again
+    ],
+)
+def test_stacked_updates_give_each_seed_the_parameters_of_its_own_updates(intervention, overrides):
+    """200 updates on the same batches, each seed on its own and the three as one stacked model:
+    each tensor within 1e-5 of its own (relative, in norm). Adam's step divides by the root of the
+    squared gradient's average, so the rounding of a gradient near 0 moves its weight by up to a
+    learning rate: elementwise the difference can be larger."""
+    agents = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        agent = make_dqn(intervention=intervention, learning_starts=10**9, **overrides)
+        agent.rng = np.random.default_rng(seed)
+        feed(agent, 50)
+        agents.append(agent)
+    if intervention == "redo":
+        for agent in agents:
+            agent.interventions.parts[0].cfg.interval = 200  # fires at steps 200, 400, ...
+    if intervention == "plasticity_injection":
+        for agent in agents:
+            agent.interventions.parts[0].cfg.at = 300
+    alone = members(copy.deepcopy(agents))
+    stacked = StackedLearning(members(agents), own_rng)
+    for update in range(1, 201):
+        step = 200 + 4 * update
+        for member in alone:
+            with own_rng(member):
+                member.agent.update(step)
+        stacked.update(stacked.members, step)
+    for seed, (ours, theirs) in enumerate(zip(agents, (m.agent for m in alone))):
+        mine, single = ours.network.state_dict(), theirs.network.state_dict()
+        assert mine.keys() == single.keys()
+        worst = {
+            name: ((mine[name] - single[name]).norm() / single[name].norm().clamp_min(1e-12)).item()
+            for name in single
+            if single[name].is_floating_point()
+        }
+        assert max(worst.values()) < 1e-5, f"seed {seed}: relative difference per tensor {worst}"
+        for name, tensor in mine.items():  # each seed's tensors are still views of the stack
+            assert tensor.untyped_storage().nbytes() >= 3 * tensor.numel() * tensor.element_size() or (
+                name.endswith("active") or tensor.dim() == 0
+            ), name
+
+
+@pytest.mark.parametrize("kernel", ["loop", "stacked"])
+def test_a_killed_population_resumes_to_the_same_csvs(tmp_path, kernel):
+    args = [*REDO, "total_steps=6000", "population=2", f"population_kernel={kernel}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(runner_cmd(*args, f"run_dir={tmp_path / 'whole'}"), cwd=ROOT, env=env, timeout=300)
+    assert whole.returncode == 0
+    proc = subprocess.Popen(
+        runner_cmd(*args, f"run_dir={tmp_path / 'killed'}"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    checkpoints = [
+        planned_run(*args, f"run_dir={tmp_path / 'killed'}", f"seed={s}") / "checkpoint" for s in (0, 1)
+    ]
+    while not all((c / "COMPLETE").exists() for c in checkpoints):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)  # rows past the checkpoint: the resume drops them
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and out.count("Run the same command again to resume") == 2
+    resumed = subprocess.run(
+        runner_cmd(*args, f"run_dir={tmp_path / 'killed'}"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0 and resumed.stdout.count("resuming") == 2
+    for seed in (0, 1):
+        for name in ("metrics.csv", "returns.csv"):
+            assert rows(tmp_path / "killed", name, seed) == rows(tmp_path / "whole", name, seed), (seed, name)
+    state = torch.load(checkpoints[0].parent / "model.pt", weights_only=True)  # a seed's own tensors only
+    assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in state.values())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["population=0"], "population=0 is out of range: must be a whole number >= 1"),
+        (
+            ["population=2", "agent=ppo", "population_kernel=stacked"],
+            "agent 'ppo' learns with population_kernel=loop",
+        ),
+        (["population=100000", "agent.buffer_size=1000000"], "GiB of memory"),
+        (["population=2", "population_kernel=fast"], "population_kernel='fast'"),
+    ],
+)
+def test_a_bad_population_is_one_line_exit_2_and_no_run_directory(run, tmp_path, args, message):
+    result = run("env=minatar", *args, check=False)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
