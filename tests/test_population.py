@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, TINY_DQN, TINY_PPO, feed, find_run, make_dqn, planned_run, runner_cmd
 
+from conftest import ROOT, TINY_DQN, TINY_PPO, feed, find_run, make_dqn, planned_run, runner_cmd
 from plasticity_bench.runner.config import compose_config
 from plasticity_bench.runner.loop import Run
 from plasticity_bench.runner.population import Population, own_rng
