@@ -49,6 +49,7 @@ help: ## this list
 	@echo "  LAUNCHER=local|slurm      joblib on this machine or Slurm"
 	@echo "  JOBS=$(JOBS) THREADS=$(THREADS)         local: runs at once, torch threads each (default: cores / JOBS)"
 	@echo "  DRY=1                     list the jobs (new / resume / done) and launch nothing"
+	@echo "  POPULATION=K              pack the seeds into populations of K per process (population=K)"
 	@echo "  RUN_DIR, ARGS             as above; ARGS overrides every job (a,b sweeps a key)"
 	@echo "variables (for figures):"
 	@echo "  RUNS=runs OUT=figures     folder of runs; where tables/ and the figures go"
@@ -70,6 +71,8 @@ minatar: $(STAMP) ## one MinAtar run: make minatar AGENT=dqn GAME=breakout
 classic: $(STAMP) ## one classic-control run (CartPole, Acrobot, LunarLander): make classic AGENT=ppo GAME=CartPole
 	$(PY) -m plasticity_bench run env=classic $(RUN_ARGS)
 
+POPULATION_ARG = $(if $(POPULATION),population=$(POPULATION))
+
 TASK ?= label_reset
 shifts: $(STAMP) ## one supervised task sequence: make shifts TASK=label_reset INTERVENTION=ln_l2
 	$(PY) -m plasticity_bench shifts task=$(TASK) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) $(ARGS)
@@ -80,8 +83,8 @@ sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sw
 	@if [ "$(LAUNCHER)" != local ] && [ "$(LAUNCHER)" != slurm ]; then \
 	  echo "error: unknown launcher '$(LAUNCHER)'; valid: local, slurm" >&2; exit 2; fi
 	@# every job's config is checked (and listed with DRY=1) before anything is launched
-	$(PY) -m plasticity_bench sweep $(if $(DRY),--plan,--check) +experiment=$(EXPERIMENT) run_dir=$(RUN_DIR) $(ARGS)
-	$(if $(DRY),,$(PY) -m plasticity_bench sweep --multirun +experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) run_dir=$(RUN_DIR) \
+	$(PY) -m plasticity_bench sweep $(if $(DRY),--plan,--check) +experiment=$(EXPERIMENT) run_dir=$(RUN_DIR) $(POPULATION_ARG) $(ARGS)
+	$(if $(DRY),,$(PY) -m plasticity_bench sweep --multirun +experiment=$(EXPERIMENT) hydra/launcher=$(LAUNCHER) run_dir=$(RUN_DIR) $(POPULATION_ARG) \
 	  $(if $(filter local,$(LAUNCHER)),hydra.launcher.n_jobs=$(JOBS) threads=$(THREADS),threads='$${hydra:launcher.cpus_per_task}') $(ARGS))
 
 figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures

@@ -5,6 +5,7 @@ import csv
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -15,7 +16,7 @@ from plasticity_bench.nets.optim import CenteredRMSprop
 
 def test_tiny_bench_writes_every_row(tmp_path, capsys):
     out = tmp_path / "results.csv"
-    assert main(["--tiny", "--out", str(out)]) == 0
+    assert main(["--tiny", "--population", "", "--out", str(out)]) == 0  # (populations: below)
     rows = {row["what"]: row for row in csv.DictReader(open(out))}
     for suite in ("atari", "minatar"):
         assert (
@@ -63,6 +64,18 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
     assert {"machine", "torch", "threads"} <= set(next(iter(rows.values())))
     printed = capsys.readouterr().out
     assert "atari dqn: bound from the components" in printed and "done:" not in printed
+
+
+@pytest.mark.slow  # (a minute of subprocesses)
+def test_tiny_bench_times_populations_against_separate_processes(tmp_path):
+    out = tmp_path / "results.csv"
+    assert main(["--tiny", "--population-only", "--population", "2", "--out", str(out)]) == 0
+    rows = {row["what"]: float(row["value"]) for row in csv.DictReader(open(out))}
+    for agent, kernels in (("dqn", ("loop", "stacked")), ("ppo", ("loop",))):
+        names = [f"minatar {agent} population: one run", f"minatar {agent}: 2 separate processes"]
+        names += [f"minatar {agent} population of 2: {kernel} kernel" for kernel in kernels]
+        assert all(math.isfinite(rows[n]) and rows[n] > 0 for n in names), rows
+    assert len(rows) == 7
 
 
 def test_large_replay_fill_allocates_frames_once():

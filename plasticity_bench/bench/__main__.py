@@ -18,6 +18,9 @@ directory; docs/speed.md explains each row):
   and MinAtar PPO (1 thread) against the minimal implementations of bench/references, the same
   training run in turn, ours then the reference, ``--pairs`` times (bench/compare.py), with the
   ratio our update at that peak would give, where the thread counts match;
+- populations (``--population 2,4``): MinAtar DQN and PPO seeds as one ``population=K`` process,
+  with each kernel, against K separate processes side by side, in seed-steps/s
+  (bench/population.py; ``--device cuda`` on a GPU, ``--population-only`` for just these);
 - ``--large``: a 1M-transition Atari replay buffer actually allocated and filled (about 7 GB).
 
 ``--tiny`` runs every row at toy sizes in about a minute: a check that the benchmark works (the
@@ -46,6 +49,7 @@ from plasticity_bench.agents.replay import ReplayBuffer
 from plasticity_bench.bench.arithmetic import floor_seconds
 from plasticity_bench.bench.compare import compare
 from plasticity_bench.bench.isolated import interleaved_update_seconds, probe_overhead, update_timings
+from plasticity_bench.bench.population import population_rows
 from plasticity_bench.bench.stretch import runner_stretch
 from plasticity_bench.core.memory import keep_freed_memory
 from plasticity_bench.envs import make_env
@@ -241,6 +245,13 @@ def main(argv=None) -> int:
         "between runs)",
     )
     p.add_argument("--references-only", action="store_true", help="only the ours / reference rows")
+    p.add_argument(
+        "--population",
+        default="2,4",
+        help="population sizes to time against as many separate processes (comma-separated; '' for none)",
+    )
+    p.add_argument("--population-only", action="store_true", help="only the population rows")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the population rows")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results CSV (default {RESULTS})")
     args = p.parse_args(argv)
     repeats = 2 if args.tiny else 3 if args.quick else args.repeats
@@ -257,6 +268,10 @@ def main(argv=None) -> int:
         f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{threads} torch threads\n"
     )
+    sizes = [int(k) for k in args.population.split(",") if k.strip()]
+    if args.population_only:
+        population_rows(sizes, args.device, stretch_config, args.tiny, scale, add)
+        return write_rows(rows, args.out, threads)
     headroom_at_peak = {} if args.references_only else suite_rows(args, repeats, scale, add)
     # the yardsticks: the same training in minimal code (bench/references), A B A B
     compare(stretch_config, args.tiny, scale, 1 if args.tiny else args.pairs, add, headroom_at_peak)
@@ -273,6 +288,8 @@ def main(argv=None) -> int:
             f"filled through add() in {seconds:.0f} s",
         )
         add("atari replay, 1M transitions: peak RSS growth", resident, "GiB")
+    if sizes:
+        population_rows(sizes, args.device, stretch_config, args.tiny, scale, add)
     add("peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB")
     return write_rows(rows, args.out, threads)
 

@@ -29,6 +29,7 @@ from plasticity_bench.runner.config import (
     whole_numbers,
 )
 from plasticity_bench.runner.loop import Run, RunError
+from plasticity_bench.runner.population import Population, member_configs
 
 register_schemas()  # before Hydra composes: the YAML files extend the typed schemas
 
@@ -40,7 +41,8 @@ class RunFailed(RuntimeError):
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def run_one(cfg: DictConfig) -> int:
     try:
-        code = Run(validate(cfg)).train()
+        cfg = validate(cfg)
+        code = (Population(cfg) if cfg.population > 1 else Run(cfg)).train()
     except (ConfigError, RunError) as error:
         raise RunFailed(str(error)) from None
     if code != 0:
@@ -81,10 +83,31 @@ def plan(axes: dict[str, list[str]]) -> list[tuple[str, str]]:
     """(run directory, state) of every job, in launch order."""
     jobs = []
     for job in itertools.product(*axes.values()):
-        d = run_path(compose_config(list(job)))
-        state = "done" if (d / "done").exists() else "resume" if (d / "checkpoint").exists() else "new"
-        jobs.append((str(d), state))
+        cfg = compose_config(list(job))
+        for member in member_configs(cfg):  # a population's seeds, each its own run
+            d = run_path(member)
+            state = "done" if (d / "done").exists() else "resume" if (d / "checkpoint").exists() else "new"
+            jobs.append((str(d), state))
     return jobs
+
+
+def pack_seeds(argv: list[str]) -> list[str]:
+    """``population=K`` (make sweep POPULATION=K): the experiment's seeds in populations of K
+    consecutive seeds, one job each (``seed=0,1,2,3`` with K=2: jobs ``seed=0`` and ``seed=2``)."""
+    sizes = [a.partition("=")[2] for a in argv if a.startswith("population=")]
+    if not sizes or not sizes[-1].isdigit() or int(sizes[-1]) <= 1:
+        return argv  # (a bad value is the config's error)
+    k = int(sizes[-1])
+    overrides = [a for a in argv if not a.startswith(("-", "hydra"))]
+    seeds = [int(v.partition("=")[2]) for v in sweep_axes(overrides).get("seed", ["seed=0"])]
+    if len(seeds) == 1:
+        return argv
+    if seeds != list(range(seeds[0], seeds[0] + len(seeds))) or len(seeds) % k:
+        raise ConfigError(
+            f"population={k} packs consecutive seeds in groups of {k}, and this sweep's seeds are "
+            f"{seeds}: use a population size that divides {len(seeds)}, or seeds in a range"
+        )
+    return [*argv, "seed=" + ",".join(str(s) for s in seeds[::k])]
 
 
 def main_plan(arguments: list[str], list_jobs: bool) -> int:
@@ -107,6 +130,11 @@ def main_plan(arguments: list[str], list_jobs: bool) -> int:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        argv = pack_seeds([whole_numbers(a) for a in argv])
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     sys.argv = [sys.argv[0], *(whole_numbers(a) for a in argv)]  # total_steps=2.5e3 -> 2500, as for runs
     if "--plan" in argv or "--check" in argv:
         flags = ("--plan", "--check", "--multirun", "-m")
