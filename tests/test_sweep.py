@@ -146,3 +146,25 @@ def test_slurm_launcher_config_makes_the_expected_sbatch_script(tmp_path, monkey
         "#SBATCH --time=2880",
     ):
         assert line in script, line
+
+
+def test_population_packs_the_seeds_of_a_sweep_into_processes(tmp_path):
+    tiny = [a for a in TINY if not a.startswith(("env.game", "intervention", "seed"))]
+    tiny += ["env.game=breakout", "intervention=none"]
+    args = [
+        "--multirun",
+        *tiny,
+        "seed=0,1,2,3",
+        "population=2",
+        f"run_dir={tmp_path}",
+        "hydra.launcher.n_jobs=1",
+    ]
+    out = sweep(*args, "hydra/launcher=local", "threads=1").stdout
+    assert out.count("population of 2 seeds") == 2  # two jobs, two seeds each
+    dirs = sorted(tmp_path.glob("minatar/breakout/dqn/*/seed*"))
+    assert [d.name for d in dirs] == ["seed0", "seed1", "seed2", "seed3"]
+    assert all((d / "done").exists() for d in dirs)
+    listing = sweep("--plan", *tiny, "seed=0,1,2,3", "population=2", f"run_dir={tmp_path}").stdout
+    assert listing.strip().endswith("4 jobs: 0 new, 0 resume, 4 done")
+    bad = sweep("--check", *tiny, "seed=0,1,2", "population=2", f"run_dir={tmp_path}", check=False)
+    assert bad.returncode == 2 and "use a population size that divides 3" in bad.stderr
