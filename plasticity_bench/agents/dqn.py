@@ -141,12 +141,25 @@ class DQN(Learner):
         return c.epsilon_start + frac * (c.epsilon_end - c.epsilon_start)
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
-        explore = self.rng.random(self.num_envs) < self.epsilon(step)
-        if explore.all():
-            return self.rng.integers(self.num_actions, size=self.num_envs)
+        explore = self.exploring(step)
+        if explore.all():  # the network runs only when some env acts greedily
+            return self.epsilon_greedy(explore, None)
         with torch.inference_mode(), eval_mode(self.network):  # acting is not a training forward
-            q = self.values.expected(self.network(torch.as_tensor(obs, device=self.device)))
-            greedy = q.argmax(1).cpu().numpy()
+            greedy = self.q_values(torch.as_tensor(obs, device=self.device)).argmax(1).cpu().numpy()
+        return self.epsilon_greedy(explore, greedy)
+
+    def exploring(self, step: int) -> np.ndarray:
+        """Which envs act at random this step (epsilon-greedy's first draw)."""
+        return self.rng.random(self.num_envs) < self.epsilon(step)
+
+    def q_values(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q of every action (the expected value of a categorical head)."""
+        return self.values.expected(self.network(obs))
+
+    def epsilon_greedy(self, explore: np.ndarray, greedy: np.ndarray | None) -> np.ndarray:
+        """Random actions where ``explore``, else the greedy ones (None: every env explores)."""
+        if greedy is None:
+            return self.rng.integers(self.num_actions, size=self.num_envs)
         if not explore.any():  # random actions are drawn only when an env explores: once epsilon has
             return greedy  # decayed, most steps skip that draw
         return np.where(explore, self.rng.integers(self.num_actions, size=self.num_envs), greedy)
@@ -211,10 +224,10 @@ class DQN(Learner):
             **metrics,
         }, acted
 
-    def sample(self) -> dict[str, torch.Tensor]:
-        """A batch from the replay (drawn with the agent's RNG), on the device."""
+    def sample(self, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        """A batch from the replay (drawn with the agent's RNG), on ``device`` (the agent's)."""
         batch = self.replay.sample(self.cfg.batch_size, self.rng)
-        return {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+        return {k: torch.as_tensor(v, device=device or self.device) for k, v in batch.items()}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Q(s, a) of the actions taken regressed on the TD target (a categorical head: cross

@@ -226,9 +226,11 @@ class Run(Lifecycle):
         transition = self.interact()
         self.record(before, self.agent.observe(*transition, self.step))
 
-    def interact(self) -> tuple:
-        """Act and step the envs; returns the transition ``agent.observe`` takes (without the step)."""
-        actions = self.agent.act(self.obs, self.step)
+    def interact(self, actions: np.ndarray | None = None) -> tuple:
+        """Act (unless ``actions`` were chosen for this agent: a population's batched acting) and
+        step the envs; returns the transition ``agent.observe`` takes (without the step)."""
+        if actions is None:
+            actions = self.agent.act(self.obs, self.step)
         next_obs, rewards, terminated, truncated, info = self.env.step(actions)
         self.step += self.env.num_envs
         self._next = (next_obs, info.get("score", rewards), terminated | truncated)

@@ -27,13 +27,17 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from plasticity_bench.agents.base import average_updates
+from plasticity_bench.nets.networks import eval_mode
 
 STACKED_METHODS = ("remember", "sample", "loss", "updated")
+# an agent that also splits its acting (DQN: epsilon-greedy) acts for every seed in one forward
+ACTING_METHODS = ("exploring", "q_values", "epsilon_greedy")
 
 
 def stackable(agent_cls: type) -> bool:
@@ -55,6 +59,18 @@ class _Networks(nn.Module):
         return self.agent.loss(batch)
 
 
+class _Acting(nn.Module):
+    """The first agent's network with ``q_values(obs)`` as its forward."""
+
+    def __init__(self, agent):
+        super().__init__()
+        self.network = agent.network
+        object.__setattr__(self, "agent", agent)
+
+    def forward(self, obs):
+        return self.agent.q_values(obs)
+
+
 class StackedLearning:
     def __init__(self, members, own_rng):
         self.members, self.own_rng = members, own_rng
@@ -64,7 +80,7 @@ class StackedLearning:
     def stack(self) -> None:
         """Stacked copies of the agents' tensors, and each agent's tensors made views of them."""
         agents = [m.agent for m in self.members]
-        self.template = _Networks(agents[0])
+        self.template, self.acting = _Networks(agents[0]), _Acting(agents[0])
         names = [dict(_Networks(a).named_parameters()) for a in agents]
         buffers = [dict(_Networks(a).named_buffers()) for a in agents]
         trained = {id(p) for group in agents[0].optimizer.param_groups for p in group["params"]}
@@ -150,11 +166,11 @@ class StackedLearning:
 
     # ---- one step of the population -------------------------------------------------------
     def advance(self, running) -> None:
-        """Act and step every member, then learn as one: the members are in lockstep."""
+        """Act for every member and step its envs, then learn as one (the members are in lockstep)."""
         before, due = [m.step for m in running], []
-        for member in running:
+        for member, actions in zip(running, self.act(running)):
             with self.own_rng(member):
-                transition = member.interact()
+                transition = member.interact(actions)
                 due.append(member.agent.remember(*transition, member.step))
         if len(set(due)) > 1:
             raise RuntimeError(
@@ -171,12 +187,35 @@ class StackedLearning:
         if tasks != [m.task for m in running] and self.changed():
             self.stack()  # (a task switch's interventions may have rebuilt networks or optimizers)
 
+    def act(self, running) -> list:
+        """Each member's actions, the greedy ones from one forward of the stacked networks (one
+        transfer from the device); None for an agent that acts on its own (``Run.interact``)."""
+        agents = [m.agent for m in running]
+        if not all(callable(getattr(a, name, None)) for a in agents for name in ACTING_METHODS):
+            return [None] * len(running)
+        explore = [a.exploring(m.step) for a, m in zip(agents, running)]
+        if all(e.all() for e in explore):
+            return [a.epsilon_greedy(e, None) for a, e in zip(agents, explore)]
+        device = agents[0].device
+        obs = torch.as_tensor(np.stack([m.obs for m in running]), device=device)
+        network = {n: t for n, t in {**self.params, **self.buffers}.items() if n.startswith("network.")}
+
+        def q_values(tensors, obs):
+            return functional_call(self.acting, tensors, (obs,))
+
+        with torch.inference_mode(), eval_mode(self.acting.network):
+            greedy = vmap(q_values)(network, obs).argmax(-1).cpu().numpy()
+        return [a.epsilon_greedy(e, None if e.all() else g) for a, e, g in zip(agents, explore, greedy)]
+
     def update(self, running, step: int) -> list[tuple[dict, dict]]:
         agents = [m.agent for m in running]
         if len(running) != len(self.members):
             raise RuntimeError("a population's seeds stop together (they share total_steps)")
-        batches = [a.sample() for a in agents]
+        host = torch.device("cpu")  # the K batches stacked on the host, then one copy to the device
+        batches = [a.sample(host) for a in agents]
         batch = {key: torch.stack([b[key] for b in batches]) for key in batches[0]}
+        if agents[0].device.type == "cuda":
+            batch = {k: v.pin_memory().to(agents[0].device, non_blocking=True) for k, v in batch.items()}
         frozen = {**{n: self.params[n] for n in self.frozen}, **self.buffers}
 
         def seed_loss(trained, frozen, batch):
