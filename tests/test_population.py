@@ -196,3 +196,22 @@ def test_a_bad_population_is_one_line_exit_2_and_no_run_directory(run, tmp_path,
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stacked_acting_picks_the_actions_each_seed_would():
+    """One vmapped forward for the seeds' greedy actions; epsilon-greedy's draws stay each seed's."""
+    agents = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        agent = make_dqn(learning_starts=10**9, epsilon_end=0.3)
+        agent.rng = np.random.default_rng(seed)
+        agents.append(agent)
+    alone = copy.deepcopy(agents)
+    population = members(agents)
+    stacked = StackedLearning(population, own_rng)
+    rng = np.random.default_rng(0)
+    for step in (0, 10**7, 10**7 + 4):  # all explore, then mostly greedy
+        for member in population:
+            member.obs, member.step = rng.random((4, 4, 10, 10)) < 0.5, step
+        for member, theirs, actions in zip(population, alone, stacked.act(population)):
+            np.testing.assert_array_equal(actions, theirs.act(member.obs, step))
