@@ -115,6 +115,10 @@ class Composition:
             metrics.update(part.on_shift(learner))
         return metrics
 
+    def unstackable(self) -> list[str]:
+        """Families of this composition whose network cannot run under vmap (``Intervention.stacks``)."""
+        return [p.name for p in self.parts if not p.stacks]
+
     def acts_at_shifts(self) -> list[str]:
         """Families of this composition configured to act at task switches."""
         return [p.name for p in self.parts if getattr(p.cfg, "at_shift", False)]

@@ -17,6 +17,9 @@ class Intervention:
     """Dataclass of the family's hyper-parameters (``interventions.<name>.<field>`` in a config)."""
     incompatible: tuple[str, ...] = ()
     """Families it cannot be composed with (checked both ways)."""
+    stacks = True
+    """Whether its network runs under ``torch.func.vmap`` (a population's stacked kernel,
+    runner/stacked.py); False names a family whose forward cannot."""
 
     def __init__(self, cfg: Any):
         self.cfg = cfg

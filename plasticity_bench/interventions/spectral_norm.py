@@ -30,6 +30,7 @@ class SpectralNormConfig:
 
 @register("spectral_norm")
 class SpectralNorm(Intervention):
+    stacks = False  # torch's power iteration normalises into a buffer in place (out=), which vmap refuses
     Config = SpectralNormConfig
 
     def build(self, factory):

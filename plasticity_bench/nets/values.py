@@ -54,9 +54,10 @@ def two_hot(values: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
     low = position.floor().long().clamp(max=len(atoms) - 2)
     upper_weight = position - low
     probs = torch.zeros(len(values), len(atoms), device=values.device)
-    probs.scatter_(1, low[:, None], (1 - upper_weight)[:, None])
-    probs.scatter_add_(1, (low + 1)[:, None], upper_weight[:, None])
-    return probs
+    # out of place: under a population's vmap (runner/stacked.py) the zeros are one tensor and
+    # the weights are K, which an in-place scatter cannot write
+    probs = probs.scatter(1, low[:, None], (1 - upper_weight)[:, None])
+    return probs.scatter_add(1, (low + 1)[:, None], upper_weight[:, None])
 
 
 def hl_gauss(values: torch.Tensor, atoms: torch.Tensor, sigma: float) -> torch.Tensor:

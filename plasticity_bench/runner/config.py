@@ -181,6 +181,11 @@ def validate(cfg: DictConfig) -> DictConfig:
                 f"({', '.join(STACKED_METHODS)}: dqn); agent '{cfg.agent.name}' learns with "
                 "population_kernel=loop"
             )
+        if cfg.population_kernel == "stacked" and composition.unstackable():
+            raise ConfigError(
+                f"population_kernel=stacked cannot run {composition.unstackable()[0]}: its forward does not "
+                "run under torch.func.vmap; use population_kernel=loop"
+            )
         if hasattr(agent_cls, "check_config"):  # constraints across keys, e.g. PPO's minibatches
             agent_cls.check_config(cfg)
     except ValueError as error:

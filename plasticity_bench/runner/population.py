@@ -52,7 +52,9 @@ def kernel_of(cfg: DictConfig) -> str:
     if cfg.population_kernel != "auto":
         return cfg.population_kernel
     on_gpu = pick_device(cfg.device).type == "cuda"
-    return "stacked" if on_gpu and stackable(agents.AGENTS[cfg.agent.name]) else "loop"
+    stacks = stackable(agents.AGENTS[cfg.agent.name])
+    stacks = stacks and not Composition(cfg.intervention, cfg.interventions).unstackable()
+    return "stacked" if on_gpu and stacks else "loop"
 
 
 # ---- memory: estimated before anything is created -----------------------------------------
