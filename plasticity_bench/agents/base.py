@@ -32,6 +32,7 @@ class EnvSpec:
 
 
 # Methods every agent has, and those of an agent with a network (the probes and interventions).
+# (An agent that learns in a population's stacked kernel also splits its update: runner/stacked.py.)
 METHODS = ("act", "observe", "truncate", "task_switched", "state_dict", "load_state_dict")
 NETWORK_METHODS = ("make_optimizer", "probe_inputs", "prediction")
 NETWORK_ATTRIBUTES = ("network", "optimizer", "rng", "target", "values")
