@@ -48,3 +48,23 @@ def test_the_redo_and_reset_surgery_keeps_the_optimizer_on_the_device(run, tmp_p
         metrics = pd.read_csv(find_run(tmp_path, intervention=name) / "metrics.csv", keep_default_na=False)
         assert metrics["value"].notna().all() and "loss" in set(metrics["metric"])
         assert acted in set(metrics["metric"]), f"{name} never acted"  # the surgery happened, on the GPU
+
+
+def test_a_stacked_population_on_cuda_trains_each_seed_as_its_run_does(run, tmp_path):
+    """population=2 with device=cuda takes the stacked kernel (auto); each seed's first rows are
+    its separate run's to 1e-4 (cuBLAS and cuDNN round as they choose)."""
+    args = [*TINY_DQN, "device=cuda", "intervention=redo", "interventions.redo.interval=500"]
+    population = run(*args, "population=2", f"run_dir={tmp_path / 'population'}")
+    assert "stacked kernel" in population.stdout
+    for seed in range(2):
+        run(*args, f"seed={seed}", f"run_dir={tmp_path / 'separate'}")
+        ours, theirs = (
+            pd.read_csv(find_run(tmp_path / root, intervention="redo", seed=seed) / "metrics.csv")
+            for root in ("population", "separate")
+        )
+        assert ours[["step", "metric"]].equals(theirs[["step", "metric"]])
+        early = ours["metric"].isin(["loss", "q_mean"]) & (ours["step"] <= 600)
+        assert (
+            (ours["value"][early] - theirs["value"][early]).abs()
+            <= 1e-4 * theirs["value"][early].abs() + 1e-6
+        ).all()

@@ -64,7 +64,7 @@ def population_rows(sizes: list[int], device: str, stretch_config, tiny: bool, s
         overrides = [*overrides, f"device={device}", "threads=1"]
         one = seed_steps_per_second(overrides, 1, start, end, separate=True)
         add(f"minatar {agent} population: one run", one, "seed-steps/s", f"{device}, 1 thread")
-        for k in sizes:
+        for k in (k for k in sizes if k > 1):  # (one seed: the row above)
             apart = (
                 seed_steps_per_second(overrides, k, start, end, separate=True) if device == "cpu" else None
             )
