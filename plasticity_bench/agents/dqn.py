@@ -216,35 +216,35 @@ class DQN(Learner):
         """One gradient update: (its metrics, those of the interventions that acted after it)."""
         loss, metrics = self.loss(self.sample())
         grad_norm, acted = self.train_step(loss, step, self.cfg.max_grad_norm)
-        self.updated()
-        return {
-            "loss": loss.detach(),
-            "q_mean": metrics.pop("q_mean"),
-            "grad_norm": grad_norm,
-            **metrics,
-        }, acted
+        return self.finish_update(loss, metrics, grad_norm), acted
 
     def sample(self, device: torch.device | None = None) -> dict[str, torch.Tensor]:
         """A batch from the replay (drawn with the agent's RNG), on ``device`` (the agent's)."""
         batch = self.replay.sample(self.cfg.batch_size, self.rng)
         return {k: torch.as_tensor(v, device=device or self.device) for k, v in batch.items()}
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """Q(s, a) of the actions taken regressed on the TD target (a categorical head: cross
-        entropy to the target projected on its support); and Q's mean and the target's metrics."""
+        entropy to the target projected on its support); and what the update logs of them."""
         target = self.td_target(batch)
         outputs = self.network(batch["obs"])
         loss = self.values.loss(outputs, target, batch["actions"], self.regression)
         with torch.no_grad():
             q = self.values.expected(outputs).gather(1, batch["actions"][:, None])
-        return loss, {"q_mean": q.mean(), **self.values.target_metrics(target)}
+        return loss, {"q_mean": q.mean(), "targets": self.values.target_metrics(target)}
 
-    def updated(self) -> None:
-        """After an update and the interventions that act after it: the target copies the
-        network they left (Dopamine's order for ReDo)."""
+    def finish_update(self, loss: torch.Tensor, metrics: dict, grad_norm: torch.Tensor) -> dict:
+        """After the step and the interventions that act after it: the target copies the
+        network they left (Dopamine's order for ReDo); the update's metrics."""
         self.updates += 1
         if self.updates % self.cfg.target_update_interval == 0:
             self.sync_target()
+        return {
+            "loss": loss.detach(),
+            "q_mean": metrics["q_mean"],
+            "grad_norm": grad_norm,
+            **metrics["targets"],
+        }
 
     @torch.no_grad()
     def sync_target(self) -> None:

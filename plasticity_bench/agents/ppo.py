@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from plasticity_bench.agents import register
-from plasticity_bench.agents.base import EnvSpec
+from plasticity_bench.agents.base import EnvSpec, average_updates
 from plasticity_bench.agents.rollout import Rollout
 from plasticity_bench.core.ranges import ranged
 from plasticity_bench.nets.learner import Learner
@@ -117,6 +117,7 @@ class PPO(Learner):
 
         self.rollout = Rollout.empty(cfg.num_steps, num_envs, obs_shape, obs_dtype, device)
         self.updates = 0
+        self.lr = cfg.lr  # the learning rate of the update in progress (annealed: ``prepare``)
         self.acted: dict[str, torch.Tensor] = {}  # what the last act stores: actions, logprobs, values
 
     @staticmethod
@@ -156,10 +157,10 @@ class PPO(Learner):
         return logits, self.values.expected(critic)[:, 0], critic
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
-        self.acted = self.sample(torch.as_tensor(obs, device=self.device))
+        self.acted = self.policy_sample(torch.as_tensor(obs, device=self.device))
         return self.acted["actions"].cpu().numpy()
 
-    def sample(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def policy_sample(self, obs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actions drawn from the policy, with what the rollout stores of them: their
         log-probabilities and the critic's values."""
         with torch.no_grad(), eval_mode(self.network):  # acting is not a training forward
@@ -176,6 +177,11 @@ class PPO(Learner):
 
     # ---- rollout and GAE ----------------------------------------------------------------
     def observe(self, obs, actions, rewards, next_obs, terminated, truncated, step):
+        return self.learn(self.remember(obs, actions, rewards, next_obs, terminated, truncated, step), step)
+
+    def remember(self, obs, actions, rewards, next_obs, terminated, truncated, step) -> int:
+        """Store the transition; once the rollout is full, its advantages and minibatches are
+        prepared: returns how many minibatch updates are then due."""
         c = self.cfg
         rewards = torch.as_tensor(
             np.sign(rewards) if c.reward_clip else rewards, dtype=torch.float32, device=self.device
@@ -194,11 +200,11 @@ class PPO(Learner):
             dones=torch.as_tensor(terminated | truncated, dtype=torch.float32, device=self.device),
         )
         if not full:
-            return {}
+            return 0
         advantages, returns = self.rollout.advantages_and_returns(
             self.value(next_obs), c.gamma, c.gae_lambda, c.value_target
         )
-        return self.update(advantages, returns, step)
+        return self.prepare(advantages, returns, step)
 
     def restart(self) -> None:
         """A fresh agent starts here (interventions.reset, ``layers=0``): the rows of the rollout in
@@ -222,26 +228,40 @@ class PPO(Learner):
             return self.cfg.lr
         return self.cfg.lr * max(1.0 - step / max(self.cfg.anneal_steps, 1), 0.0)
 
-    def update(self, advantages: torch.Tensor, returns: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def prepare(self, advantages: torch.Tensor, returns: torch.Tensor, step: int) -> int:
+        """The learning rate of this update and its minibatches (``update_epochs`` passes over the
+        rollout in orders drawn from the agent's RNG as they start); returns how many."""
         c = self.cfg
         advantages, returns = advantages.flatten(), returns.flatten()
         if c.norm_adv and c.norm_adv_over == "rollout":
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        sums, count, hooks = {}, 0, {}
-        lr = self.learning_rate(step)
-        self.set_learning_rate(lr)  # (an intervention that rebuilds the optimizer keeps it)
+        self.lr = self.learning_rate(step)
+        self.set_learning_rate(self.lr)  # (an intervention that rebuilds the optimizer keeps it)
         extra = {"advantages": advantages, "returns": returns}
-        for mb in self.rollout.minibatches(extra, self.rng, c.update_epochs, c.num_minibatches):
-            metrics, acted = self.minibatch_update(mb, step)
-            for key, value in {**metrics, "lr": torch.tensor(lr)}.items():
-                sums[key] = sums.get(key, 0.0) + value
-            count += 1
-            hooks.update(acted)
-        return {**{k: v / count for k, v in sums.items()}, **hooks}
+        self.pending = self.rollout.minibatches(extra, self.rng, c.update_epochs, c.num_minibatches)
+        return c.update_epochs * c.num_minibatches
+
+    def learn(self, updates: int, step: int) -> dict:
+        """``updates`` minibatch updates; their metrics averaged (an interval intervention fires once)."""
+        return average_updates([self.update(step) for _ in range(updates)])
+
+    def update(self, step: int) -> tuple[dict[str, torch.Tensor], dict]:
+        return self.minibatch_update(self.sample(), step)
+
+    def sample(self, device: torch.device | None = None) -> dict[str, torch.Tensor]:
+        """The next minibatch of the rollout being learned, on ``device`` (the agent's)."""
+        return {k: v.to(device) if device else v for k, v in next(self.pending).items()}
 
     def minibatch_update(
         self, mb: dict[str, torch.Tensor], step: int
     ) -> tuple[dict[str, torch.Tensor], dict]:
+        loss, metrics = self.loss(mb)
+        grad_norm, acted = self.train_step(loss, step, self.cfg.max_grad_norm)
+        return self.finish_update(loss, metrics, grad_norm), acted
+
+    def loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """The clipped surrogate, the value loss and the entropy bonus on a minibatch; and what
+        the update logs of them."""
         c = self.cfg
         logits, value, critic = self.policy_and_value(mb["obs"])
         log_probs = F.log_softmax(logits, 1)
@@ -254,22 +274,30 @@ class PPO(Learner):
         value_loss = self.value_loss(critic, mb)
         entropy = -(log_probs.exp() * log_probs).sum(1).mean()
         loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
-        grad_norm, acted = self.train_step(loss, step, c.max_grad_norm)
-        self.updates += 1
         with torch.no_grad():
             approx_kl = ((ratio - 1) - log_ratio).mean()  # Schulman's low-variance estimator
             clip_frac = ((ratio - 1).abs() > c.clip_coef).float().mean()
-        return {
-            "loss": loss.detach(),
+        return loss, {
             "policy_loss": policy_loss.detach(),
             "value_loss": value_loss.detach(),
             "entropy": entropy.detach(),
             "approx_kl": approx_kl,
             "clip_frac": clip_frac,
             "value_mean": value.detach().mean(),
+            "targets": self.values.target_metrics(mb["returns"]),
+        }
+
+    def finish_update(self, loss: torch.Tensor, metrics: dict, grad_norm: torch.Tensor) -> dict:
+        """After the step and the interventions that act after it: count it; its metrics."""
+        self.updates += 1
+        targets = metrics.pop("targets")
+        return {
+            "loss": loss.detach(),
+            **metrics,
             "grad_norm": grad_norm,
-            **self.values.target_metrics(mb["returns"]),
-        }, acted
+            **targets,
+            "lr": torch.tensor(self.lr),
+        }
 
     def value_loss(self, critic, mb) -> torch.Tensor:
         """The value head's loss on the returns: for a scalar critic 0.5 x squared error, clipped

@@ -61,7 +61,7 @@ def prepared_update(cfg, env, obs, agent, repeats: int):
         fill_replay(env, obs, agent)
         return (lambda: agent.update(step=0)), repeats
     zeros = torch.zeros(cfg.agent.num_steps, env.num_envs)
-    return (lambda: agent.update(zeros, zeros, 0)), max(1, repeats // 5)
+    return (lambda: agent.learn(agent.prepare(zeros, zeros, 0), 0)), max(1, repeats // 5)
 
 
 def interleaved_update_seconds(

@@ -178,7 +178,7 @@ def validate(cfg: DictConfig) -> DictConfig:
         if cfg.population_kernel == "stacked" and not stackable(agent_cls):
             raise ConfigError(
                 "population_kernel=stacked needs an agent that splits its update "
-                f"({', '.join(STACKED_METHODS)}: dqn); agent '{cfg.agent.name}' learns with "
+                f"({', '.join(STACKED_METHODS)}: dqn, ppo); agent '{cfg.agent.name}' learns with "
                 "population_kernel=loop"
             )
         if cfg.population_kernel == "stacked" and composition.unstackable():

@@ -9,13 +9,14 @@ as it did. An update here is the agent's own algorithm split where the batch is 
 
 1. each agent draws its batch (``sample``, with its own RNG);
 2. ``torch.func.vmap`` of ``grad_and_value`` of the agent's ``loss(batch)`` over the stacked
-   parameters, through the first agent's modules (``functional_call``): the K losses, Q values
+   parameters, through the first agent's modules (``functional_call``): the K losses, metrics
    and gradients in one call;
 3. each seed's gradient terms (``interventions.gradients``: l2, l2init), its gradient norm and
    clipping (per seed, on its slice);
 4. one step of the agents' optimizer class over the stacked tensors: Adam and centred RMSProp
    are elementwise, so one step over ``[K, ...]`` is K independent steps;
-5. each seed's interventions that act after an update, and its ``updated()`` (target sync).
+5. each seed's interventions that act after an update, and its ``finish_update`` (DQN's
+   target sync; the update's metrics).
 
 When an intervention replaces a parameter or the optimizer (plasticity injection, a reset's
 fresh optimizer) the stack is built again from the agents. The kernels differ from one seed's
@@ -31,17 +32,18 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
+from torch.utils._pytree import tree_map
 
 from plasticity_bench.agents.base import average_updates
 from plasticity_bench.nets.networks import eval_mode
 
-STACKED_METHODS = ("remember", "sample", "loss", "updated")
+STACKED_METHODS = ("remember", "sample", "loss", "finish_update")
 # an agent that also splits its acting (DQN: epsilon-greedy) acts for every seed in one forward
 ACTING_METHODS = ("exploring", "q_values", "epsilon_greedy")
 
 
 def stackable(agent_cls: type) -> bool:
-    """Whether an agent splits its update as the stacked kernel needs (DQN does)."""
+    """Whether an agent splits its update as the stacked kernel needs (DQN and PPO do)."""
     return all(callable(getattr(agent_cls, m, None)) for m in STACKED_METHODS)
 
 
@@ -238,20 +240,9 @@ class StackedLearning:
         for k, (member, agent) in enumerate(zip(running, agents)):
             with self.own_rng(member):
                 acted = agent.interventions.after_update(agent, step)
-                agent.updated()
+                seed_metrics = tree_map(lambda value: value[k], metrics)
+                results.append((agent.finish_update(losses[k], seed_metrics, norms[k]), acted))
             acted_any |= bool(acted)
-            seed_metrics = {key: value[k] for key, value in metrics.items()}
-            results.append(
-                (
-                    {
-                        "loss": losses[k],
-                        "q_mean": seed_metrics.pop("q_mean"),
-                        "grad_norm": norms[k],
-                        **seed_metrics,
-                    },
-                    acted,
-                )
-            )
         if acted_any and self.changed():
             self.stack()
         return results
