@@ -56,10 +56,10 @@ def seed_steps_per_second(overrides: list[str], k: int, start: int, end: int, se
 
 
 def population_rows(sizes: list[int], device: str, stretch_config, tiny: bool, scale: float, add) -> None:
-    """MinAtar DQN (both kernels) and PPO (the loop kernel) at the stretch ``make bench`` times
+    """MinAtar DQN and PPO, with both kernels, at the stretch ``make bench`` times
     (``stretch_config``): populations of each size in ``sizes`` against that many separate
     processes (on a CPU; on a GPU against one run)."""
-    for agent, kernels in (("dqn", ("loop", "stacked")), ("ppo", ("loop",))):
+    for agent, kernels in (("dqn", ("loop", "stacked")), ("ppo", ("loop", "stacked"))):
         overrides, _, start, end = stretch_config(agent, "minatar", tiny, scale)
         overrides = [*overrides, f"device={device}", "threads=1"]
         one = seed_steps_per_second(overrides, 1, start, end, separate=True)
