@@ -299,3 +299,21 @@ def test_stacked_acting_picks_the_actions_each_seed_would():
             member.obs, member.step = rng.random((4, 4, 10, 10)) < 0.5, step
         for member, theirs, actions in zip(population, alone, stacked.act(population)):
             np.testing.assert_array_equal(actions, theirs.act(member.obs, step))
+
+
+def test_a_stacked_seed_resumed_alone_says_its_floats_will_differ(tmp_path, monkeypatch, capsys):
+    args = [*REDO, f"run_dir={tmp_path}", "total_steps=3000"]
+    real = Run.record
+
+    def stop_at_1000(self, before, metrics):
+        real(self, before, metrics)
+        if self.step >= 1000:
+            self.stop_signal = signal.SIGTERM  # (as the handler would: a checkpoint, then exit)
+
+    monkeypatch.setattr(Run, "record", stop_at_1000)
+    population = Population(compose_config([*args, "population=2", "population_kernel=stacked"]))
+    assert population.train() == 128 + signal.SIGTERM
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert Run(compose_config([*args, "seed=1"])).train() == 0
+    assert "a population's stacked kernel" in capsys.readouterr().out

@@ -77,6 +77,11 @@ class Run(Lifecycle):
         super().__init__(run_path(cfg), cfg, identity)
         self.cfg = cfg
         self.stop_signal: int | None = None
+        self.stacked = False  # learns in a population's stacked kernel (runner/population.py)
+
+    def numerics(self) -> str:
+        """What decides this run's float rounding (a checkpoint records it)."""
+        return _numerics() + (", a population's stacked kernel" if self.stacked else "")
 
     def build(self, resuming: bool) -> None:
         """Env, agent and logs. A run killed before its first checkpoint starts over, and so
@@ -129,7 +134,7 @@ class Run(Lifecycle):
                 "averager": self.averager.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "prober": self.prober.state_dict() if self.prober else None,
-                "numerics": _numerics(),
+                "numerics": self.numerics(),
             },
             logs=("returns", "metrics"),
         )
@@ -163,7 +168,7 @@ class Run(Lifecycle):
         self.recent_returns.extend(state["recent_returns"])
         self.averager.load_state_dict(state["averager"])
         torch.set_rng_state(state["torch_rng"])
-        numerics = _numerics()
+        numerics = self.numerics()
         if state.get("numerics", numerics) != numerics:
             print(
                 f"note: this run was checkpointed with {state['numerics']} and resumes with {numerics}; "

@@ -142,6 +142,8 @@ class Population:
         self.cfg = cfg
         self.kernel = kernel_of(cfg)
         self.members = [Run(member) for member in member_configs(cfg)]
+        for member in self.members:  # (a checkpoint says so: resumed otherwise, rounding differs)
+            member.stacked = self.kernel == "stacked"
         self.stop_signal: int | None = None
 
     def train(self) -> int:
@@ -225,6 +227,8 @@ class Population:
             return None
         if len({m.step for m in members}) > 1:
             print("note: the seeds resume from different steps; they learn with the loop kernel")
+            for member in members:
+                member.stacked = False
             return None
         return StackedLearning(members, own_rng)
 
