@@ -22,6 +22,7 @@ from plasticity_bench.runner.config import compose_config
 from plasticity_bench.runner.loop import Run
 from plasticity_bench.runner.population import Population, own_rng
 from plasticity_bench.runner.stacked import StackedLearning
+from plasticity_bench.runner.store import RunError
 
 REDO = [*TINY_DQN, "intervention=redo", "interventions.redo.interval=500"]
 
@@ -271,7 +272,7 @@ def test_a_killed_population_resumes_to_the_same_csvs(tmp_path, agent, kernel):
         (["population=2", "population_kernel=fast"], "population_kernel='fast'"),
         (
             ["population=2", "population_kernel=stacked", "intervention=spectral_norm"],
-            "cannot run spectral_norm",
+            "cannot take spectral_norm",
         ),
     ],
 )
@@ -317,3 +318,36 @@ def test_a_stacked_seed_resumed_alone_says_its_floats_will_differ(tmp_path, monk
     capsys.readouterr()
     assert Run(compose_config([*args, "seed=1"])).train() == 0
     assert "a population's stacked kernel" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kernel", ["loop", "stacked"])
+def test_a_seed_that_fails_stops_alone(tmp_path, monkeypatch, capsys, kernel):
+    """A non-finite metric stops that seed as it stops a separate run (its last checkpoint and
+    logs kept, no done marker); the other seeds finish, and the population exits 1."""
+    real = Run.record
+
+    def seed_1_diverges(self, before, metrics):
+        if self.cfg.seed == 1 and self.step >= 1000:
+            raise RunError(f"loss became nan at step {self.step:,}")
+        real(self, before, metrics)
+
+    monkeypatch.setattr(Run, "record", seed_1_diverges)
+    cfg = compose_config([*REDO, f"run_dir={tmp_path}", "population=3", f"population_kernel={kernel}"])
+    assert Population(cfg).train() == 1
+    assert "error: seed 1: loss became nan at step 1,000" in capsys.readouterr().err
+    done = [(find_run(tmp_path, intervention="redo", seed=s) / "done").exists() for s in range(3)]
+    assert done == [True, False, True]
+
+
+def test_a_population_checks_every_seed_before_it_creates_any(tmp_path):
+    train(REDO, tmp_path / "other", seed=1)  # seed 1 of another config, under the same label
+    args = [*REDO, "variant=mine", "agent.lr=0.001"]
+    (tmp_path / "runs").mkdir()
+    theirs = find_run(tmp_path / "other", intervention="redo", seed=1)
+    mine = planned_run(*args, f"run_dir={tmp_path / 'runs'}", "seed=1")
+    mine.parent.mkdir(parents=True)
+    (mine.parent / "seed1").mkdir()
+    (mine / "config.yaml").write_text((theirs / "config.yaml").read_text())
+    with pytest.raises(RunError, match="holds a run with another config"):
+        Population(compose_config([*args, f"run_dir={tmp_path / 'runs'}", "population=2"])).train()
+    assert sorted(p.name for p in mine.parent.iterdir()) == ["seed1"]  # no seed0 directory

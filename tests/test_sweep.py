@@ -168,3 +168,5 @@ def test_population_packs_the_seeds_of_a_sweep_into_processes(tmp_path):
     assert listing.strip().endswith("4 jobs: 0 new, 0 resume, 4 done")
     bad = sweep("--check", *tiny, "seed=0,1,2", "population=2", f"run_dir={tmp_path}", check=False)
     assert bad.returncode == 2 and "use a population size that divides 3" in bad.stderr
+    one = sweep("--check", *tiny, "seed=0", "population=2", f"run_dir={tmp_path}", check=False)
+    assert one.returncode == 2 and "this sweep has one (seed=0)" in one.stderr

@@ -77,6 +77,7 @@ class DQNConfig:
 @register("dqn")
 class DQN(Learner):
     Config = DQNConfig
+    batches_on_host = True  # (the replay is numpy: a population stacks its seeds' batches there)
     quick_overrides = ("agent.learning_starts=100", "agent.batch_size=4", "agent.buffer_size=500")
 
     def __init__(self, cfg: DQNConfig, spec: EnvSpec, interventions, device: torch.device, seed: int):

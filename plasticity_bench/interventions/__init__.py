@@ -116,8 +116,10 @@ class Composition:
         return metrics
 
     def unstackable(self) -> list[str]:
-        """Families of this composition whose network cannot run under vmap (``Intervention.stacks``)."""
-        return [p.name for p in self.parts if not p.stacks]
+        """Families of this composition a population's stacked kernel cannot take: a network that
+        cannot run under vmap (``Intervention.stacks``), or a loss term (the kernel differentiates
+        the agent's loss alone)."""
+        return [p.name for p in self.parts if not p.stacks or type(p).loss is not Intervention.loss]
 
     def acts_at_shifts(self) -> list[str]:
         """Families of this composition configured to act at task switches."""

@@ -183,8 +183,8 @@ def validate(cfg: DictConfig) -> DictConfig:
             )
         if cfg.population_kernel == "stacked" and composition.unstackable():
             raise ConfigError(
-                f"population_kernel=stacked cannot run {composition.unstackable()[0]}: its forward does not "
-                "run under torch.func.vmap; use population_kernel=loop"
+                f"population_kernel=stacked cannot take {composition.unstackable()[0]} (its network does "
+                "not run under torch.func.vmap, or it adds a loss term); use population_kernel=loop"
             )
         if hasattr(agent_cls, "check_config"):  # constraints across keys, e.g. PPO's minibatches
             agent_cls.check_config(cfg)

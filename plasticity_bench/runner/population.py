@@ -4,8 +4,9 @@ Each member is an ordinary ``runner.loop.Run`` writing the run directory its sep
 (same path, CSVs, checkpoints, ``done`` marker, config.yaml), so a population resumes as a
 population or seed by seed, and a finished member is skipped. The population steps its members
 in turn under one progress bar (seed-steps/s: agent steps summed over the seeds) and one signal
-handler. What members would share in one process is kept per member: torch's global RNG (PPO
-samples actions from it, surgeries re-initialise weights from it).
+handler; a seed that fails (a non-finite metric) stops as its separate run would, and the others
+go on. What members would share in one process is kept per member: torch's global RNG (the
+surgeries re-initialise weights from it).
 
 How members learn is ``population_kernel``: ``loop``, each member's own update (the floats of its
 separate run, byte for byte); ``stacked``, the updates of all members as one stacked model
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import signal
+import sys
 import time
 
 import numpy as np
@@ -32,6 +34,7 @@ from plasticity_bench.interventions import Composition
 from plasticity_bench.runner.compose import ConfigError
 from plasticity_bench.runner.loop import Run, pick_device, progress_bar
 from plasticity_bench.runner.stacked import StackedLearning, stackable
+from plasticity_bench.runner.store import RunError
 
 KERNELS = ("auto", "loop", "stacked")
 
@@ -99,8 +102,9 @@ def available_memory(device: torch.device) -> tuple[int, int | None]:
     return host, torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
 
 
-def check_memory(cfg: DictConfig) -> None:
-    """Refuse a population that will not fit, with the estimate (one line; nothing created)."""
+def check_memory(cfg: DictConfig, k: int) -> None:
+    """Refuse a population of ``k`` seeds that will not fit, with the estimate (one line; nothing
+    created)."""
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     env = make_env(cfg.env, cfg.seed)
@@ -119,7 +123,6 @@ def check_memory(cfg: DictConfig) -> None:
     if device.type == "cpu":
         host, tensors = host + tensors, 0
     free_host, free_device = available_memory(device)
-    k = cfg.population
     gib = 2**30
     if k * host > free_host:
         raise ConfigError(
@@ -137,8 +140,6 @@ def check_memory(cfg: DictConfig) -> None:
 # ---- the population -------------------------------------------------------------------------
 class Population:
     def __init__(self, cfg: DictConfig):
-        if cfg.population > 1:
-            check_memory(cfg)
         self.cfg = cfg
         self.kernel = kernel_of(cfg)
         self.members = [Run(member) for member in member_configs(cfg)]
@@ -148,28 +149,34 @@ class Population:
 
     def train(self) -> int:
         """Run, resume or skip each member, like ``Lifecycle.train`` does for one run; returns
-        the worst exit code (0: all finished)."""
+        the worst exit code (0: all finished). Nothing is created before every seed's directory
+        and the population's memory have been checked."""
         try:
             active = [m for m in self.members if not m.store.finished(m.length_key)]
             if not active:
                 return 0
+            if len(active) > 1:
+                check_memory(self.cfg, len(active))
+            for member in active:
+                member.store.check()
             found = [m.store.prepare() for m in active]
             for member, checkpoint in zip(active, found):
                 member.build(resuming=checkpoint is not None)
                 if checkpoint is not None:
                     member.restore(checkpoint)
                 member.torch_rng = torch.get_rng_state()
+                if member.device.type == "cuda":
+                    member.cuda_rng = torch.cuda.get_rng_state(member.device)
             return self.loop(active, [f is not None for f in found])
         finally:
             for member in self.members:
                 member.store.release()
 
     def loop(self, members: list[Run], resumed: list[bool]) -> int:
-        cfg = self.cfg
+        cfg, members, failed = self.cfg, list(members), []
         for member, was_resumed in zip(members, resumed):
             with own_rng(member):
                 member.begin(was_resumed)
-        learn = self._stacked_learner(members)
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = progress_bar(
             cfg,
@@ -181,20 +188,23 @@ class Population:
         for member in members:
             member.bar = bar
         start, started = sum(m.step for m in members), time.perf_counter()
-        printed = started  # without a terminal: a line every 10 s instead of the bar
+        printed, learn = started, None  # (without a terminal: a line every 10 s instead of the bar)
         try:
-            while True:
-                running = [m for m in members if m.running()]
-                if not running:
-                    break
-                before = [m.step for m in running]
-                if learn is None:
-                    for member in running:
-                        with own_rng(member):
-                            member.advance()
-                else:
-                    learn.advance(running)
-                bar.update(sum(m.step for m in running) - sum(before))
+            while running := [m for m in members if m.running()]:
+                before = sum(m.step for m in running)
+                if self.kernel == "stacked" and learn is None and len({m.step for m in running}) == 1:
+                    learn = StackedLearning(running, own_rng)
+                if learn is not None:
+                    errors = learn.advance(running)
+                else:  # (the stacked kernel waits for seeds resumed from an earlier step to catch up)
+                    behind = min(m.step for m in running) if self.kernel == "stacked" else None
+                    errors = [e for m in running if behind in (None, m.step) for e in self._advance(m)]
+                for member, error in errors:  # that seed stops where a separate run would; the others go on
+                    print(f"error: seed {member.cfg.seed}: {error}", file=sys.stderr, flush=True)
+                    members.remove(member)
+                    failed.append(member)
+                    learn = None
+                bar.update(sum(m.step for m in running) - before)
                 if bar.disable and cfg.log.progress and time.perf_counter() - printed >= 10:
                     printed = time.perf_counter()
                     done = sum(m.step for m in members)
@@ -205,32 +215,34 @@ class Population:
                     )
         finally:
             bar.close()
-            for member in members:
+            for member in (*members, *failed):
                 member.env.close()
             for s, h in handlers.items():
                 signal.signal(s, h)
-        codes = []
+        codes = [1] * len(failed)
         for member in members:
             with own_rng(member):
-                codes.append(member.end())
-        rate = (sum(m.step for m in members) - start) / max(time.perf_counter() - started, 1e-9)
+                try:
+                    codes.append(member.end())
+                except RunError as error:
+                    print(f"error: seed {member.cfg.seed}: {error}", file=sys.stderr)
+                    codes.append(1)
+        rate = (sum(m.step for m in (*members, *failed)) - start) / max(time.perf_counter() - started, 1e-9)
         print(
-            f"population of {len(members)} seeds ({self.kernel} kernel): "
+            f"population of {len(members) + len(failed)} seeds ({self.kernel} kernel): "
             f"{rate:,.0f} seed-steps/s this session"
         )
         return max(codes)
 
-    def _stacked_learner(self, members: list[Run]):
-        """The stacked kernel's learner, or None for the loop kernel (or when the members are not
-        in lockstep: a member resumed from another step than the others, e.g. run alone before)."""
-        if self.kernel != "stacked":
-            return None
-        if len({m.step for m in members}) > 1:
-            print("note: the seeds resume from different steps; they learn with the loop kernel")
-            for member in members:
-                member.stacked = False
-            return None
-        return StackedLearning(members, own_rng)
+    @staticmethod
+    def _advance(member: Run) -> list[tuple[Run, RunError]]:
+        """One step of one seed (the loop kernel); its error, if it fails (a non-finite metric)."""
+        try:
+            with own_rng(member):
+                member.advance()
+        except RunError as error:
+            return [(member, error)]
+        return []
 
     def _on_signal(self, signum, frame) -> None:
         for member in self.members:

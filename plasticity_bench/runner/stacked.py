@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_map
 
 from plasticity_bench.agents.base import average_updates
 from plasticity_bench.nets.networks import eval_mode
+from plasticity_bench.runner.store import RunError
 
 STACKED_METHODS = ("remember", "sample", "loss", "finish_update")
 # an agent that also splits its acting (DQN: epsilon-greedy) acts for every seed in one forward
@@ -116,6 +117,11 @@ class StackedLearning:
         self.bound = False  # (after the next step: states it creates lazily get their views too)
 
     def _bind(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """A stacked copy of ``tensors``, each of them then made a view of its slice: ``.data =``
+        keeps the tensor object (the optimizer's keys, the interventions' references) and changes
+        its storage. What writes a seed's tensors in place (surgeries, target syncs, loading a
+        state) writes the stack; what replaces one (a new optimizer, a new parameter) is found by
+        ``changed()`` after an intervention acts, and the stack is built again."""
         stacked = torch.stack([t.detach() for t in tensors])
         for k, t in enumerate(tensors):
             t.data = stacked[k]
@@ -167,8 +173,9 @@ class StackedLearning:
         return False
 
     # ---- one step of the population -------------------------------------------------------
-    def advance(self, running) -> None:
-        """Act for every member and step its envs, then learn as one (the members are in lockstep)."""
+    def advance(self, running) -> list:
+        """Act for every member and step its envs, then learn as one (the members are in lockstep);
+        returns (member, RunError) for each member that failed."""
         before, due = [m.step for m in running], []
         for member, actions in zip(running, self.act(running)):
             with self.own_rng(member):
@@ -182,12 +189,16 @@ class StackedLearning:
         for _ in range(due[0]):
             for k, result in enumerate(self.update(running, running[0].step)):
                 updates[k].append(result)
-        tasks = [m.task for m in running]
+        tasks, errors = [m.task for m in running], []
         for member, start, results in zip(running, before, updates):
-            with self.own_rng(member):
-                member.record(start, average_updates(results))
-        if tasks != [m.task for m in running] and self.changed():
+            try:
+                with self.own_rng(member):
+                    member.record(start, average_updates(results))
+            except RunError as error:  # (a non-finite metric: the population drops that seed)
+                errors.append((member, error))
+        if not errors and tasks != [m.task for m in running] and self.changed():
             self.stack()  # (a task switch's interventions may have rebuilt networks or optimizers)
+        return errors
 
     def act(self, running) -> list:
         """Each member's actions, the greedy ones from one forward of the stacked networks (one
@@ -213,7 +224,8 @@ class StackedLearning:
         agents = [m.agent for m in running]
         if len(running) != len(self.members):
             raise RuntimeError("a population's seeds stop together (they share total_steps)")
-        host = torch.device("cpu")  # the K batches stacked on the host, then one copy to the device
+        # batches drawn on the host (DQN's replay) are stacked there and copied to the device once
+        host = torch.device("cpu") if getattr(agents[0], "batches_on_host", False) else None
         batches = [a.sample(host) for a in agents]
         batch = {key: torch.stack([b[key] for b in batches]) for key in batches[0]}
         if agents[0].device.type == "cuda":

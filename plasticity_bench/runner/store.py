@@ -102,6 +102,16 @@ class RunStore:
             found = checkpoint.find(self.dir)
         except checkpoint.CorruptCheckpoint as error:
             raise self._corrupt(error)
+        self.check()
+        saved = self.dir / "config.yaml"
+        written = saved.with_name(f".config.yaml.{os.getpid()}")  # whole or not at all: a kill mid-write
+        OmegaConf.save(self.cfg, written)  # leaves the previous file
+        os.replace(written, saved)
+        return found
+
+    def check(self) -> None:
+        """Refuse a directory that holds a run of another config; writes nothing (a population
+        checks every seed's directory before it creates any)."""
         saved = self.dir / "config.yaml"
         if saved.exists():
             differences = config_differences(self._load_config(saved), self.cfg, self.resumable)
@@ -111,10 +121,6 @@ class RunStore:
                     "nothing was changed there: use another RUN_DIR, seed or variant, "
                     "or delete that directory"
                 )
-        written = saved.with_name(f".config.yaml.{os.getpid()}")  # whole or not at all: a kill mid-write
-        OmegaConf.save(self.cfg, written)  # leaves the previous file
-        os.replace(written, saved)
-        return found
 
     def _load_config(self, saved: Path) -> DictConfig:
         try:

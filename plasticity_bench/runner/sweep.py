@@ -101,7 +101,10 @@ def pack_seeds(argv: list[str]) -> list[str]:
     overrides = [a for a in argv if not a.startswith(("-", "hydra"))]
     seeds = [int(v.partition("=")[2]) for v in sweep_axes(overrides).get("seed", ["seed=0"])]
     if len(seeds) == 1:
-        return argv
+        raise ConfigError(
+            f"population={k} packs a sweep's seeds into processes, and this sweep has one (seed="
+            f"{seeds[0]}): sweep a range of seeds, e.g. seed=range({k})"
+        )
     if seeds != list(range(seeds[0], seeds[0] + len(seeds))) or len(seeds) % k:
         raise ConfigError(
             f"population={k} packs consecutive seeds in groups of {k}, and this sweep's seeds are "
