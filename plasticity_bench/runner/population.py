@@ -140,6 +140,8 @@ def check_memory(cfg: DictConfig, k: int) -> None:
 # ---- the population -------------------------------------------------------------------------
 class Population:
     def __init__(self, cfg: DictConfig):
+        if cfg.population > 1:  # (before K runs are even described: population=100000 is refused at once)
+            check_memory(cfg, cfg.population)
         self.cfg = cfg
         self.kernel = kernel_of(cfg)
         self.members = [Run(member) for member in member_configs(cfg)]
@@ -150,13 +152,11 @@ class Population:
     def train(self) -> int:
         """Run, resume or skip each member, like ``Lifecycle.train`` does for one run; returns
         the worst exit code (0: all finished). Nothing is created before every seed's directory
-        and the population's memory have been checked."""
+        has been checked."""
         try:
             active = [m for m in self.members if not m.store.finished(m.length_key)]
             if not active:
                 return 0
-            if len(active) > 1:
-                check_memory(self.cfg, len(active))
             for member in active:
                 member.store.check()
             found = [m.store.prepare() for m in active]
