@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -80,6 +81,32 @@ def planned_run(*args):
 
 def runner_cmd(*args):
     return [sys.executable, "-m", "plasticity_bench", "run", *args]
+
+
+def start_run(run_dir, *args, env=None) -> subprocess.Popen:
+    """Start ``python -m plasticity_bench run`` in the background (to be stopped by a test)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen(
+        runner_cmd(*args, f"run_dir={run_dir}"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def fires_often() -> list[str]:
+    """Overrides that make every family that acts at a step or interval act within a smoke run
+    (several times: every 100 agent steps, or every 5 gradient updates for ReDo)."""
+    from plasticity_bench.interventions import INTERVENTIONS
+
+    overrides = []
+    for name, cls in sorted(INTERVENTIONS.items()):
+        keys = {f.name for f in dataclasses.fields(cls.Config)}
+        every = 5 if getattr(cls, "unit", "steps") == "updates" else 100
+        overrides += [f"interventions.{name}.{key}={every}" for key in ("interval", "at") if key in keys]
+    return overrides
 
 
 @pytest.fixture

@@ -1,29 +1,16 @@
 """Every agent with every intervention in a short real run, their interval hooks made to fire:
 the optimizer holds exactly the trainable parameters after each hook, and the CSVs name the run."""
 
-import dataclasses
-
 import pandas as pd
 import pytest
 
+from conftest import fires_often
 from plasticity_bench import agents
 from plasticity_bench.agents.base import has_network
 from plasticity_bench.interventions import INTERVENTIONS, Composition, split_name
 from plasticity_bench.nets.surgery import optimizer_holds_exactly
 from plasticity_bench.runner.config import compose_config
 from plasticity_bench.runner.loop import Run
-
-
-def fires_often() -> list[str]:
-    """Overrides that make every family that acts at a step or interval act within a smoke run
-    (several times: every 100 agent steps, or every 5 gradient updates for ReDo)."""
-    overrides = []
-    for name, cls in sorted(INTERVENTIONS.items()):
-        keys = {f.name for f in dataclasses.fields(cls.Config)}
-        every = 5 if getattr(cls, "unit", "steps") == "updates" else 100
-        overrides += [f"interventions.{name}.{key}={every}" for key in ("interval", "at") if key in keys]
-    return overrides
-
 
 SMOKE_INTERVENTIONS = ["none", *sorted(INTERVENTIONS), "ln_l2"]
 HOOK_METRICS = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import signal
 import subprocess
@@ -16,7 +15,18 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, TINY_DQN, TINY_PPO, feed, find_run, make_dqn, planned_run, runner_cmd
+from conftest import (
+    ROOT,
+    TINY_DQN,
+    TINY_PPO,
+    feed,
+    find_run,
+    fires_often,
+    make_dqn,
+    planned_run,
+    runner_cmd,
+    start_run,
+)
 from plasticity_bench.interventions import INTERVENTIONS
 from plasticity_bench.runner.config import compose_config
 from plasticity_bench.runner.loop import Run
@@ -104,16 +114,6 @@ def test_the_stacked_kernel_trains_each_seed_as_its_separate_run_does(separate, 
         ours, theirs = (rows(root, "returns.csv", seed).splitlines() for root in (tmp_path, separate))
         same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
         assert same > len(theirs) // 2, f"seed {seed}: returns differ from episode {same} of {len(theirs)}"
-
-
-def fires_often() -> list[str]:
-    """Every interval and step of an intervention at 100 agent steps (ReDo: every 5 updates)."""
-    overrides = []
-    for name, cls in sorted(INTERVENTIONS.items()):
-        keys = {f.name for f in dataclasses.fields(cls.Config)}
-        every = 5 if getattr(cls, "unit", "steps") == "updates" else 100
-        overrides += [f"interventions.{name}.{key}={every}" for key in ("interval", "at") if key in keys]
-    return overrides
 
 
 @pytest.mark.slow  # (14 x 3 short runs: about 80 s)
@@ -229,14 +229,7 @@ def test_a_killed_population_resumes_to_the_same_csvs(tmp_path, agent, kernel):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = subprocess.run(runner_cmd(*args, f"run_dir={tmp_path / 'whole'}"), cwd=ROOT, env=env, timeout=300)
     assert whole.returncode == 0
-    proc = subprocess.Popen(
-        runner_cmd(*args, f"run_dir={tmp_path / 'killed'}"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_run(tmp_path / "killed", *args)
     deadline = time.time() + 120
     checkpoints = [
         planned_run(*args, f"run_dir={tmp_path / 'killed'}", f"seed={s}") / "checkpoint" for s in (0, 1)

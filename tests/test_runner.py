@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import COMPILED, ROOT, TINY_DQN, TINY_PPO, find_run, planned_run, runner_cmd
+from conftest import COMPILED, ROOT, TINY_DQN, TINY_PPO, find_run, planned_run, runner_cmd, start_run
 from plasticity_bench import agents
 from plasticity_bench.core.schema import METRICS_COLUMNS, RETURNS_COLUMNS, TIMING_COLUMNS
 
@@ -76,15 +76,7 @@ def test_same_seed_gives_identical_csvs(run, tmp_path):
 
 
 def _start(tmp_path, sub, *args, env=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.Popen(
-        runner_cmd(*args, f"run_dir={tmp_path / sub}"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_run(tmp_path / sub, *args, env=env)
 
 
 def _wait_for_checkpoint(d, proc, timeout=120):
