@@ -84,8 +84,10 @@ class StackedLearning:
         """Stacked copies of the agents' tensors, and each agent's tensors made views of them."""
         agents = [m.agent for m in self.members]
         self.template, self.acting = _Networks(agents[0]), _Acting(agents[0])
+        # per seed: name -> its parameter (or buffer), names as functional_call takes them
         names = [dict(_Networks(a).named_parameters()) for a in agents]
         buffers = [dict(_Networks(a).named_buffers()) for a in agents]
+        # the names the optimizer trains (a frozen branch, the target network: the others)
         trained = {id(p) for group in agents[0].optimizer.param_groups for p in group["params"]}
         self.trained = [n for n, p in names[0].items() if id(p) in trained]
         self.frozen = [n for n in names[0] if n not in self.trained]
@@ -97,16 +99,17 @@ class StackedLearning:
             for n, t in buffers[0].items()
             if t.is_floating_point() or any(not torch.equal(t, b[n]) for b in buffers)
         }
+        # gradients: one stacked tensor per trained name, the stack's .grad, each seed's .grad a slice
         self.grads = {n: torch.zeros_like(self.params[n]) for n in self.trained}
         for n in self.trained:
+            self.params[n].grad = self.grads[n]
             for k, names_k in enumerate(names):
                 names_k[n].grad = self.grads[n][k]
+        # one optimizer of the agents' class over the stacks; the agents' own keep their states
         self.optimizers = [a.optimizer for a in agents]
         self.param_lists = [[p for g in a.optimizer.param_groups for p in g["params"]] for a in agents]
         first = agents[0].optimizer
         stacked_params = [self.params[n] for n in self.trained]
-        for p, g in zip(stacked_params, self.trained):
-            p.grad = self.grads[g]
         accepted = inspect.signature(type(first)).parameters  # (a loaded optimizer's defaults
         hyper = {k: v for k, v in first.defaults.items() if k in accepted}  # hold torch's extra keys)
         self.optimizer = type(first)(stacked_params, **hyper)
