@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import signal
 import sys
 import time
@@ -35,9 +36,6 @@ from plasticity_bench.runner.compose import ConfigError
 from plasticity_bench.runner.loop import Run, pick_device, progress_bar
 from plasticity_bench.runner.stacked import StackedLearning, stackable
 from plasticity_bench.runner.store import RunError
-
-KERNELS = ("auto", "loop", "stacked")
-
 
 def member_configs(cfg: DictConfig) -> list[DictConfig]:
     """The configs of the K separate runs: seed + k, population 1 (their config.yaml is the one
@@ -96,8 +94,6 @@ def available_memory(device: torch.device) -> tuple[int, int | None]:
     except OSError:
         pass
     if host is None:
-        import os
-
         host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return host, torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
 
@@ -147,7 +143,6 @@ class Population:
         self.members = [Run(member) for member in member_configs(cfg)]
         for member in self.members:  # (a checkpoint says so: resumed otherwise, rounding differs)
             member.stacked = self.kernel == "stacked"
-        self.stop_signal: int | None = None
 
     def train(self) -> int:
         """Run, resume or skip each member, like ``Lifecycle.train`` does for one run; returns
