@@ -37,6 +37,7 @@ from plasticity_bench.runner.loop import Run, pick_device, progress_bar
 from plasticity_bench.runner.stacked import StackedLearning, stackable
 from plasticity_bench.runner.store import RunError
 
+
 def member_configs(cfg: DictConfig) -> list[DictConfig]:
     """The configs of the K separate runs: seed + k, population 1 (their config.yaml is the one
     a separate run saves)."""
