@@ -90,8 +90,8 @@ sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sw
 figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures
 	$(PY) -m plasticity_bench figures $(RUNS) $(OUT) $(FIGURE_ARGS)
 
-pages: $(STAMP) ## put the generated tables (make figures) into docs/experiments/*.md
-	$(PY) -m plasticity_bench.analysis.pages docs/experiments/*.md
+pages: $(STAMP) ## put the generated tables (make figures, make bench) into docs/experiments/*.md and docs/speed.md
+	$(PY) -m plasticity_bench.analysis.pages docs/experiments/*.md docs/speed.md
 
 bench: $(STAMP) ## speed and memory on this machine, ours / reference rows: one table, bench_results.csv (BENCH_ARGS="--quick | --tiny | --large | --references-only")
 	$(PY) -m plasticity_bench bench $(BENCH_ARGS)

@@ -135,6 +135,17 @@ def test_every_result_page_holds_its_generated_tables_unchanged():
             assert body == (ROOT / path).read_text(), f"{page.name}: {path} changed; run make pages"
 
 
+def test_the_speed_page_holds_the_bench_tables_of_the_committed_csvs():
+    """docs/speed.md: every table is a committed bench CSV's markdown (bench --table), put there
+    by make pages."""
+    from plasticity_bench.bench.__main__ import markdown
+
+    found = blocks((ROOT / "docs" / "speed.md").read_text())
+    assert len(found) >= 2
+    for path, body in found:
+        assert body == (ROOT / path).read_text() == markdown(ROOT / path.replace(".md", ".csv")), path
+
+
 def test_the_committed_shifts_table_is_what_the_csvs_give():
     from plasticity_bench.analysis.load import load_runs
     from plasticity_bench.analysis.shifts import markdown, per_task

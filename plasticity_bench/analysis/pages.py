@@ -1,5 +1,6 @@
 """``python -m plasticity_bench.analysis.pages PAGE ...`` (``make pages``): put the tables that
-``make figures`` generated into the result pages. A page marks each one with
+``make figures`` (and ``make bench``: ``results/bench/*.md``) generated into the result pages and
+docs/speed.md. A page marks each one with
 
     <!-- generated: results/<experiment>/figures/tables/<table>.md -->
     ...the table, replaced on every call...

@@ -2,7 +2,8 @@
 [--references-only] [--out CSV]``: how fast and how big the suite is on this machine.
 
 Prints one table and writes it as CSV (``--out``, default ``bench_results.csv`` in the working
-directory; docs/speed.md explains each row):
+directory) and as markdown beside it (``--table CSV`` writes that of a CSV already made; docs/speed.md
+explains each row and holds the committed tables, ``make pages``):
 - env ceilings: raw EnvPool Breakout (8 envs) and batched MinAtar steps/s, random actions;
 - per agent and suite at the default config: the measured agent steps/s of the real runner after
   learning starts, the split of its wall time (env step, acting, replay sampling, update, other),
@@ -253,7 +254,11 @@ def main(argv=None) -> int:
     p.add_argument("--population-only", action="store_true", help="only the population rows")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the population rows")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"results CSV (default {RESULTS})")
+    p.add_argument("--table", type=Path, help="only write this results CSV's markdown table beside it")
     args = p.parse_args(argv)
+    if args.table:
+        args.table.with_suffix(".md").write_text(markdown(args.table))
+        return 0
     repeats = 2 if args.tiny else 3 if args.quick else args.repeats
     scale = 0.01 if args.tiny else 0.1 if args.quick else 1.0
     rows = []
@@ -294,6 +299,18 @@ def main(argv=None) -> int:
     return write_rows(rows, args.out, threads)
 
 
+def markdown(results: Path) -> str:
+    """A results CSV as a markdown table (values rounded): what docs/speed.md holds of it, put
+    there by ``make pages`` from the ``.md`` written beside the CSV."""
+    lines = ["| what | value | unit | note |", "|---|---:|---|---|"]
+    with open(results, newline="") as f:
+        for row in csv.DictReader(f):
+            v = float(row["value"])
+            value = f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+            lines.append(f"| {row['what']} | {value} | {row['unit']} | {row['note']} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_rows(rows: list[dict], out: Path, threads: int) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
@@ -305,7 +322,8 @@ def write_rows(rows: list[dict], out: Path, threads: int) -> int:
             writer.writerow(
                 {**row, "machine": platform.node(), "torch": torch.__version__, "threads": threads}
             )
-    print(f"\n-> {out}")
+    out.with_suffix(".md").write_text(markdown(out))
+    print(f"\n-> {out} (and its table: {out.with_suffix('.md')})")
     return 0
 
 
