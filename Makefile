@@ -54,7 +54,11 @@ help: ## this list
 	@echo "variables (for figures):"
 	@echo "  RUNS=runs OUT=figures     folder of runs; where tables/ and the figures go"
 	@echo "  FIGURE_ARGS=\"...\"         e.g. \"--final-fraction 0.1 --reps 2000 --bins 40\" (python -m plasticity_bench figures -h)"
-	@echo "other: PYTHON=python3 (the interpreter that creates .venv), BENCH_ARGS (make bench)"
+	@echo "variables (for bench):"
+	@echo "  POPULATION=2,4            also time populations of these sizes against separate processes"
+	@echo "                            (minutes per size: docs/speed.md)"
+	@echo "  BENCH_ARGS=\"...\"          e.g. \"--quick\", \"--population-only\" (python -m plasticity_bench bench -h)"
+	@echo "other: PYTHON=python3 (the interpreter that creates .venv)"
 
 $(STAMP): pyproject.toml
 	@echo "creating $(VENV) (first use only)"
@@ -93,8 +97,8 @@ figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=run
 pages: $(STAMP) ## put the generated tables (make figures, make bench) into docs/experiments/*.md and docs/speed.md
 	$(PY) -m plasticity_bench.analysis.pages docs/experiments/*.md docs/speed.md
 
-bench: $(STAMP) ## speed and memory on this machine, ours / reference rows: one table, bench_results.csv (BENCH_ARGS="--quick | --tiny | --large | --references-only")
-	$(PY) -m plasticity_bench bench $(BENCH_ARGS)
+bench: $(STAMP) ## speed and memory on this machine (about 10 minutes on 2 cores): one table, bench_results.csv; POPULATION=2,4 adds population rows
+	$(PY) -m plasticity_bench bench $(if $(POPULATION),--population $(POPULATION)) $(BENCH_ARGS)
 
 test: $(STAMP) ## the fast test suite (what CI runs), one worker per core, one torch thread each
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(NPROC) --dist worksteal

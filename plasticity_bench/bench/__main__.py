@@ -19,13 +19,18 @@ explains each row and holds the committed tables, ``make pages``):
   and MinAtar PPO (1 thread) against the minimal implementations of bench/references, the same
   training run in turn, ours then the reference, ``--pairs`` times (bench/compare.py), with the
   ratio our update at that peak would give, where the thread counts match;
-- populations (``--population 2,4``): MinAtar DQN and PPO seeds as one ``population=K`` process,
-  with each kernel, against K separate processes side by side, in seed-steps/s
-  (bench/population.py; ``--device cuda`` on a GPU, ``--population-only`` for just these);
+- populations, only when asked (``--population 2,4``, ``make bench POPULATION=2,4``: minutes per
+  size): MinAtar DQN and PPO seeds as one ``population=K`` process, with each kernel, against K
+  separate processes side by side, in seed-steps/s (bench/population.py; ``--device cuda`` on a
+  GPU, ``--population-only`` for just these);
 - ``--large``: a 1M-transition Atari replay buffer actually allocated and filled (about 7 GB).
 
 ``--tiny`` runs every row at toy sizes in about a minute: a check that the benchmark works (the
 test suite runs it), not a measurement.
+
+Each row is printed as it is measured, with the seconds it took, the seconds the same row took in
+the newest committed table that has it (``results/bench/``: what to expect) and the running total;
+the CSV keeps each row's seconds, so a page can say how long a table took from the table itself.
 
 Agent steps/s and the split are measured inside one real run (``TimedRun``) over a stretch of
 agent steps after learning starts, past the run's start-up. Isolated update timings are medians
@@ -37,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import platform
+import re
 import resource
 import time
 from pathlib import Path
@@ -57,6 +63,25 @@ from plasticity_bench.envs import make_env
 from plasticity_bench.runner.config import compose_config
 
 RESULTS = Path("bench_results.csv")
+COMMITTED = Path(__file__).resolve().parents[2] / "results" / "bench"  # in a checkout; absent when installed
+
+
+def timed_tables(committed: Path = COMMITTED) -> list[tuple[Path, dict[str, float]]]:
+    """(path, each row's seconds) of every committed results CSV that timed its rows, oldest first
+    by the date in its name (a clone gives every file the same mtime)."""
+    tables = []
+    for path in sorted(
+        committed.glob("*.csv"), key=lambda p: re.findall(r"\d{4}-\d\d-\d\d(?:_\d{4})?", p.name)
+    ):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and "seconds" in rows[0]:
+            tables.append((path, {row["what"]: float(row["seconds"]) for row in rows}))
+    return tables
+
+
+def clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
 def env_rate(cfg, steps: int) -> float:
@@ -248,8 +273,9 @@ def main(argv=None) -> int:
     p.add_argument("--references-only", action="store_true", help="only the ours / reference rows")
     p.add_argument(
         "--population",
-        default="2,4",
-        help="population sizes to time against as many separate processes (comma-separated; '' for none)",
+        default="",
+        help="population sizes to time against as many separate processes, e.g. 2,4 (off by default: "
+        "about 6 minutes per size on 2 cores)",
     )
     p.add_argument("--population-only", action="store_true", help="only the population rows")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the population rows")
@@ -262,17 +288,32 @@ def main(argv=None) -> int:
     repeats = 2 if args.tiny else 3 if args.quick else args.repeats
     scale = 0.01 if args.tiny else 0.1 if args.quick else 1.0
     rows = []
+    tables = timed_tables()
+    expected = {what: seconds for _, table in tables for what, seconds in table.items()}  # newest wins
+    began = last = time.perf_counter()
 
     def add(what: str, value: float, unit: str, note: str = "") -> None:
-        rows.append({"what": what, "value": round(value, 4), "unit": unit, "note": note})
-        print(f"{what:52s} {value:>12,.2f} {unit:14s} {note}", flush=True)
+        nonlocal last
+        now = time.perf_counter()
+        seconds, last = now - last, now
+        rows.append(
+            {"what": what, "value": round(value, 4), "unit": unit, "note": note, "seconds": round(seconds, 1)}
+        )
+        usual = f"(usually {expected[what]:.0f})" if what in expected else ""
+        timing = f"{clock(now - began):>5} +{seconds:3.0f} s {usual:14s}"  # running total, this row, usual
+        print(f"{timing} {what:52s} {value:>12,.2f} {unit:14s} {note}", flush=True)
 
     keep_freed_memory()  # as the runner does: the isolated timings below are then a run's
     threads = torch.get_num_threads()
     print(
         f"{platform.node()}: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{threads} torch threads\n"
+        f"{threads} torch threads"
     )
+    full = [(path, table) for path, table in tables if path.name.startswith("make_bench_")]
+    if full and not args.tiny:
+        path, table = full[-1]
+        print(f"{path.name}, the newest committed table, took {clock(sum(table.values()))} (minutes:seconds)")
+    print()
     sizes = [int(k) for k in args.population.split(",") if k.strip()]
     if args.population_only:
         population_rows(sizes, args.device, stretch_config, args.tiny, scale, add)
@@ -302,20 +343,28 @@ def main(argv=None) -> int:
 def markdown(results: Path) -> str:
     """A results CSV as a markdown table (values rounded): what docs/speed.md holds of it, put
     there by ``make pages`` from the ``.md`` written beside the CSV."""
-    lines = ["| what | value | unit | note |", "|---|---:|---|---|"]
     with open(results, newline="") as f:
-        for row in csv.DictReader(f):
-            v = float(row["value"])
-            value = f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
-            lines.append(f"| {row['what']} | {value} | {row['unit']} | {row['note']} |")
+        rows = list(csv.DictReader(f))
+    timed = bool(rows) and "seconds" in rows[0]  # tables from before rows were timed have no column
+    lines = ["| what | value | unit | note |" + " seconds |" * timed, "|---|---:|---|---|" + "---:|" * timed]
+    for row in rows:
+        cells = [row["what"], value_text(float(row["value"])), row["unit"], row["note"]]
+        cells += [f"{float(row['seconds']):.0f}"] * timed
+        lines.append("| " + " | ".join(cells) + " |")
+    if timed:  # the table's own wall time, so that no page types it
+        lines += ["", f"Measured in {clock(sum(float(row['seconds']) for row in rows))} (minutes:seconds)."]
     return "\n".join(lines) + "\n"
+
+
+def value_text(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
 def write_rows(rows: list[dict], out: Path, threads: int) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(
-            f, fieldnames=["what", "value", "unit", "note", "machine", "torch", "threads"]
+            f, fieldnames=["what", "value", "unit", "note", "seconds", "machine", "torch", "threads"]
         )
         writer.writeheader()
         for row in rows:
