@@ -266,9 +266,10 @@ def main(argv=None) -> int:
     p.add_argument(
         "--pairs",
         type=int,
-        default=5,
-        help="ours / reference pairs per comparison (--tiny: 1; over 3 the median moved by 2-4%% "
-        "between runs)",
+        default=1,
+        help="ours / reference pairs per comparison (default 1, a spot check that keeps make bench "
+        "near 7 minutes on 2 cores; 5 for a median: over 3 it moved by 2-4%% between runs, and each "
+        "pair adds about 3 minutes)",
     )
     p.add_argument("--references-only", action="store_true", help="only the ours / reference rows")
     p.add_argument(
@@ -319,7 +320,9 @@ def main(argv=None) -> int:
         population_rows(sizes, args.device, stretch_config, args.tiny, scale, add)
         return write_rows(rows, args.out, threads)
     headroom_at_peak = {} if args.references_only else suite_rows(args, repeats, scale, add)
-    # the yardsticks: the same training in minimal code (bench/references), A B A B
+    # the yardsticks: the same training in minimal code (bench/references), A B A B; at the thread
+    # count the process started with (a MinAtar stretch above leaves torch at one thread)
+    torch.set_num_threads(threads)
     compare(stretch_config, args.tiny, scale, 1 if args.tiny else args.pairs, add, headroom_at_peak)
     if args.references_only:
         return write_rows(rows, args.out, threads)
