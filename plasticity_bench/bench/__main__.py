@@ -320,9 +320,7 @@ def main(argv=None) -> int:
         population_rows(sizes, args.device, stretch_config, args.tiny, scale, add)
         return write_rows(rows, args.out, threads)
     headroom_at_peak = {} if args.references_only else suite_rows(args, repeats, scale, add)
-    # the yardsticks: the same training in minimal code (bench/references), A B A B; at the thread
-    # count the process started with (a MinAtar stretch above leaves torch at one thread)
-    torch.set_num_threads(threads)
+    # the yardsticks: the same training in minimal code (bench/references), A B A B
     compare(stretch_config, args.tiny, scale, 1 if args.tiny else args.pairs, add, headroom_at_peak)
     if args.references_only:
         return write_rows(rows, args.out, threads)

@@ -9,6 +9,8 @@ import io
 import tempfile
 import time
 
+import torch
+
 from plasticity_bench.runner.config import compose_config
 from plasticity_bench.runner.loop import Run
 
@@ -63,7 +65,9 @@ class TimedRun(Run):
 def runner_stretch(overrides: list[str], start: int, end: int) -> tuple[float, dict[str, float]]:
     """(agent steps/s, seconds per agent step of each part) of the real runner between agent
     steps ``start`` and ``end`` of one run. Parts: env, act, replay_sample, update (without its
-    sampling) and other (the loop itself: bookkeeping, storing transitions, logging)."""
+    sampling) and other (the loop itself: bookkeeping, storing transitions, logging). Torch's thread
+    count is restored afterwards (the run sets its own: a MinAtar run one thread)."""
+    threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         run = TimedRun(
             compose_config(
@@ -78,8 +82,11 @@ def runner_stretch(overrides: list[str], start: int, end: int) -> tuple[float, d
             ),
             measure_from=start,
         )
-        with contextlib.redirect_stdout(io.StringIO()):  # the runner's "done: ..." line
-            run.train()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the runner's "done: ..." line
+                run.train()
+        finally:
+            torch.set_num_threads(threads)
     (first_step, first_time, first_seconds), (last_step, last_time, last_seconds) = run.marks
     steps, wall = last_step - first_step, last_time - first_time
     parts = {
