@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from plasticity_bench.bench.__main__ import benched_agents, large_replay, main
+from plasticity_bench.bench.__main__ import benched_agents, large_replay, main, markdown, timed_tables
 from plasticity_bench.bench.arithmetic import floor_seconds, update_flops
 from plasticity_bench.nets.optim import CenteredRMSprop
 
 
 def test_tiny_bench_writes_every_row(tmp_path, capsys):
     out = tmp_path / "results.csv"
-    assert main(["--tiny", "--population", "", "--out", str(out)]) == 0  # (populations: below)
+    assert main(["--tiny", "--out", str(out)]) == 0  # (populations, only when asked: below)
     rows = {row["what"]: row for row in csv.DictReader(open(out))}
     for suite in ("atari", "minatar"):
         assert (
@@ -64,6 +64,22 @@ def test_tiny_bench_writes_every_row(tmp_path, capsys):
     assert {"machine", "torch", "threads"} <= set(next(iter(rows.values())))
     printed = capsys.readouterr().out
     assert "atari dqn: bound from the components" in printed and "done:" not in printed
+    assert not any("population" in what for what in rows)  # minutes per size: behind --population
+    assert all(float(row["seconds"]) >= 0 for row in rows.values())
+    assert "Measured in " in out.with_suffix(".md").read_text()
+
+
+def test_expected_seconds_come_from_the_newest_timed_table_and_a_table_states_its_wall_time(tmp_path):
+    header = "what,value,unit,note,seconds,machine,torch,threads\n"
+    (tmp_path / "make_bench_2026-11-27_0812.csv").write_text("what,value,unit,note\na,1,x,\n")  # untimed
+    (tmp_path / "make_bench_2026-12-08.csv").write_text(header + "a,1,x,,40.2,m,t,2\nb,2,x,,25,m,t,2\n")
+    (tmp_path / "make_bench_2026-12-01.csv").write_text(header + "a,1,x,,10,m,t,2\n")
+    tables = timed_tables(tmp_path)
+    assert [path.name for path, _ in tables] == ["make_bench_2026-12-01.csv", "make_bench_2026-12-08.csv"]
+    assert tables[-1][1] == {"a": 40.2, "b": 25.0}
+    text = markdown(tmp_path / "make_bench_2026-12-08.csv")
+    assert "| a | 1 | x |  | 40 |" in text and text.endswith("Measured in 1:05 (minutes:seconds).\n")
+    assert "Measured" not in markdown(tmp_path / "make_bench_2026-11-27_0812.csv")
 
 
 @pytest.mark.slow  # (a minute of subprocesses)

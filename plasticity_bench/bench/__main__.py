@@ -350,7 +350,8 @@ def markdown(results: Path) -> str:
     lines = ["| what | value | unit | note |" + " seconds |" * timed, "|---|---:|---|---|" + "---:|" * timed]
     for row in rows:
         cells = [row["what"], value_text(float(row["value"])), row["unit"], row["note"]]
-        cells += [f"{float(row['seconds']):.0f}"] * timed
+        if timed:
+            cells.append(f"{float(row['seconds']):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     if timed:  # the table's own wall time, so that no page types it
         lines += ["", f"Measured in {clock(sum(float(row['seconds']) for row in rows))} (minutes:seconds)."]
