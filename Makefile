@@ -23,10 +23,20 @@ THREADS ?= $(shell echo $$(( $(NPROC) / $(JOBS) > 0 ? $(NPROC) / $(JOBS) : 1 )))
 EXPERIMENTS = $(sort $(basename $(notdir $(wildcard plasticity_bench/configs/experiment/*.yaml))))
 # the agent registry: every @register("name") under agents/ (read without Python: make help needs no .venv)
 AGENTS = $(sort $(shell sed -n 's/^@register("\([a-z0-9_]*\)")/\1/p' plasticity_bench/agents/*.py))
+
 space := $(subst ,, )
 
 RUN_ARGS = agent=$(AGENT) intervention=$(INTERVENTION) seed=$(SEED) run_dir=$(RUN_DIR) \
-	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(ARGS)
+	$(if $(GAME),env.game=$(GAME)) $(if $(STEPS),total_steps=$(STEPS)) $(if $(POPULATION),population=$(POPULATION)) $(ARGS)
+
+# A variable typed on the command line that no target reads (STEP=, steps=) would be ignored without
+# a word: refuse it. (Values with spaces, ARGS="a=1 b=2", come escaped: "\ " joined first.)
+VARIABLES := AGENT INTERVENTION GAME SEED STEPS RUN_DIR ARGS POPULATION TASK EXPERIMENT LAUNCHER JOBS \
+	THREADS DRY RUNS OUT FIGURE_ARGS BENCH_ARGS PYTHON
+GIVEN := $(foreach a,$(subst \$(space),:,$(MAKEOVERRIDES)),$(firstword $(subst =, ,$(a))))
+ifneq ($(filter-out $(VARIABLES),$(GIVEN)),)
+$(error unknown variable $(firstword $(filter-out $(VARIABLES),$(GIVEN))); valid: $(VARIABLES) (make help; Hydra keys go in ARGS="key=value"))
+endif
 
 .PHONY: help atari minatar classic shifts sweep figures pages bench test lint clean-venv
 
@@ -40,6 +50,7 @@ help: ## this list
 	@echo "                            classic game (CartPole, Acrobot, LunarLander; default CartPole)"
 	@echo "  SEED=0  STEPS=N           seed; agent steps summed over envs (default: the suite's budget)"
 	@echo "  RUN_DIR=runs              root of the run directories"
+	@echo "  POPULATION=K              train seeds SEED..SEED+K-1 in one process (population=K)"
 	@echo "  ARGS=\"k=v ...\"            raw Hydra overrides, e.g. ARGS=\"agent.lr=1e-4 probe.interval=50000\""
 	@echo "variables (for shifts):"
 	@echo "  TASK=label_reset          label_reset label_permutation input_permutation target_offset"

@@ -111,6 +111,10 @@ class DQN(Learner):
         self.refilling = False  # a cleared buffer: no update until it can sample
         self.update_credit = 0.0  # fractional updates owed (updates_per_step x agent steps)
         self.updates = 0
+        # the agent step this agent started at: 0, or the last fresh start (interventions.reset with
+        # layers=0), from which exploration and learning_starts count; and the last step it stored
+        self.start_step, self.clock = 0, 0
+        self.restarts = 0  # fresh starts so far (the runner re-anchors the probes' dist_from_init)
 
     @staticmethod
     def check_config(cfg) -> None:
@@ -138,7 +142,7 @@ class DQN(Learner):
     # ---- acting -------------------------------------------------------------------------
     def epsilon(self, step: int) -> float:
         c = self.cfg
-        frac = min(max(step - c.exploration_start, 0) / max(c.exploration_steps, 1), 1.0)
+        frac = min(max(step - self.start_step - c.exploration_start, 0) / max(c.exploration_steps, 1), 1.0)
         return c.epsilon_start + frac * (c.epsilon_end - c.epsilon_start)
 
     def act(self, obs: np.ndarray, step: int) -> np.ndarray:
@@ -174,7 +178,8 @@ class DQN(Learner):
         if self.cfg.reward_clip:
             rewards = np.sign(rewards)
         self.replay.add(obs, actions, rewards, next_obs, terminated, truncated)
-        if step < self.cfg.learning_starts or step < self.cfg.n_step * self.num_envs:
+        self.clock = step
+        if step - self.start_step < self.cfg.learning_starts or step < self.cfg.n_step * self.num_envs:
             return 0  # (an n-step transition can be sampled once its env has taken n steps)
         if self.refilling:
             if not self.replay.can_sample():
@@ -197,9 +202,11 @@ class DQN(Learner):
             self.replay, self.refilling = self.new_replay(), True
 
     def restart(self) -> None:
-        """A fresh agent starts here (interventions.reset, ``layers=0``): a new, empty replay. The
-        exploration schedule and learning_starts still count from the run's first step."""
+        """A fresh agent starts here (interventions.reset, ``layers=0``), as a new agent would: a
+        new, empty replay, and exploration (epsilon back to ``epsilon_start``) and learning_starts
+        counting from this step."""
         self.replay, self.refilling, self.update_credit = self.new_replay(), True, 0.0
+        self.start_step, self.restarts = self.clock, self.restarts + 1
 
     @torch.no_grad()
     def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -244,6 +251,7 @@ class DQN(Learner):
             "loss": loss.detach(),
             "q_mean": metrics["q_mean"],
             "grad_norm": grad_norm,
+            "epsilon": torch.tensor(self.epsilon(self.clock)),
             **metrics["targets"],
         }
 
@@ -281,6 +289,9 @@ class DQN(Learner):
             "update_credit": self.update_credit,
             "updates": self.updates,
             "refilling": self.refilling,
+            "start_step": self.start_step,
+            "clock": self.clock,
+            "restarts": self.restarts,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -292,3 +303,5 @@ class DQN(Learner):
         self.rng.bit_generator.state = state["rng"]
         self.update_credit, self.updates = state["update_credit"], state["updates"]
         self.refilling = state.get("refilling", False)
+        self.start_step, self.clock = state.get("start_step", 0), state.get("clock", 0)
+        self.restarts = state.get("restarts", 0)

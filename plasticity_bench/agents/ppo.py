@@ -89,6 +89,7 @@ class PPO(Learner):
     def __init__(self, cfg: PPOConfig, spec: EnvSpec, interventions, device: torch.device, seed: int):
         self.cfg, self.device, self.num_envs, self.num_actions = cfg, device, spec.num_envs, spec.num_actions
         self.interventions = interventions
+        self.restarts = 0  # fresh starts so far (interventions.reset with layers=0)
         self.rng = np.random.default_rng(seed)
         obs_shape, obs_dtype, num_actions, num_envs = (
             spec.obs_shape,
@@ -210,6 +211,7 @@ class PPO(Learner):
         """A fresh agent starts here (interventions.reset, ``layers=0``): the rows of the rollout in
         progress came from the old policy, so the next update is made of the new one's only."""
         self.rollout.t = 0
+        self.restarts += 1  # (the runner re-anchors the probes' dist_from_init)
 
     def truncate(self, obs: np.ndarray) -> None:
         """The episodes in progress end here (a resume that restarts the envs): the rollout's
@@ -327,6 +329,7 @@ class PPO(Learner):
             **self.rollout.state_dict(),  # rollout, t, filled
             "updates": self.updates,
             "rng": self.rng.bit_generator.state,
+            "restarts": self.restarts,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -336,3 +339,4 @@ class PPO(Learner):
         self.rollout.load_state_dict(state, self.device)
         self.updates = state["updates"]
         self.rng.bit_generator.state = state["rng"]
+        self.restarts = state.get("restarts", 0)

@@ -3,20 +3,26 @@ task against a *fresh agent* trained on the same task for the same budget (C-CHA
 2025; TRAC, Muppidi et al. 2024; Juliani & Ash 2024), not against the run's own first visit,
 which rewards transfer and so hides a loss.
 
-The fresh agent is the run of the same experiment and seed whose intervention is ``reset`` with
-``layers=0`` and ``at_shift=true``: at every switch it re-initialises every parameter and its
-optimizer (interventions/reset.py), so each task is learned from scratch, on the very tasks
-(offsets, game order, env seeds) the other runs see. Until the first switch both runs are the
-same run, so task 0 is left out of the scores.
+The fresh agent is the run with ``reset`` of ``layers=0`` at every switch (``at_shift=true``): it
+re-initialises every parameter and its optimizer (interventions/reset.py), so each task is
+learned from scratch, on the very tasks (offsets, game order, env seeds) the other runs see. A
+run's fresh agents are found from the runs' own ``config.yaml`` (analysis/load.py
+``experiment_key``): the runs whose resolved config equals it but for the intervention and its
+keys; labels are names, not data. Until the first switch both runs are the same run, so task 0 is
+left out of the scores.
 
 Per run and task (``tables/continual.csv``): ``final_return``, the mean return of the episodes
-that ended in the task's last quarter; ``fresh_return``, the fresh agent's over the same window;
+that ended in the task's last quarter; ``fresh_return``, the fresh agent's over the same window
+*averaged over its seeds* (a single collapsed fresh run does not decide a task);
 ``vs_fresh = (final - random) / (fresh - random)`` with the random policy's score of the task's
 game (``analysis/data/random_scores.csv``): 1 = as good as learning the task from scratch, below
-1 = plasticity lost. ``transfer_ratio`` (final / the first visit of the same game) is kept as a
-transfer view only. Per run (``tables/continual_runs.csv``): the average return over the whole
-run, C-CHAIN's statistic. A task or run that cannot be scored is said in one line, never dropped
-silently.
+1 = plasticity lost; ``vs_fresh_own_seed``, the same against the fresh run of the same seed;
+``return_minus_fresh``, the raw difference. A task whose pooled fresh return does not clear random
+by ``margin`` x |random| is left out for every variant by that rule alone, and said so in one line.
+``transfer_ratio`` (final / the first visit of the same game) is kept as a transfer view only. Per
+run and game (``tables/continual_runs.csv``): the average return over the run (C-CHAIN's
+statistic), per task game for a run that cycles games (raw scores of different games are never
+averaged). The summaries (analysis/seeds.py) give mean +- SE over seeds and paired differences.
 
 Task t covers agent steps (t x interval, (t + 1) x interval]; an episode belongs to the task in
 which it ended (an episode cut by a switch ends there).
@@ -30,24 +36,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from plasticity_bench.analysis import plots, stats
+from plasticity_bench.analysis import plots, seeds, stats
 from plasticity_bench.analysis.scores import DATA, step_grid
 
 METHOD_RUN = ["suite", "game", "agent", "intervention", "variant", "seed"]
-# what a run and its fresh agent share: the same task sequence, budget, seed and training keys
-EXPERIMENT = [
-    "suite",
-    "game",
-    "agent",
-    "seed",
-    "shift_kind",
-    "shift_interval",
-    "shift_games",
-    "shift_settings",
-    "total_steps",
-    "training_keys",
-]
-CI_LABEL = "IQM, 95% CIs: stratified bootstrap over seeds, resampled within each game"
+FRESH_MARGIN = 0.25  # a task counts when the fresh agents' mean clears random by 25% of |random|
+SE_LABEL = "mean ± standard error over seeds"
 
 
 def random_scores() -> pd.DataFrame:
@@ -56,16 +50,7 @@ def random_scores() -> pd.DataFrame:
 
 
 def continual_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    shifting = runs[(runs.shift_kind != "none") & (runs.shift_interval > 0)]
-    return shifting.assign(training_keys=shifting.variant.map(training_keys))
-
-
-def training_keys(variant: str) -> str:
-    """The agent and env keys of a variant label (``none[agent.lr=0.001,env.shift.kind=x]`` ->
-    ``agent.lr=0.001,env.shift.kind=x``): what the run changed apart from its intervention's keys,
-    which a fresh agent of the same experiment shares."""
-    inner = variant.partition("[")[2].rstrip("]")
-    return ",".join(k for k in inner.split(",") if k.startswith(("agent.", "env.")))
+    return runs[(runs.shift_kind != "none") & (runs.shift_interval > 0)]
 
 
 def scored_tasks(run) -> int:
@@ -108,119 +93,111 @@ def visits(runs: pd.DataFrame, returns: pd.DataFrame, last: float = 0.25) -> pd.
 
 
 def against_fresh(
-    table: pd.DataFrame, runs: pd.DataFrame, random: pd.Series
+    table: pd.DataFrame, runs: pd.DataFrame, random: pd.Series, margin: float = FRESH_MARGIN
 ) -> tuple[pd.DataFrame, list[str]]:
-    """``table`` (from ``visits``) with ``fresh_return``, ``random_return`` and ``vs_fresh``; and one
-    line for every run or task that cannot be scored, saying why."""
+    """``table`` (from ``visits``) with the fresh agents' returns (pooled over their seeds, and the
+    same seed's), ``random_return``, ``vs_fresh``, ``vs_fresh_own_seed``, ``return_minus_fresh`` and
+    ``scored`` (a task after the first that the rule keeps); and one line for every experiment
+    without a fresh agent and every task the rule leaves out."""
     notes = []
-    keyed = table.merge(continual_runs(runs)[METHOD_RUN + EXPERIMENT[4:] + ["fresh_agent"]], on=METHOD_RUN)
-    fresh = keyed[keyed.fresh_agent][[*EXPERIMENT, "task", "final_return"]].rename(
-        columns={"final_return": "fresh_return"}
+    keyed = table.merge(continual_runs(runs)[[*METHOD_RUN, "experiment", "fresh_agent"]], on=METHOD_RUN)
+    fresh = keyed[keyed.fresh_agent & (keyed.experiment != "")]
+    pooled = fresh.groupby(["experiment", "task"]).final_return.agg(fresh_return="mean", fresh_seeds="count")
+    own = fresh[["experiment", "seed", "task", "final_return"]].rename(
+        columns={"final_return": "fresh_own_return"}
     )
-    if fresh.duplicated([*EXPERIMENT, "task"]).any():
+    if own.duplicated(["experiment", "seed", "task"]).any():
         notes.append("note: more than one fresh-agent run of one experiment and seed; the first is used")
-        fresh = fresh.drop_duplicates([*EXPERIMENT, "task"])
-    out = keyed.merge(fresh, on=[*EXPERIMENT, "task"], how="left")
+        own = own.drop_duplicates(["experiment", "seed", "task"])
+    out = keyed.merge(pooled.reset_index(), on=["experiment", "task"], how="left")
+    out = out.merge(own, on=["experiment", "seed", "task"], how="left")
     out["random_return"] = [random.get((s, g), np.nan) for s, g in zip(out.suite, out.task_game)]
-    span = out.fresh_return - out.random_return
-    out["vs_fresh"] = (out.final_return - out.random_return) / span.where(span > 0)
-    for (suite, agent, variant, game, seed), rows in out.groupby(
-        ["suite", "agent", "variant", "game", "seed"]
+    span, own_span = out.fresh_return - out.random_return, out.fresh_own_return - out.random_return
+    clears = (span > 0) & (span > margin * out.random_return.abs())
+    out["scored"] = clears & (out.task > 0)
+    out["vs_fresh"] = ((out.final_return - out.random_return) / span).where(clears)
+    out["vs_fresh_own_seed"] = ((out.final_return - out.random_return) / own_span).where(own_span > 0)
+    out["return_minus_fresh"] = out.final_return - out.fresh_return
+    for (suite, game, agent), rows in out[out.fresh_return.isna() & (out.task > 0)].groupby(
+        ["suite", "game", "agent"]
     ):
-        where = f"{suite}/{game}/{agent}/{variant}/seed{seed}"
-        if rows.fresh_return.isna().all():
+        unpaired = sorted(set(rows.variant[~rows.experiment.isin(fresh.experiment)]))
+        if unpaired:
             notes.append(
-                f"note: {where}: no fresh-agent run of the same experiment and seed (intervention=reset "
-                "interventions.reset.layers=0 interventions.reset.at_shift=true); not scored against one"
+                f"note: {suite}/{game}/{agent}: no fresh-agent run with the same config for "
+                f"{', '.join(unpaired)} (intervention=reset interventions.reset.layers=0 "
+                "interventions.reset.at_shift=true, all else equal); not scored against one"
             )
-            continue
-        for row in rows[rows.vs_fresh.isna()].itertuples():
-            why = (
-                "no random score for this game in analysis/data/random_scores.csv"
-                if np.isnan(row.random_return)
-                else "the fresh agent has not finished this task"
-                if np.isnan(row.fresh_return)
-                else "no episode ended in the window"
-                if np.isnan(row.final_return)
-                else f"the fresh agent scored {row.fresh_return:.3g}, "
-                f"not above random ({row.random_return:.3g})"
-            )
-            notes.append(f"note: {where} task {row.task} ({row.task_game}): not scored: {why}")
-    return out.drop(columns=["fresh_agent", *EXPERIMENT[4:]]), notes
-
-
-def _seed_notes(scores: pd.DataFrame) -> list[str]:
-    """One line per (suite, agent) whose variants ran different numbers of seeds."""
-    notes = []
-    for (suite, agent), rows in scores.groupby(["suite", "agent"]):
-        counts = rows.groupby("variant").seed.nunique()
-        if counts.nunique() > 1:
-            notes.append(
-                f"note: {suite}/{agent}: variants ran different numbers of seeds "
-                f"({', '.join(f'{v} {n}' for v, n in counts.items())}); each is aggregated over its own"
-            )
-    return notes
+    left_out = out[(out.task > 0) & out.fresh_return.notna() & ~clears].drop_duplicates(
+        ["experiment", "task"]
+    )
+    for row in left_out.itertuples():
+        why = (
+            "no random score for this game in analysis/data/random_scores.csv"
+            if np.isnan(row.random_return)
+            else f"the fresh agent's mean over {row.fresh_seeds} seed(s), {row.fresh_return:.4g}, does not "
+            f"clear random ({row.random_return:.4g}) by {margin:.0%} of |random|"
+        )
+        notes.append(
+            f"note: {row.suite}/{row.game}/{row.agent} task {row.task} ({row.task_game}): left out "
+            f"for every variant: {why}"
+        )
+    return out.drop(columns=["fresh_seeds"]), notes
 
 
 def vs_fresh_scores(table: pd.DataFrame) -> pd.DataFrame:
-    """Per run and task game, the mean ``vs_fresh`` over the tasks after the first (the score
-    ``stats.aggregate`` takes: games = task games)."""
-    scored = table[table.task > 0].dropna(subset=["vs_fresh"])
-    score = scored.groupby(["suite", "agent", "intervention", "variant", "seed", "task_game"]).vs_fresh.mean()
-    return score.reset_index().rename(columns={"task_game": "game", "vs_fresh": "normalized_score"})
+    """Per run and task game, the means over its scored tasks (after the first) of ``vs_fresh`` and
+    ``return_minus_fresh``, and how many tasks: the per-seed values the summaries take."""
+    scored = table[table.scored & table.final_return.notna()]
+    keys = ["suite", "agent", "intervention", "variant", "seed", "experiment", "fresh_agent", "task_game"]
+    score = scored.groupby(keys).agg(
+        vs_fresh=("vs_fresh", "mean"),
+        return_minus_fresh=("return_minus_fresh", "mean"),
+        tasks=("task", "count"),
+    )
+    return score.reset_index().rename(columns={"task_game": "game"})
 
 
 def run_averages(runs: pd.DataFrame, returns: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished continual run: its average return over the whole run, as C-CHAIN logs
-    it: the mean return of the episodes that ended in each rollout (``agent.num_steps`` x
-    ``env.num_envs`` steps), averaged over the rollouts; per episode for an agent without rollouts."""
+    """One row per finished continual run and game it played: the average return over the run, as
+    C-CHAIN logs it: the mean return of the episodes that ended in each rollout (``agent.num_steps``
+    x ``env.num_envs`` steps), averaged over the rollouts; per episode for an agent without rollouts.
+    A run that cycles games gets one row per game (the rollouts of that game's tasks)."""
     shifting = continual_runs(runs)
     shifting = shifting[shifting.complete]
-    mine = returns.merge(shifting[METHOD_RUN + ["rollout"]], on=METHOD_RUN)
+    columns = [
+        *METHOD_RUN,
+        "rollout",
+        "experiment",
+        "fresh_agent",
+        "shift_kind",
+        "shift_games",
+        "shift_interval",
+    ]
+    mine = returns.merge(shifting[columns], on=METHOD_RUN)
+    task = (mine.step - 1) // mine.shift_interval
+    cycle = mine.shift_games.str.split(",")
+    mine["task_game"] = [
+        g[t % len(g)] if kind == "game_cycle" else game
+        for g, t, kind, game in zip(cycle, task, mine.shift_kind, mine.game)
+    ]
     window = np.where(mine.rollout > 0, (mine.step - 1) // mine.rollout.clip(lower=1), np.arange(len(mine)))
-    per_window = mine.assign(window=window).groupby([*METHOD_RUN, "window"]).episode_return.mean()
-    table = per_window.groupby(METHOD_RUN).agg(average_return="mean").reset_index()
-    table = table.merge(mine.groupby(METHOD_RUN).size().rename("episodes").reset_index(), on=METHOD_RUN)
-    cycles = shifting[shifting.shift_kind == "game_cycle"].set_index(METHOD_RUN).shift_games
-    labels = [
-        f"cycle of {cycles[key].count(',') + 1} games" if key in cycles.index else game
-        for key, game in zip(table[METHOD_RUN].itertuples(index=False, name=None), table.game)
+    keys = [*METHOD_RUN, "experiment", "fresh_agent", "task_game"]
+    per_window = mine.assign(window=window).groupby([*keys, "window"]).episode_return.mean()
+    table = per_window.groupby(keys).agg(average_return="mean").reset_index()
+    table = table.merge(mine.groupby(keys).size().rename("episodes").reset_index(), on=keys)
+    return table.drop(columns="game").rename(columns={"task_game": "game"})[
+        [*METHOD_RUN, "experiment", "fresh_agent", "average_return", "episodes"]
     ]
-    return table.assign(game=labels)  # a game_cycle run played every game of its cycle, not env.game
 
 
-def per_game(frame: pd.DataFrame, value: str, reps: int, seed: int) -> pd.DataFrame:
-    """``stats.aggregate`` of ``value`` game by game (a column of seeds per game)."""
-    parts = [
-        stats.aggregate(rows.assign(normalized_score=rows[value]), reps, seed).assign(game=game)
-        for game, rows in frame.groupby("game")
-    ]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-def markdown(aggregate: pd.DataFrame, by: list[str]) -> str:
-    """IQM [95% CI] per variant (and ``by``), as a markdown table."""
-    iqm = aggregate[aggregate.statistic == "iqm"]
-    lines = [
-        "| " + " | ".join([*by, "intervention", "variant", "seeds", "IQM [95% CI]"]) + " |",
-        "|" + "---|" * (len(by) + 4),
-    ]
-    for row in iqm.sort_values([*by, "variant"]).itertuples():
-        cells = [str(getattr(row, b)) for b in by]
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    *cells,
-                    row.intervention,
-                    f"`{row.variant}`",
-                    str(row.runs),
-                    f"{row.value:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]",
-                ]
-            )
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
+def across_games(scores: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Per run (suite, agent, variant, seed), the mean of ``value`` over the games it was scored on,
+    for variants scored on more than one game; grouped by label (games differ in config)."""
+    keys = ["suite", "agent", "intervention", "variant", "seed", "fresh_agent"]
+    games = scores.groupby(keys[:4]).game.transform("nunique")
+    mean = scores[games > 1].groupby(keys)[value].mean().reset_index()
+    return mean.assign(game="all games", experiment="")
 
 
 def fresh_named(frame: pd.DataFrame, fresh: set[str]) -> pd.DataFrame:
@@ -228,40 +205,63 @@ def fresh_named(frame: pd.DataFrame, fresh: set[str]) -> pd.DataFrame:
     return frame.assign(variant=frame.variant.where(~frame.variant.isin(fresh), "fresh agent"))
 
 
-def _few_seeds(frame: pd.DataFrame) -> str:
-    fewest = int(frame.runs.min()) if len(frame) else 0
-    return f"\nonly {fewest} seed(s) in some cell: CIs from so few seeds are rough" if fewest < 3 else ""
+def _sections(summary: pd.DataFrame) -> str:
+    """One markdown table per (suite, agent, game), each followed by what its paired tests establish."""
+    text = ""
+    for (suite, agent, game), rows in summary.groupby(["suite", "agent", "game"], sort=True):
+        text += f"\n### {suite} / {agent} / {game}\n\n" + seeds.markdown(rows)
+        said = seeds.established(rows)
+        text += f"\n{said}" if said else ""
+    return text
 
 
-def tables(runs, reps: int, seed: int) -> dict:
+def tables(runs, reps: int, seed: int, margin: float = FRESH_MARGIN) -> dict:
     """The continual runs' tables (frames keyed by their file name under tables/), their markdown
     (``continual.md``) and the notes on what could not be scored; {} without continual runs."""
     table = visits(runs.runs, runs.returns)
     if table.empty:
         return {}
-    table, notes = against_fresh(table, runs.runs, random_scores())
+    table, notes = against_fresh(table, runs.runs, random_scores(), margin)
     averages = run_averages(runs.runs, runs.returns)
-    scores = vs_fresh_scores(table)  # each variant on all its seeds (the seeds column says how many)
-    vs_fresh = stats.aggregate(scores, reps, seed) if len(scores) else stats.aggregate_columns()
-    cut = _seed_notes(scores)
-    average = per_game(averages, "average_return", reps, seed)
+    scores = vs_fresh_scores(table)
+    vs_fresh = seeds.summarise(pd.concat([scores, across_games(scores, "vs_fresh")]), "vs_fresh", reps, seed)
+    average = seeds.summarise(averages, "average_return", reps, seed)
+    left_out = "".join(f"- {n.removeprefix('note: ')}\n" for n in notes if "left out for every variant" in n)
     text = (
-        "## Against a fresh agent: mean of (R - R_random) / (R_fresh - R_random) over tasks 1 on\n\n"
-        + (markdown(vs_fresh, ["suite", "agent"]) if len(vs_fresh) else "(no run has a fresh agent)\n")
-        + "\n## Average return over the whole run (C-CHAIN's statistic), per game\n\n"
-        + markdown(average, ["suite", "agent", "game"])
-        + f"\n{CI_LABEL}.\n"
+        "## Average return over the whole run (C-CHAIN's statistic)\n\n"
+        f"Per game: {SE_LABEL}, each seed's value, and an interval: an IQM with a 95% stratified bootstrap "
+        f"CI where a cell has at least {seeds.MIN_SEEDS_FOR_CI} seeds, else the range of its seeds. "
+        f"Differences are paired by seed (same tasks) against `none` and the fresh agent of the same "
+        f"config ({seeds.TEST}).\n"
+        + _sections(average)
+        + "\n## Against a fresh agent: (R - R_random) / (R_fresh - R_random), tasks 1 on\n\n"
+        "R: the mean return of the episodes that ended in the task's last quarter; R_fresh: the fresh "
+        "agent's, averaged over its seeds; per seed, the mean over its scored tasks. A task counts when "
+        f"R_fresh clears R_random by {margin:.0%} of |R_random|; `all games`: each seed's mean over "
+        "its games.\n"
+        + (_sections(vs_fresh) if len(vs_fresh) else "\n(no run has a fresh agent with the same config)\n")
+        + (f"\nLeft out by that rule:\n\n{left_out}" if left_out else "")
     )
     return {
         "tables": {
             "continual.csv": table,
             "continual_runs.csv": averages,
+            "continual_scores.csv": scores,
             "continual_vs_fresh.csv": vs_fresh,
             "continual_average_return.csv": average,
         },
         "markdown": text,
-        "notes": notes + cut,
+        "notes": notes,
     }
+
+
+def _bars(summary: pd.DataFrame, fresh: set[str]) -> pd.DataFrame:
+    """A summary as interval_bars wants it: the mean, whiskers one standard error either side."""
+    se = summary.se.fillna(0)
+    return fresh_named(
+        summary.assign(value=summary["mean"], ci_low=summary["mean"] - se, ci_high=summary["mean"] + se),
+        fresh,
+    )
 
 
 def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -> dict:
@@ -292,36 +292,26 @@ def figures(runs, out: Path, bins: int, reps: int, curve_reps: int, seed: int) -
             for switch in range(interval, horizon, interval):
                 ax.axvline(switch, color="grey", linestyle=":", linewidth=0.8)
         result["files"] += plots.save(figure, out, f"{tag}_returns")
-        mine_fresh = (
-            vs_fresh[(vs_fresh.suite == suite) & (vs_fresh.agent == agent)] if len(vs_fresh) else vs_fresh
-        )
-        if len(mine_fresh):
-            iqm = fresh_named(mine_fresh[mine_fresh.statistic == "iqm"], fresh).assign(
-                panel="IQM over seeds and games"
-            )
-            result["files"] += plots.save(
-                plots.interval_bars(
-                    iqm,
-                    "panel",
-                    "score against a fresh agent (1 = as good, 0 = random)",
-                    f"{suite} / {agent}: tasks 1 on against a fresh agent on each\n"
-                    f"{CI_LABEL}{_few_seeds(iqm)}",
-                ),
-                out,
-                f"{tag}_vs_fresh",
-            )
-        mine_average = fresh_named(
-            average[(average.suite == suite) & (average.agent == agent) & (average.statistic == "iqm")], fresh
-        )
-        result["files"] += plots.save(
-            plots.interval_bars(
-                mine_average,
-                "game",
-                "average return over the run",
-                f"{suite} / {agent}: average return over the whole run\n{CI_LABEL}{_few_seeds(mine_average)}",
+        for name, summary, xlabel, what in (
+            (
+                "vs_fresh",
+                vs_fresh,
+                "score against a fresh agent (1 = as good, 0 = random)",
+                "tasks 1 on against a fresh agent",
             ),
-            out,
-            f"{tag}_average_return",
-        )
+            ("average_return", average, "average return over the run", "average return over the whole run"),
+        ):
+            mine_summary = (
+                summary[(summary.suite == suite) & (summary.agent == agent)] if len(summary) else summary
+            )
+            if len(mine_summary):
+                seeds_note = f"{int(mine_summary.seeds.min())}-{int(mine_summary.seeds.max())} seeds per bar"
+                figure = plots.interval_bars(
+                    _bars(mine_summary, fresh),
+                    "game",
+                    xlabel,
+                    f"{suite} / {agent}: {what}\n{SE_LABEL} ({seeds_note})",
+                )
+                result["files"] += plots.save(figure, out, f"{tag}_{name}")
     plt.close("all")
     return result

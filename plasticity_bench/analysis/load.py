@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from plasticity_bench.core.schema import IDENTITY, METRICS_COLUMNS, RETURNS_COLUMNS, legacy_columns
+from plasticity_bench.core.schema import (
+    IDENTITY,
+    METRICS_COLUMNS,
+    NOT_TRAINING,
+    RETURNS_COLUMNS,
+    legacy_columns,
+)
 
 
 class AnalysisError(ValueError):
@@ -93,6 +101,7 @@ def load_runs(root: str | Path) -> Runs:
             {
                 **identity,
                 **_shift(config),
+                "experiment": experiment_key(config),
                 "complete": (path / "done").exists(),
                 "total_steps": int(config.get("total_steps") or last_step),
                 "last_step": last_step,
@@ -146,6 +155,39 @@ def _shift(config: dict) -> dict:
         "fresh_agent": fresh,
         "rollout": rollout,
     }
+
+
+# What a run and the fresh agent it is scored against share: every key of the resolved config but
+# the intervention, its hyper-parameters and the keys that do not change training. The run's length
+# stays (both must cover the same tasks); the seed is matched on its own column. ``speed`` (kernel
+# choices of the same computation) is left out too: configs written before it existed lack it.
+UNPAIRED = (
+    "intervention",
+    "interventions",
+    "speed",
+    *(k for k in NOT_TRAINING if k not in ("total_steps", "env.total_steps")),
+)
+
+
+def experiment_key(config: dict) -> str:
+    """A short hash of what ``config`` trains apart from its intervention ("" without a config):
+    runs with equal keys differ only in their intervention (analysis/continual.py pairs them)."""
+    if not config:
+        return ""
+    kept = {
+        k: v for k, v in _flat(config).items() if not any(k == u or k.startswith(f"{u}.") for u in UNPAIRED)
+    }
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: dict) -> dict:

@@ -14,3 +14,22 @@ TIMING_COLUMNS = (*IDENTITY, "step", "session_start_step", "wall_seconds", "step
 def legacy_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
     """The same columns as written before runs had a ``variant`` (read as variant = intervention)."""
     return tuple(c for c in columns if c != "variant")
+
+
+# Keys of a run's config.yaml that do not change what it trains: they stay out of its variant label
+# (a key or any key under it). seed has its own level in the run path; total_steps is a run's length
+# (a longer run of a config is the same experiment).
+NOT_TRAINING = (
+    "seed",
+    "population",
+    "population_kernel",
+    "total_steps",
+    "env.total_steps",
+    "device",
+    "threads",
+    "run_dir",
+    "log",
+    "checkpoint",
+    "probe",
+    "variant",
+)

@@ -115,6 +115,10 @@ class Composition:
             metrics.update(part.on_shift(learner))
         return metrics
 
+    def restarted(self, network) -> None:
+        for part in self.parts:
+            part.restarted(network)
+
     def unstackable(self) -> list[str]:
         """Families of this composition a population's stacked kernel cannot take: a network that
         cannot run under vmap (``Intervention.stacks``), or a loss term (the kernel differentiates

@@ -50,6 +50,10 @@ class Intervention:
         """At a task switch of a task sequence."""
         return {}
 
+    def restarted(self, network: nn.Module) -> None:
+        """A fresh agent started (``reset`` with ``layers=0``): what the family keeps of the first
+        network (l2init's anchor) is taken from the new one."""
+
     def state_dict(self) -> dict:
         """What a resumed run needs to act as the uninterrupted one would."""
         return {}

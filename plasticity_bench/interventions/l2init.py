@@ -42,6 +42,9 @@ class L2Init(Intervention):
                 initial.append(self.initial[n])
         add_to_gradients(params, torch._foreach_sub(params, initial) if params else [], 2 * self.cfg.coef)
 
+    def restarted(self, network: torch.nn.Module) -> None:
+        self.initial = None  # the next gradients, before the new agent's first step, take theta_0
+
     def state_dict(self) -> dict:
         return {"initial": self.initial}
 

@@ -6,9 +6,9 @@ its next sync.
 ``layers=0`` makes a fresh agent: every parameter of the network (LayerNorm included) is
 re-initialised, the target network (DQN) copies it, the optimizer is built anew (no moments,
 step count 0), and the agent's ``restart()`` drops what it collected with the old network (PPO:
-the rollout in progress; DQN: its replay buffer). DQN's exploration schedule and learning_starts
-still count from the run's first step, and ``dist_from_init`` and ``l2init`` keep the run's
-first initialisation as theirs. At every task switch (``at_shift=true``) that is the continual
+the rollout in progress; DQN: its replay buffer, and its exploration schedule and learning_starts
+count from here, epsilon back at its start value); ``l2init``'s anchor and the probes'
+``dist_from_init`` take the new initialisation. At every task switch (``at_shift=true``) that is the continual
 literature's "fresh agent trained on each task for the same budget" baseline, within the same
 run."""
 
@@ -57,5 +57,6 @@ class Reset(Scheduled):
         if agent.target is not None:
             agent.target.load_state_dict(agent.network.state_dict())
         agent.rebuild_optimizer(keep_state=False)
-        agent.restart()  # what else a fresh agent forgets (PPO: the rollout in progress; DQN: its replay)
+        agent.restart()  # what else a fresh agent forgets (PPO: the rollout in progress; DQN: its replay,
+        agent.interventions.restarted(agent.network)  # and exploration), and the interventions' anchors
         return {"reset_layers": torch.tensor(float(len(weight_layers(agent.network))))}

@@ -72,6 +72,12 @@ class Prober:
         self.rng = np.random.default_rng([seed, 0x9E0BE])  # a stream of its own
         self.fresh_reference_done = False
         self.last_seconds = 0.0
+        self.restarts = 0  # the agent's fresh starts that ``initial`` has followed
+
+    def restarted(self, network: torch.nn.Module, restarts: int) -> None:
+        """The agent started afresh (reset with layers=0): ``dist_from_init`` measures from here."""
+        self.initial = {k: v.detach().clone() for k, v in network.named_parameters()}
+        self.restarts = restarts
 
     def due(self, before: int, after: int) -> bool:
         return crossed(before, after, self.cfg.interval)
@@ -117,9 +123,11 @@ class Prober:
             "initial": self.initial,
             "rng": self.rng.bit_generator.state,
             "fresh_reference_done": self.fresh_reference_done,
+            "restarts": self.restarts,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.initial = state["initial"]
         self.rng.bit_generator.state = state["rng"]
         self.fresh_reference_done = state["fresh_reference_done"]
+        self.restarts = state.get("restarts", 0)

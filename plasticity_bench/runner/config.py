@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from plasticity_bench import agents, interventions
 from plasticity_bench.agents.base import has_network
 from plasticity_bench.core.ranges import Range, check, check_value
+from plasticity_bench.core.schema import NOT_TRAINING
 from plasticity_bench.envs import SUITES, UnknownChoice, check_game
 from plasticity_bench.envs.shift import KINDS, ShiftConfig, check_shift
 from plasticity_bench.probes import ProbeConfig
@@ -27,25 +28,6 @@ from plasticity_bench.runner.compose import (
 )
 from plasticity_bench.runner.stacked import STACKED_METHODS, stackable
 from plasticity_bench.runner.store import run_directory, variant_label
-
-# Keys that do not change what is trained: they stay out of a run's variant label. seed has its
-# own level in the run path; total_steps is a run's length (a longer run of a config is the same
-# experiment).
-NOT_TRAINING = (
-    "seed",
-    "population",
-    "population_kernel",
-    "total_steps",
-    "env.total_steps",
-    "device",
-    "threads",
-    "run_dir",
-    "log",
-    "checkpoint",
-    "probe",
-    "variant",
-)
-
 
 # The valid values of the run-level keys of configs/config.yaml (the dataclass configs declare
 # theirs on their fields: core.ranges.ranged).
@@ -160,15 +142,17 @@ def validate(cfg: DictConfig) -> DictConfig:
             f"(valid: {', '.join(KINDS[1:])}) or use interventions.{shifting[0]}.interval"
         )
     try:
-        check(cfg.agent, agents.AGENTS[cfg.agent.name].Config, "agent.")
+        # env, then the run's keys, then the rest: a value set once and copied into other keys by
+        # interpolation (env.total_steps -> total_steps -> agent.anneal_steps) is named as it was set
         check(cfg.env, SUITES[cfg.env.suite][0], "env.")
+        for key, valid in RUN_RANGES.items():
+            check_value(key, OmegaConf.select(cfg, key), valid)
+        check(cfg.agent, agents.AGENTS[cfg.agent.name].Config, "agent.")
         check(cfg.env.shift, ShiftConfig, "env.shift.")
         check_shift(cfg.env, bool(cfg.agent.get("reward_clip", False)))
         check(cfg.probe, ProbeConfig, "probe.")
         for family, intervention_cls in interventions.INTERVENTIONS.items():  # used or not
             check(cfg.interventions[family], intervention_cls.Config, f"interventions.{family}.")
-        for key, valid in RUN_RANGES.items():  # after the nodes: total_steps may follow env.total_steps
-            check_value(key, OmegaConf.select(cfg, key), valid)
         agent_cls = agents.AGENTS[cfg.agent.name]
         if cfg.intervention != "none" and not has_network(agent_cls):
             raise ConfigError(

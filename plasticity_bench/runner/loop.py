@@ -253,6 +253,8 @@ class Run(Lifecycle):
             self._log_probes()  # (at a switch: the network that learned the task that ends)
         if getattr(self.env, "task", None) not in (None, self.task) and self.step < total_steps:
             self._switch_task()  # (a switch on the run's last step starts no task)
+        if self.prober and getattr(self.agent, "restarts", 0) != self.prober.restarts:  # a fresh agent
+            self.prober.restarted(self.agent.network, self.agent.restarts)
         if crossed(before, self.step, checkpoint_interval):
             self.save()
 
