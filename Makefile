@@ -105,8 +105,8 @@ sweep: $(STAMP) ## an experiment's runs (games x seeds x interventions): make sw
 figures: $(STAMP) ## IQM figures and tables from the CSVs: make figures RUNS=runs OUT=figures
 	$(PY) -m plasticity_bench figures $(RUNS) $(OUT) $(FIGURE_ARGS)
 
-pages: $(STAMP) ## put the generated tables (make figures, make bench) into docs/experiments/*.md and docs/speed.md
-	$(PY) -m plasticity_bench.analysis.pages docs/experiments/*.md docs/speed.md
+pages: $(STAMP) ## put the generated tables (make figures, make bench) into docs/experiments/*.md, docs/speed.md and README.md
+	$(PY) -m plasticity_bench.analysis.pages docs/experiments/*.md docs/speed.md README.md
 
 bench: $(STAMP) ## speed and memory on this machine (about 10 minutes on 2 cores): one table, bench_results.csv; POPULATION=2,4 adds population rows
 	$(PY) -m plasticity_bench bench $(if $(POPULATION),--population $(POPULATION)) $(BENCH_ARGS)

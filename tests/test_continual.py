@@ -421,6 +421,7 @@ def test_reset_of_every_layer_is_a_fresh_agent(agent_name, args):
     "experiment",
     [
         "minatar_continual",
+        "minatar_continual_rerun",
         pytest.param("classic_continual", marks=pytest.mark.slow),  # the same code on other CSVs: 30 s
         pytest.param("minatar_continual_calibration", marks=pytest.mark.slow),
     ],

@@ -136,3 +136,14 @@ def test_the_tables_say_which_differences_hold(tmp_path):
     text = tables(load_runs(tmp_path), reps=50, seed=0)["markdown"]
     assert "range [" in text and "CI" not in text.split("| variant")[1].split("\n\n")[0]
     assert "`none` below the fresh agent" in text
+
+
+def test_our_average_returns_stand_beside_the_published_table(tmp_path):
+    for seed in range(2):
+        write_run(tmp_path, "reset", seed, [50.0, 80.0, 80.0])
+        write_run(tmp_path, "none", seed, [50.0, 25.0, 21.0])
+    text = tables(load_runs(tmp_path), reps=50, seed=0)["markdown"].split("## Beside the published")[1]
+    assert "| CartPole | Vanilla | 61.77 ± 6.927 (6) | `none` | " in text
+    assert "| CartPole | Oracle | 299.9 ± 5.986 (6) | `reset` | " in text
+    assert "| CartPole | TRAC | 217.4 ± 26.31 (6) | `trac`: not run | – |" in text
+    assert "Acrobot" not in text  # only the games we ran

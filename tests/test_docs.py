@@ -126,9 +126,9 @@ def test_probes_interventions_shifts_and_analysis_do_not_load_agents_even_indire
 
 
 def test_every_result_page_holds_its_generated_tables_unchanged():
-    """docs/experiments/*.md: every marked block is its file (make pages); a page without one types
-    its numbers by hand."""
-    for page in sorted((ROOT / "docs" / "experiments").glob("*.md")):
+    """docs/experiments/*.md and the README's results: every marked block is its file (make pages);
+    a page without one types its numbers by hand."""
+    for page in [*sorted((ROOT / "docs" / "experiments").glob("*.md")), ROOT / "README.md"]:
         found = blocks(page.read_text())
         assert found, f"{page.name} has no generated table"
         for path, body in found:

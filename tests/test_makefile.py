@@ -1,6 +1,7 @@
 """The Makefile's front door: a variable no target reads is refused in one line naming the valid
 ones (exit 2, nothing run); the ones it reads reach the command (``make -n`` prints it)."""
 
+import os
 import subprocess
 
 import pytest
@@ -10,8 +11,17 @@ from conftest import ROOT
 
 def make(*args: str) -> subprocess.CompletedProcess:
     # .venv/.installed is older than pyproject.toml on a fresh clone: -o keeps make from creating it here
+    # (under `make test` the outer make's flags and variables would reach this make: leave them out)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    }
     return subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        ["make", "-n", "-o", ".venv/.installed", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 

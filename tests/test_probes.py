@@ -131,9 +131,11 @@ def test_a_run_with_probes_acts_like_one_without(run, tmp_path):
     assert (with_dir / "returns.csv").read_bytes() == (without_dir / "returns.csv").read_bytes()
     with_probes = pd.read_csv(with_dir / "metrics.csv", dtype={"layer": str})
     without = pd.read_csv(without_dir / "metrics.csv", dtype={"layer": str})
-    training = with_probes[with_probes.metric.isin(["loss", "q_mean", "grad_norm"])].reset_index(drop=True)
+    training = with_probes[with_probes.metric.isin(["loss", "q_mean", "grad_norm", "epsilon"])].reset_index(
+        drop=True
+    )
     pd.testing.assert_frame_equal(training, without)
-    probes = with_probes[~with_probes.metric.isin(["loss", "q_mean", "grad_norm"])]
+    probes = with_probes[~with_probes.metric.isin(["loss", "q_mean", "grad_norm", "epsilon"])]
     assert sorted(probes.step.unique()) == [600, 1200, 1800, 2400]
     assert (probes.metric == "probe_loss_fresh").sum() == 1
 

@@ -122,6 +122,7 @@ def main(argv: list[str]) -> int:
         for name, frame in continual["tables"].items():
             frame.to_csv(tables / name, index=False)
         (tables / "continual.md").write_text(continual["markdown"])
+        (tables / "continual_summary.md").write_text(continual["summary"])
         for line in continual["notes"]:
             print(line)
         written += continual["files"]

@@ -215,6 +215,59 @@ def _sections(summary: pd.DataFrame) -> str:
     return text
 
 
+def beside_published(average: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Our average returns beside C-CHAIN's Table 1 (``analysis/data/cchain_table1.csv``), for the
+    classic-control PPO runs of its protocol (``obs_offset``): one row per published cell of a game
+    we ran, with each variant of ours that is the method (the fresh agent: reset, layers=0)."""
+    protocol = set(runs[(runs.suite == "classic") & (runs.shift_kind == "obs_offset")].experiment)
+    ours = average[(average.agent == "ppo") & average.experiment.isin(protocol)] if len(average) else average
+    if ours.empty:
+        return ""
+    published = pd.read_csv(DATA / "cchain_table1.csv", comment="#")
+    lines = [
+        "| game | method | published: mean ± SE (seeds) | ours | ours: mean ± SE (seeds) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in published[published.game.isin(set(ours.game))].itertuples():
+        same_game = ours[ours.game == row.game]
+        matched = (
+            same_game[same_game.fresh_agent]
+            if row.ours == "fresh agent"
+            else same_game[(same_game.intervention == row.ours) & ~same_game.fresh_agent]
+        )
+        theirs = f"{row.mean:.4g} ± {row.se:.4g} ({row.seeds})"
+        for mine in matched.itertuples() if len(matched) else [None]:
+            cells = [row.game, row.method, theirs]
+            cells += (
+                [f"`{mine.variant}`", f"{seeds.number(mine.mean)} ± {seeds.number(mine.se)} ({mine.seeds})"]
+                if mine
+                else [f"`{row.ours}`: not run", "–"]
+            )
+            lines.append("| " + " | ".join(cells) + " |")
+    return (
+        "\n## Beside the published numbers (C-CHAIN, Tang et al. 2025, Table 1)\n\n"
+        "Average return over the run, mean ± standard error over seeds; theirs from "
+        "`plasticity_bench/analysis/data/cchain_table1.csv`.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def summary_lines(average: pd.DataFrame) -> str:
+    """One line per (suite, agent, game): each variant's average return over the run, mean ± SE
+    (seeds): the README's summary of an experiment (``continual_summary.md``)."""
+    lines = []
+    for (suite, agent, game), rows in average.groupby(["suite", "agent", "game"], sort=True):
+        rank = np.where(rows.fresh_agent, 0, np.where(rows.intervention == "none", 1, 2))
+        rows = rows.assign(short=seeds.shortened(rows.variant), rank=rank)
+        cells = [
+            f"{'fresh agent' if r.fresh_agent else f'`{r.short}`'} "
+            f"{seeds.number(r.mean)} ± {seeds.number(r.se)} ({r.seeds})"
+            for r in rows.sort_values(["rank", "short"]).itertuples()
+        ]
+        what = "average return over the run, mean ± SE (seeds)"
+        lines.append(f"- {suite} / {agent} / {game}, {what}: {', '.join(cells)}")
+    return "\n".join(lines) + "\n"
+
+
 def tables(runs, reps: int, seed: int, margin: float = FRESH_MARGIN) -> dict:
     """The continual runs' tables (frames keyed by their file name under tables/), their markdown
     (``continual.md``) and the notes on what could not be scored; {} without continual runs."""
@@ -241,8 +294,10 @@ def tables(runs, reps: int, seed: int, margin: float = FRESH_MARGIN) -> dict:
         "its games.\n"
         + (_sections(vs_fresh) if len(vs_fresh) else "\n(no run has a fresh agent with the same config)\n")
         + (f"\nLeft out by that rule:\n\n{left_out}" if left_out else "")
+        + beside_published(average, runs.runs)
     )
     return {
+        "summary": summary_lines(average),
         "tables": {
             "continual.csv": table,
             "continual_runs.csv": averages,

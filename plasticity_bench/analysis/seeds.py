@@ -86,17 +86,33 @@ def signed(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{x:+.4g}"
 
 
+def shortened(labels: pd.Series) -> pd.Series:
+    """Variant labels without the keys that every one of them carries (``none[env.shift.kind=x]``
+    and ``ln[env.shift.kind=x,ln.k=1]`` -> ``none``, ``ln[ln.k=1]``): what tells the rows apart."""
+    keys = labels.map(lambda v: set(v.partition("[")[2].rstrip("]").split(",")) - {""})
+    common = set.intersection(*keys) if len(keys) else set()
+
+    def short(label: str) -> str:
+        name, _, inner = label.partition("[")
+        kept = [k for k in inner.rstrip("]").split(",") if k and k not in common]
+        return f"{name}[{','.join(kept)}]" if kept else name
+
+    return labels.map(short)
+
+
 def markdown(summary: pd.DataFrame) -> str:
-    """The summary of one game as a markdown table (rows: the fresh agent, none, then the rest)."""
+    """The summary of one game as a markdown table (rows: the fresh agent, none, then the rest);
+    labels shortened to what tells the rows apart (the common keys said under the table)."""
     order = summary.assign(
-        rank=np.where(summary.fresh_agent, 0, np.where(summary.intervention == "none", 1, 2))
+        rank=np.where(summary.fresh_agent, 0, np.where(summary.intervention == "none", 1, 2)),
+        short=shortened(summary.variant),
     )
     lines = [
         "| variant | seeds | mean ± SE | per seed | interval | − none (paired) | p | − fresh (paired) | p |",
         "|---|---:|---|---|---|---|---:|---|---:|",
     ]
     for row in order.sort_values(["rank", "variant"]).itertuples():
-        label = f"`{row.variant}`" + (" (fresh agent)" if row.fresh_agent else "")
+        label = f"`{row.short}`" + (" (fresh agent)" if row.fresh_agent else "")
         interval = (
             f"IQM {number(row.center)} [{number(row.low)}, {number(row.high)}]"
             if row.interval != "range"
@@ -111,12 +127,15 @@ def markdown(summary: pd.DataFrame) -> str:
             diff = f"{signed(getattr(row, f'minus_{name}'))} ± {number(getattr(row, f'minus_{name}_se'))}"
             cells += [diff, number(getattr(row, f"minus_{name}_p"))] if pairs else ["–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    keys = summary.variant.map(lambda v: set(v.partition("[")[2].rstrip("]").split(",")) - {""})
+    common = sorted(set.intersection(*keys))
+    return "\n".join(lines) + "\n" + (f"\nEvery row also has `{','.join(common)}`.\n" if common else "")
 
 
 def established(summary: pd.DataFrame) -> str:
     """One sentence of the differences from each baseline with p < LEVEL, and of those without."""
     parts = []
+    summary = summary.assign(variant=shortened(summary.variant))
     for name, word in (("none", "`none`"), ("fresh", "the fresh agent")):
         compared = ~summary.fresh_agent & ((summary.intervention != "none") | (name == "fresh"))
         rows = summary[compared & (summary[f"minus_{name}_pairs"] >= 2)]
@@ -129,8 +148,8 @@ def established(summary: pd.DataFrame) -> str:
         open_ = [f"`{r.variant}`" for r in rows.itertuples() if not getattr(r, f"minus_{name}_p") < LEVEL]
         if held or open_:
             parts.append(
-                f"against {word}: "
+                f"Against {word}: "
                 + ("; ".join(held) or "no difference established")
                 + (f"; not established (p ≥ {LEVEL}): {', '.join(open_)}" if open_ else "")
             )
-    return (f"Paired differences ({TEST}), " + ". ".join(parts) + ".\n") if parts else ""
+    return (f"Paired differences ({TEST}). " + ". ".join(parts) + ".\n") if parts else ""
