@@ -19,6 +19,7 @@ from plasticity_bench.core.schema import (
     METRICS_COLUMNS,
     NOT_TRAINING,
     RETURNS_COLUMNS,
+    flat,
     legacy_columns,
 )
 
@@ -175,19 +176,9 @@ def experiment_key(config: dict) -> str:
     if not config:
         return ""
     kept = {
-        k: v for k, v in _flat(config).items() if not any(k == u or k.startswith(f"{u}.") for u in UNPAIRED)
+        k: v for k, v in flat(config).items() if not any(k == u or k.startswith(f"{u}.") for u in UNPAIRED)
     }
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _identity(path: Path, returns: pd.DataFrame, metrics: pd.DataFrame, config: dict) -> dict:

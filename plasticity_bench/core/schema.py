@@ -33,3 +33,14 @@ NOT_TRAINING = (
     "probe",
     "variant",
 )
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """A nested config as one level of dotted keys ({"a": {"b": 1}} -> {"a.b": 1})."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

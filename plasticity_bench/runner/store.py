@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from plasticity_bench import interventions
+from plasticity_bench.core.schema import flat
 from plasticity_bench.runner import checkpoint
 from plasticity_bench.runner.logger import CSVLog
 
@@ -211,7 +212,7 @@ def variant_label(intervention: str, defaults: dict, config: dict, ignored: tupl
     families the run uses. A long list keeps its first keys and a hash of all of them."""
     used = set(interventions.split_name(intervention))
     changes = []
-    for key, _, value in _flat_diff(_flat(defaults), _flat(config)):
+    for key, _, value in _flat_diff(flat(defaults), flat(config)):
         if any(key == i or key.startswith(i + ".") for i in ignored):
             continue
         if key.startswith("interventions."):
@@ -233,16 +234,6 @@ def variant_label(intervention: str, defaults: dict, config: dict, ignored: tupl
             kept.append(change)
         inner = ",".join([*kept, f"+{len(changes) - len(kept)}_more", digest])
     return f"{intervention}[{inner}]"
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _short(value) -> str:
