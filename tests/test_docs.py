@@ -29,6 +29,7 @@ def test_the_reference_lists_every_registered_intervention_agent_and_suite():
 GENERATED = {
     "aggregate.md",
     "continual.md",
+    "continual_summary.md",
     "shifts.md",
 }  # tables that `make figures` writes under OUT/tables/
 
