@@ -199,7 +199,6 @@ def test_task_visits_keep_the_first_visit_of_the_same_game_as_a_transfer_view():
                 "shift_kind": "game_cycle",
                 "shift_interval": 100,
                 "shift_games": "a,b",
-                "shift_settings": "",
                 "last_step": 400,
                 "total_steps": 400,
                 "complete": True,

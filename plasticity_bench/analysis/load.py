@@ -131,14 +131,6 @@ def _csv(run: Path, name: str) -> Path:
     return plain if plain.exists() or not (run / f"{name}.csv.gz").exists() else run / f"{name}.csv.gz"
 
 
-# the env.shift keys that shape each kind's tasks (beside kind, interval and games)
-SHIFT_SETTINGS = {
-    "obs_permutation": ("smooth",),
-    "obs_offset": ("sigma", "smooth"),
-    "reward_scale": ("growth", "smooth"),
-}
-
-
 def _shift(config: dict) -> dict:
     """The run's env.shift (continual RL), as columns of the runs frame; ``fresh_agent``: the run
     re-initialises its whole agent at every switch (``reset`` with ``layers=0`` and ``at_shift``),
@@ -152,7 +144,6 @@ def _shift(config: dict) -> dict:
         "shift_kind": shift.get("kind", "none"),
         "shift_interval": int(shift.get("interval") or 0),
         "shift_games": ",".join(shift.get("games") or []),
-        "shift_settings": ",".join(f"{k}={shift.get(k)}" for k in SHIFT_SETTINGS.get(shift.get("kind"), ())),
         "fresh_agent": fresh,
         "rollout": rollout,
     }

@@ -86,11 +86,16 @@ def signed(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{x:+.4g}"
 
 
+def common_keys(labels: pd.Series) -> set[str]:
+    """The keys every variant label carries (``none[env.shift.kind=x]`` -> ``env.shift.kind=x``)."""
+    keys = labels.map(lambda v: set(v.partition("[")[2].rstrip("]").split(",")) - {""})
+    return set.intersection(*keys) if len(keys) else set()
+
+
 def shortened(labels: pd.Series) -> pd.Series:
     """Variant labels without the keys that every one of them carries (``none[env.shift.kind=x]``
     and ``ln[env.shift.kind=x,ln.k=1]`` -> ``none``, ``ln[ln.k=1]``): what tells the rows apart."""
-    keys = labels.map(lambda v: set(v.partition("[")[2].rstrip("]").split(",")) - {""})
-    common = set.intersection(*keys) if len(keys) else set()
+    common = common_keys(labels)
 
     def short(label: str) -> str:
         name, _, inner = label.partition("[")
@@ -127,8 +132,7 @@ def markdown(summary: pd.DataFrame) -> str:
             diff = f"{signed(getattr(row, f'minus_{name}'))} ± {number(getattr(row, f'minus_{name}_se'))}"
             cells += [diff, number(getattr(row, f"minus_{name}_p"))] if pairs else ["–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
-    keys = summary.variant.map(lambda v: set(v.partition("[")[2].rstrip("]").split(",")) - {""})
-    common = sorted(set.intersection(*keys))
+    common = sorted(common_keys(summary.variant))
     return "\n".join(lines) + "\n" + (f"\nEvery row also has `{','.join(common)}`.\n" if common else "")
 
 
